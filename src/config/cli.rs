@@ -1,0 +1,102 @@
+//! Command-line flags. Every flag overrides the config file's value; list
+//! flags (`--bind`, `--static`) replace or extend the file's lists as documented.
+
+use std::path::PathBuf;
+
+use clap::{Parser, ValueEnum};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Combined,
+    Json,
+}
+
+/// portico: a web server and Python application server in one program.
+///
+/// Serves static files (ranges, conditional requests, precompressed
+/// siblings), over HTTP/1.1, HTTP/2 (h2c and TLS with ALPN) from a master
+/// process that supervises worker processes.
+#[derive(Debug, Clone, Default, Parser)]
+#[command(version, about, max_term_width = 100)]
+pub struct Cli {
+    /// WSGI application to serve, as `module:callable` (reserved: not served yet).
+    #[arg(value_name = "APP")]
+    pub app: Option<String>,
+
+    /// Address to listen on: HOST:PORT, [V6]:PORT or unix:PATH. Repeatable;
+    /// replaces the config file's listeners. Port 0 picks a free port; the real
+    /// address is printed as `listening on http://ADDR`.
+    /// [default: 127.0.0.1:8000]
+    #[arg(short = 'b', long = "bind", value_name = "ADDR")]
+    pub bind: Vec<String>,
+
+    /// Serve directory DIR at URL prefix PREFIX (`/=./public`,
+    /// `/assets=./build/assets`). Repeatable; a prefix also in the config file
+    /// replaces that route.
+    #[arg(long = "static", value_name = "PREFIX=DIR")]
+    pub static_routes: Vec<String>,
+
+    /// TOML config file (see docs/config.md).
+    #[arg(short = 'c', long = "config", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Validate the configuration, print a summary and exit 0 (valid) or 1.
+    #[arg(long)]
+    pub check_config: bool,
+
+    /// Worker processes; 0 serves from the master's own process.
+    /// [default: number of CPUs]
+    #[arg(short = 'w', long, value_name = "N")]
+    pub workers: Option<usize>,
+
+    /// Serve from a single process without a supervising master (same as -w 0).
+    #[arg(long)]
+    pub no_master: bool,
+
+    /// Seconds in-flight requests get to finish on SIGTERM/SIGINT. [default: 30]
+    #[arg(long, value_name = "S")]
+    pub graceful_timeout: Option<String>,
+
+    /// Access log: a file path, `-` for stdout, or `off`. [default: -]
+    #[arg(long, value_name = "PATH|-|off")]
+    pub access_log: Option<String>,
+
+    /// Access log line format. [default: combined]
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub access_log_format: Option<LogFormat>,
+
+    /// Error log level or tracing filter (error, warn, info, debug, trace).
+    /// [default: info]
+    #[arg(long, value_name = "LEVEL")]
+    pub log_level: Option<String>,
+
+    /// TLS certificate chain (PEM) for the --bind listeners.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// TLS private key (PEM: PKCS#8, PKCS#1 or SEC1) for the --bind listeners.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Largest request body accepted on routes that set none (413 past it).
+    /// [default: 1m]
+    #[arg(long, value_name = "SIZE")]
+    pub max_body_size: Option<String>,
+
+    /// Idle seconds allowed between requests on a keep-alive connection.
+    /// [default: 75]
+    #[arg(long, value_name = "S")]
+    pub keepalive_timeout: Option<String>,
+
+    /// Seconds to receive a whole request head; past it 408. [default: 10]
+    #[arg(long, value_name = "S")]
+    pub header_timeout: Option<String>,
+
+    /// Open connections per worker; past it accepting pauses. [default: 10000]
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<usize>,
+
+    /// Internal: run as a worker of a master (set by the master).
+    #[arg(long, hide = true)]
+    pub worker: bool,
+}

@@ -1,0 +1,145 @@
+//! The TOML config file as the user writes it. Unknown keys are refused; every
+//! field is optional here and gets its default in `validate`.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use super::units::{ByteSize, Seconds};
+use super::ConfigError;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub app: Option<String>,
+    pub workers: Option<usize>,
+    pub graceful_timeout: Option<Seconds>,
+    #[serde(default)]
+    pub listen: Vec<FileListener>,
+    #[serde(default)]
+    pub limits: FileLimits,
+    #[serde(default)]
+    pub log: FileLog,
+    #[serde(default)]
+    pub route: Vec<FileRoute>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileListener {
+    pub address: String,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileLimits {
+    pub max_uri_length: Option<ByteSize>,
+    pub max_header_size: Option<ByteSize>,
+    pub max_headers: Option<usize>,
+    pub header_timeout: Option<Seconds>,
+    pub keepalive_timeout: Option<Seconds>,
+    pub max_connections: Option<usize>,
+    pub max_body_size: Option<ByteSize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileLog {
+    pub access_log: Option<String>,
+    pub access_log_format: Option<String>,
+    pub level: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRoute {
+    pub host: Option<String>,
+    pub path: String,
+    #[serde(rename = "static")]
+    pub static_root: Option<PathBuf>,
+    pub index: Option<Vec<String>>,
+    pub autoindex: Option<bool>,
+    pub dotfiles: Option<bool>,
+    pub symlinks_outside_root: Option<bool>,
+    pub precompressed: Option<bool>,
+    pub expires: Option<Seconds>,
+    pub max_body_size: Option<ByteSize>,
+}
+
+/// Reads and parses `path`; the error names the file and the key path
+/// (`route[1].autoindex`) of the first problem.
+pub fn read(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    parse(&text).map_err(|message| ConfigError::Parse {
+        path: path.to_owned(),
+        message,
+    })
+}
+
+pub fn parse(text: &str) -> Result<FileConfig, String> {
+    let deserializer = toml::Deserializer::new(text);
+    serde_path_to_error::deserialize(deserializer).map_err(|err| {
+        let key = err.path().to_string();
+        let inner = err.into_inner();
+        let message = inner.message().to_string();
+        let location = inner
+            .span()
+            .map(|span| {
+                let line = text[..span.start].matches('\n').count() + 1;
+                format!(" (line {line})")
+            })
+            .unwrap_or_default();
+        if key.is_empty() || key == "." {
+            format!("{message}{location}")
+        } else {
+            format!("`{key}`: {message}{location}")
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_are_refused_with_their_path() {
+        let err = parse("[[route]]\npath = \"/\"\nautoindx = true\n").unwrap_err();
+        assert!(err.contains("autoindx"), "{err}");
+        assert!(err.contains("route"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let err = parse("[limits]\nheader_timeout = \"soon\"\n").unwrap_err();
+        assert!(err.contains("limits.header_timeout"), "{err}");
+    }
+
+    #[test]
+    fn a_full_file_parses() {
+        let cfg = parse(
+            r#"
+            workers = 2
+            graceful_timeout = "10s"
+            [[listen]]
+            address = "127.0.0.1:0"
+            [limits]
+            max_body_size = "10m"
+            [log]
+            access_log = "off"
+            [[route]]
+            path = "/assets"
+            static = "/srv"
+            expires = "7d"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(cfg.workers, Some(2));
+        assert_eq!(cfg.route[0].expires.unwrap().0.as_secs(), 7 * 86400);
+        assert_eq!(cfg.limits.max_body_size.unwrap().0, 10 << 20);
+    }
+}

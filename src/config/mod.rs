@@ -1,0 +1,146 @@
+//! Configuration in two stages: what the user wrote (`file` for TOML, `cli` for
+//! flags) is parsed and checked once at start; the rest of the program sees only
+//! the validated types below (socket addresses, canonical paths, parsed routes).
+
+mod cli;
+mod file;
+mod units;
+mod validate;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use cli::Cli;
+pub use validate::load;
+
+/// Everything that can be wrong with what the user wrote; each message names
+/// the key (and the file) so it can be fixed without guessing.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{origin}: `{key}`: {message}")]
+    Invalid {
+        origin: String,
+        key: String,
+        message: String,
+    },
+}
+
+/// The validated configuration of one portico instance.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// WSGI target (`module:callable`); reserved for the application server.
+    pub app: Option<String>,
+    pub listeners: Vec<ListenerConfig>,
+    /// Worker processes; 0 means everything runs in the master's process.
+    pub workers: usize,
+    pub graceful_timeout: Duration,
+    pub limits: Limits,
+    pub log: LogConfig,
+    pub routes: Vec<Route>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenAddr {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+impl std::fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ListenAddr::Tcp(addr) => write!(f, "{addr}"),
+            ListenAddr::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ListenerConfig {
+    pub addr: ListenAddr,
+    pub tls: Option<TlsFiles>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Per-connection and per-request limits; each has the status it answers with
+/// in its doc comment.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Longest request target accepted; longer → 414.
+    pub max_uri_length: usize,
+    /// Largest request head (request line + header fields) in bytes; larger → 431.
+    pub max_header_bytes: usize,
+    /// Most header fields in one request; more → 431.
+    pub max_headers: usize,
+    /// Time to receive a whole request head once its first byte arrived;
+    /// past it → 408 and the connection is closed.
+    pub header_timeout: Duration,
+    /// Idle time allowed between requests on a keep-alive connection.
+    pub keepalive_timeout: Duration,
+    /// Open connections per worker; past it, accepting pauses.
+    pub max_connections: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessLogFormat {
+    Combined,
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessLogTarget {
+    Off,
+    Stdout,
+    File(PathBuf),
+}
+
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub access_log: AccessLogTarget,
+    pub access_log_format: AccessLogFormat,
+    /// A tracing filter directive such as `info` or `portico=debug`.
+    pub level: String,
+}
+
+/// One route: requests whose Host matches `host` (any host when `None`) and
+/// whose path starts with `prefix` on a segment boundary.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub host: Option<String>,
+    /// Starts with `/`, no trailing slash except for the root route `/`.
+    pub prefix: String,
+    /// Largest request body accepted; larger → 413.
+    pub max_body_size: u64,
+    pub static_files: Option<StaticOptions>,
+}
+
+/// How a route serves files from a directory.
+#[derive(Debug, Clone)]
+pub struct StaticOptions {
+    /// Canonical (absolute, symlinks resolved) directory served.
+    pub root: PathBuf,
+    /// File names tried, in order, for a directory URL.
+    pub index: Vec<String>,
+    /// Generate an HTML listing for a directory without an index file.
+    pub autoindex: bool,
+    /// Serve names starting with `.`; otherwise they answer 404.
+    pub dotfiles: bool,
+    /// Follow symlinks that resolve outside `root`; otherwise they answer 403.
+    pub symlinks_outside_root: bool,
+    /// Serve `.br`, `.zst`, `.gz` siblings when the client accepts them.
+    pub precompressed: bool,
+    /// `Cache-Control: max-age=N` (and `Expires`) sent with files, when set.
+    pub expires: Option<Duration>,
+}

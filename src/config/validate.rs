@@ -1,0 +1,389 @@
+//! Second stage: merge the file and the flags, apply defaults, and turn every
+//! raw string into a checked type. Nothing after this reads raw config.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::file::{self, FileConfig, FileRoute};
+use super::units::{parse_duration, parse_size};
+use super::*;
+
+const DEFAULT_BIND: &str = "127.0.0.1:8000";
+const DEFAULT_MAX_BODY: u64 = 1 << 20;
+
+/// Builds the validated [`Config`] from the flags and the file they name.
+pub fn load(cli: &Cli) -> Result<Config, ConfigError> {
+    let (file, origin) = match &cli.config {
+        Some(path) => (file::read(path)?, path.display().to_string()),
+        None => (FileConfig::default(), "defaults".to_string()),
+    };
+    let base_dir = cli
+        .config
+        .as_deref()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    Builder {
+        cli,
+        file,
+        origin,
+        base_dir,
+    }
+    .build()
+}
+
+struct Builder<'a> {
+    cli: &'a Cli,
+    file: FileConfig,
+    origin: String,
+    /// Relative paths in the file are relative to the file's directory.
+    base_dir: PathBuf,
+}
+
+fn cli_err(key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        origin: "command line".into(),
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+impl Builder<'_> {
+    fn file_err(&self, key: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            origin: self.origin.clone(),
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+
+    fn build(self) -> Result<Config, ConfigError> {
+        let limits = self.limits()?;
+        let default_body = match &self.cli.max_body_size {
+            Some(text) => parse_size(text).map_err(|m| cli_err("--max-body-size", m))?,
+            None => self
+                .file
+                .limits
+                .max_body_size
+                .map_or(DEFAULT_MAX_BODY, |s| s.0),
+        };
+        let workers = if self.cli.no_master {
+            0
+        } else {
+            self.cli
+                .workers
+                .or(self.file.workers)
+                .unwrap_or_else(default_workers)
+        };
+        let graceful_timeout = match &self.cli.graceful_timeout {
+            Some(text) => parse_duration(text).map_err(|m| cli_err("--graceful-timeout", m))?,
+            None => self
+                .file
+                .graceful_timeout
+                .map_or(Duration::from_secs(30), |s| s.0),
+        };
+        Ok(Config {
+            app: self.cli.app.clone().or_else(|| self.file.app.clone()),
+            listeners: self.listeners()?,
+            workers,
+            graceful_timeout,
+            limits,
+            log: self.log()?,
+            routes: self.routes(default_body)?,
+        })
+    }
+
+    fn listeners(&self) -> Result<Vec<ListenerConfig>, ConfigError> {
+        let cli_tls = match (&self.cli.tls_cert, &self.cli.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsFiles {
+                cert: check_file(cert).map_err(|m| cli_err("--tls-cert", m))?,
+                key: check_file(key).map_err(|m| cli_err("--tls-key", m))?,
+            }),
+            _ => None,
+        };
+        let mut listeners = Vec::new();
+        if !self.cli.bind.is_empty() {
+            for text in &self.cli.bind {
+                let addr = parse_listen_addr(text).map_err(|m| cli_err("--bind", m))?;
+                listeners.push(ListenerConfig {
+                    addr,
+                    tls: cli_tls.clone(),
+                });
+            }
+        } else if !self.file.listen.is_empty() {
+            for (i, l) in self.file.listen.iter().enumerate() {
+                let key = format!("listen[{i}]");
+                let addr = parse_listen_addr(&l.address)
+                    .map_err(|m| self.file_err(&format!("{key}.address"), m))?;
+                let tls = match (&l.tls_cert, &l.tls_key) {
+                    (Some(cert), Some(key_file)) => Some(TlsFiles {
+                        cert: check_file(&self.base_dir.join(cert))
+                            .map_err(|m| self.file_err(&format!("{key}.tls_cert"), m))?,
+                        key: check_file(&self.base_dir.join(key_file))
+                            .map_err(|m| self.file_err(&format!("{key}.tls_key"), m))?,
+                    }),
+                    (None, None) => cli_tls.clone(),
+                    _ => {
+                        return Err(self.file_err(&key, "tls_cert and tls_key must be set together"))
+                    }
+                };
+                listeners.push(ListenerConfig { addr, tls });
+            }
+        } else {
+            listeners.push(ListenerConfig {
+                addr: parse_listen_addr(DEFAULT_BIND).expect("default address parses"),
+                tls: cli_tls,
+            });
+        }
+        Ok(listeners)
+    }
+
+    fn limits(&self) -> Result<Limits, ConfigError> {
+        let f = &self.file.limits;
+        let secs = |cli: &Option<String>, flag: &str, file: Option<units::Seconds>, default| {
+            match cli {
+                Some(text) => parse_duration(text).map_err(|m| cli_err(flag, m)),
+                None => Ok(file.map_or(Duration::from_secs(default), |s| s.0)),
+            }
+        };
+        let limits = Limits {
+            max_uri_length: f.max_uri_length.map_or(8192, |s| s.0 as usize),
+            max_header_bytes: f.max_header_size.map_or(16384, |s| s.0 as usize),
+            max_headers: f.max_headers.unwrap_or(100),
+            header_timeout: secs(&self.cli.header_timeout, "--header-timeout", f.header_timeout, 10)?,
+            keepalive_timeout: secs(
+                &self.cli.keepalive_timeout,
+                "--keepalive-timeout",
+                f.keepalive_timeout,
+                75,
+            )?,
+            max_connections: self.cli.max_connections.or(f.max_connections).unwrap_or(10_000),
+        };
+        if limits.max_header_bytes < 8192 {
+            return Err(self.file_err("limits.max_header_size", "must be at least 8k"));
+        }
+        if limits.max_uri_length == 0 || limits.max_uri_length > limits.max_header_bytes {
+            return Err(self.file_err(
+                "limits.max_uri_length",
+                "must be between 1 and limits.max_header_size",
+            ));
+        }
+        if limits.max_headers == 0 {
+            return Err(self.file_err("limits.max_headers", "must be at least 1"));
+        }
+        if limits.max_connections == 0 {
+            return Err(self.file_err("limits.max_connections", "must be at least 1"));
+        }
+        if limits.header_timeout.is_zero() {
+            return Err(self.file_err("limits.header_timeout", "must be at least 1s"));
+        }
+        Ok(limits)
+    }
+
+    fn log(&self) -> Result<LogConfig, ConfigError> {
+        let f = &self.file.log;
+        let access_log = match self.cli.access_log.as_deref().or(f.access_log.as_deref()) {
+            None | Some("-") => AccessLogTarget::Stdout,
+            Some("off") => AccessLogTarget::Off,
+            Some(path) => AccessLogTarget::File(self.base_dir.join(path)),
+        };
+        let access_log_format = match (self.cli.access_log_format, f.access_log_format.as_deref()) {
+            (Some(cli::LogFormat::Json), _) | (None, Some("json")) => AccessLogFormat::Json,
+            (Some(cli::LogFormat::Combined), _) | (None, Some("combined") | None) => {
+                AccessLogFormat::Combined
+            }
+            (None, Some(other)) => {
+                return Err(self.file_err(
+                    "log.access_log_format",
+                    format!("`{other}` is not a format (use combined or json)"),
+                ))
+            }
+        };
+        let level = self
+            .cli
+            .log_level
+            .clone()
+            .or_else(|| f.level.clone())
+            .unwrap_or_else(|| "info".into());
+        if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
+            return Err(cli_err("--log-level", format!("`{level}` is not a log level or filter")));
+        }
+        Ok(LogConfig {
+            access_log,
+            access_log_format,
+            level,
+        })
+    }
+
+    fn routes(&self, default_body: u64) -> Result<Vec<Route>, ConfigError> {
+        let mut routes = Vec::new();
+        for (i, r) in self.file.route.iter().enumerate() {
+            routes.push(
+                self.file_route(r, default_body)
+                    .map_err(|(field, m)| self.file_err(&format!("route[{i}].{field}"), m))?,
+            );
+        }
+        for text in &self.cli.static_routes {
+            let route = cli_static_route(text, default_body).map_err(|m| cli_err("--static", m))?;
+            routes.retain(|r| !(r.host.is_none() && r.prefix == route.prefix));
+            routes.push(route);
+        }
+        for (i, a) in routes.iter().enumerate() {
+            if routes[..i]
+                .iter()
+                .any(|b| a.host == b.host && a.prefix == b.prefix)
+            {
+                return Err(self.file_err(
+                    "route",
+                    format!("two routes for path `{}` on the same host", a.prefix),
+                ));
+            }
+        }
+        Ok(routes)
+    }
+
+    fn file_route(&self, r: &FileRoute, default_body: u64) -> Result<Route, (&'static str, String)> {
+        let prefix = normalize_prefix(&r.path).map_err(|m| ("path", m))?;
+        let host = match &r.host {
+            Some(h) if h.is_empty() || h.contains(['/', ' ']) => {
+                return Err(("host", format!("`{h}` is not a host name")))
+            }
+            h => h.as_ref().map(|h| h.to_ascii_lowercase()),
+        };
+        let static_files = match &r.static_root {
+            Some(dir) => Some(StaticOptions {
+                root: canonical_dir(&self.base_dir.join(dir)).map_err(|m| ("static", m))?,
+                index: r.index.clone().unwrap_or_else(|| vec!["index.html".into()]),
+                autoindex: r.autoindex.unwrap_or(false),
+                dotfiles: r.dotfiles.unwrap_or(false),
+                symlinks_outside_root: r.symlinks_outside_root.unwrap_or(false),
+                precompressed: r.precompressed.unwrap_or(true),
+                expires: r.expires.map(|s| s.0),
+            }),
+            None => {
+                return Err((
+                    "static",
+                    "a route needs a handler (static = \"DIR\")".to_string(),
+                ))
+            }
+        };
+        if let Some(index) = &r.index {
+            if let Some(bad) = index.iter().find(|n| n.is_empty() || n.contains('/')) {
+                return Err(("index", format!("`{bad}` is not a file name")));
+            }
+        }
+        Ok(Route {
+            host,
+            prefix,
+            max_body_size: r.max_body_size.map_or(default_body, |s| s.0),
+            static_files,
+        })
+    }
+}
+
+fn cli_static_route(text: &str, max_body_size: u64) -> Result<Route, String> {
+    let (prefix, dir) = text
+        .split_once('=')
+        .ok_or_else(|| format!("`{text}` is not PREFIX=DIR"))?;
+    Ok(Route {
+        host: None,
+        prefix: normalize_prefix(prefix)?,
+        max_body_size,
+        static_files: Some(StaticOptions {
+            root: canonical_dir(Path::new(dir))?,
+            index: vec!["index.html".into()],
+            autoindex: false,
+            dotfiles: false,
+            symlinks_outside_root: false,
+            precompressed: true,
+            expires: None,
+        }),
+    })
+}
+
+/// `/assets/` and `/assets` are the same prefix; `/` stays `/`.
+fn normalize_prefix(path: &str) -> Result<String, String> {
+    if !path.starts_with('/') {
+        return Err(format!("`{path}` must start with `/`"));
+    }
+    if path.split('/').any(|seg| seg == "." || seg == "..") || path.contains(['?', '#', '%']) {
+        return Err(format!("`{path}` must be a plain path (no `.`, `..`, `?`, `#` or `%`)"));
+    }
+    let trimmed = path.trim_end_matches('/');
+    Ok(if trimmed.is_empty() { "/".into() } else { trimmed.into() })
+}
+
+fn canonical_dir(dir: &Path) -> Result<PathBuf, String> {
+    let canonical = dir
+        .canonicalize()
+        .map_err(|e| format!("directory `{}`: {e}", dir.display()))?;
+    if !canonical.is_dir() {
+        return Err(format!("`{}` is not a directory", dir.display()));
+    }
+    Ok(canonical)
+}
+
+fn check_file(path: &Path) -> Result<PathBuf, String> {
+    std::fs::metadata(path)
+        .map_err(|e| format!("`{}`: {e}", path.display()))
+        .map(|_| path.to_owned())
+}
+
+pub fn parse_listen_addr(text: &str) -> Result<ListenAddr, String> {
+    if let Some(path) = text.strip_prefix("unix:") {
+        if path.is_empty() {
+            return Err("unix: needs a socket path".into());
+        }
+        return Ok(ListenAddr::Unix(PathBuf::from(path)));
+    }
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(ListenAddr::Tcp(addr));
+    }
+    let bad = || format!("`{text}` is not HOST:PORT, [V6]:PORT or unix:PATH");
+    let (host, port) = text.rsplit_once(':').ok_or_else(bad)?;
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        return Err(bad());
+    }
+    text.to_socket_addrs()
+        .map_err(|e| format!("`{text}`: {e}"))?
+        .next()
+        .map(ListenAddr::Tcp)
+        .ok_or_else(bad)
+}
+
+fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_addresses() {
+        assert_eq!(
+            parse_listen_addr("127.0.0.1:0").unwrap(),
+            ListenAddr::Tcp("127.0.0.1:0".parse().unwrap())
+        );
+        assert_eq!(
+            parse_listen_addr("[::1]:8080").unwrap(),
+            ListenAddr::Tcp("[::1]:8080".parse().unwrap())
+        );
+        assert_eq!(
+            parse_listen_addr("unix:/tmp/p.sock").unwrap(),
+            ListenAddr::Unix("/tmp/p.sock".into())
+        );
+        assert!(parse_listen_addr("localhost:8000").is_ok());
+        assert!(parse_listen_addr("8000").is_err());
+        assert!(parse_listen_addr("host:99999").is_err());
+    }
+
+    #[test]
+    fn prefixes_are_normalized() {
+        assert_eq!(normalize_prefix("/").unwrap(), "/");
+        assert_eq!(normalize_prefix("/assets/").unwrap(), "/assets");
+        assert!(normalize_prefix("assets").is_err());
+        assert!(normalize_prefix("/a/../b").is_err());
+    }
+}

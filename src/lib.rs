@@ -1,0 +1,13 @@
+//! portico: a web server and Python application server in one program.
+//!
+//! The binary (`src/main.rs`) parses the command line and runs either the
+//! master (`master`) or a worker (`server`). A request flows listener →
+//! `router` → handler (`static_files`) → response → access log (`log`).
+
+pub mod body;
+pub mod config;
+pub mod log;
+pub mod master;
+pub mod router;
+pub mod server;
+pub mod static_files;
