@@ -1,1 +1,71 @@
-fn main() {}
+//! The `portico` command: parse flags, load and validate the configuration,
+//! then run as master (supervising workers), as a worker, or as one process.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+
+use portico::config::{self, Cli};
+use portico::server::listener::{inherited_fds, BoundListener, LISTEN_FDS_ENV};
+use portico::{log, master, server};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("portico: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let config = config::load(&cli)?;
+    if cli.check_config {
+        server::check(&config)?;
+        println!(
+            "configuration OK: {} listener(s), {} route(s), {} worker(s)",
+            config.listeners.len(),
+            config.routes.len(),
+            config.workers
+        );
+        return Ok(());
+    }
+    log::init_error_log(&config.log.level);
+    if config.app.is_some() {
+        anyhow::bail!("serving a WSGI application is not available yet; use --static routes");
+    }
+    if cli.worker {
+        master::watch_master();
+        let fds = std::env::var(LISTEN_FDS_ENV).with_context(|| {
+            format!("--worker is internal: it needs {LISTEN_FDS_ENV} from a master")
+        })?;
+        let fds = inherited_fds(&fds).map_err(anyhow::Error::msg)?;
+        anyhow::ensure!(
+            fds.len() == config.listeners.len(),
+            "the master passed {} sockets for {} listeners",
+            fds.len(),
+            config.listeners.len()
+        );
+        let listeners = fds
+            .into_iter()
+            .zip(&config.listeners)
+            .map(|(fd, l)| BoundListener::from_inherited(fd, &l.addr))
+            .collect::<Vec<_>>();
+        for l in &listeners {
+            l.set_inheritable(false)?;
+        }
+        return Ok(server::run_worker(&config, listeners)?);
+    }
+    server::check(&config)?;
+    let listeners = master::bind_all(&config)?;
+    if config.workers == 0 {
+        server::run_worker(&config, listeners)?;
+    } else {
+        let args: Vec<_> = std::env::args_os().skip(1).collect();
+        master::run(&config, &listeners, args)?;
+    }
+    Ok(())
+}

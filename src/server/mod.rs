@@ -1,1 +1,279 @@
-//! server (stub)
+//! The serving side of a worker: listeners, TLS, hyper connections, limits
+//! and graceful drain. A worker runs one single-threaded tokio runtime that
+//! owns all its connections (no locks or cross-thread hops on the request
+//! path); several workers share the listening sockets and the kernel spreads
+//! connections between them.
+
+mod conn;
+pub mod listener;
+mod service;
+mod tls;
+
+use std::cell::Cell;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::TokioTimer;
+use hyper_util::server::conn::auto;
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::{watch, Notify, Semaphore};
+use tokio_rustls::TlsAcceptor;
+
+use conn::Peer;
+pub use listener::BoundListener;
+
+use crate::config::{Config, Limits};
+use crate::log::AccessLog;
+use crate::router::Router;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot start the I/O runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error("cannot open the access log: {0}")]
+    AccessLog(std::io::Error),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error("listener {addr}: {source}")]
+    Listener {
+        addr: String,
+        source: std::io::Error,
+    },
+}
+
+/// Executor for HTTP/2 stream tasks: they stay on this worker's thread.
+#[derive(Clone, Copy)]
+struct LocalExec;
+
+impl<F> hyper::rt::Executor<F> for LocalExec
+where
+    F: std::future::Future + 'static,
+{
+    fn execute(&self, fut: F) {
+        tokio::task::spawn_local(fut);
+    }
+}
+
+/// State shared by every connection of a worker.
+pub struct Shared {
+    router: Router,
+    limits: Limits,
+    access_log: AccessLog,
+    http: auto::Builder<LocalExec>,
+    shutdown: watch::Receiver<bool>,
+    open_connections: Cell<usize>,
+    all_closed: Notify,
+}
+
+impl Shared {
+    fn new(config: &Config, shutdown: watch::Receiver<bool>) -> Result<Self, ServerError> {
+        let limits = config.limits.clone();
+        let mut http = auto::Builder::new(LocalExec);
+        http.http1()
+            .keep_alive(true)
+            .half_close(false)
+            // hyper's buffer caps the whole request head: room for the
+            // longest target plus the header block, so our own checks answer
+            // 414 and 431 precisely below that.
+            .max_buf_size(limits.max_header_bytes + limits.max_uri_length)
+            .max_headers(limits.max_headers)
+            .timer(TokioTimer::new())
+            .header_read_timeout(None);
+        http.http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(256)
+            .max_header_list_size(limits.max_header_bytes as u32)
+            .max_pending_accept_reset_streams(64);
+        Ok(Shared {
+            router: Router::new(&config.routes),
+            limits,
+            access_log: AccessLog::open(&config.log).map_err(ServerError::AccessLog)?,
+            http,
+            shutdown,
+            open_connections: Cell::new(0),
+            all_closed: Notify::new(),
+        })
+    }
+}
+
+/// Runs a worker on already-bound listeners until SIGTERM/SIGINT, then drains
+/// in-flight requests for at most the graceful timeout.
+pub fn run_worker(config: &Config, listeners: Vec<BoundListener>) -> Result<(), ServerError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(ServerError::Runtime)?;
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&runtime, async {
+        let (stop, shutdown) = watch::channel(false);
+        let shared = Rc::new(Shared::new(config, shutdown)?);
+        let permits = Arc::new(Semaphore::new(config.limits.max_connections));
+        for (bound, listener_config) in listeners.into_iter().zip(&config.listeners) {
+            let tls = listener_config
+                .tls
+                .as_ref()
+                .map(tls::acceptor)
+                .transpose()?;
+            let accepting = Accepting::new(bound)?;
+            tokio::task::spawn_local(accept_loop(accepting, tls, shared.clone(), permits.clone()));
+        }
+        crate::master::wait_for_stop_signal().await;
+        tracing::info!(
+            "shutting down: {} open connection(s), waiting up to {:?}",
+            shared.open_connections.get(),
+            config.graceful_timeout
+        );
+        let _ = stop.send(true);
+        drain(&shared, config.graceful_timeout).await;
+        Ok(())
+    })
+}
+
+async fn drain(shared: &Shared, timeout: Duration) {
+    let all_closed = async {
+        while shared.open_connections.get() > 0 {
+            shared.all_closed.notified().await;
+        }
+    };
+    if tokio::time::timeout(timeout, all_closed).await.is_err() {
+        tracing::warn!(
+            "graceful timeout reached with {} connection(s) still open; closing them",
+            shared.open_connections.get()
+        );
+    }
+}
+
+enum Accepting {
+    Tcp(TcpListener),
+    Unix(UnixListener),
+}
+
+impl Accepting {
+    fn new(bound: BoundListener) -> Result<Self, ServerError> {
+        let addr = bound.display_addr();
+        let err = |source| ServerError::Listener { addr, source };
+        match bound {
+            BoundListener::Tcp(l) => TcpListener::from_std(l).map(Accepting::Tcp).map_err(err),
+            BoundListener::Unix(l, _) => {
+                UnixListener::from_std(l).map(Accepting::Unix).map_err(err)
+            }
+        }
+    }
+}
+
+async fn accept_loop(
+    listener: Accepting,
+    tls: Option<TlsAcceptor>,
+    shared: Rc<Shared>,
+    permits: Arc<Semaphore>,
+) {
+    let mut shutdown = shared.shutdown.clone();
+    loop {
+        // Past max_connections we stop accepting; the kernel backlog holds
+        // new clients until a connection closes.
+        let permit = tokio::select! {
+            permit = permits.clone().acquire_owned() => permit.expect("semaphore is never closed"),
+            _ = shutdown.changed() => return,
+        };
+        let accepted = tokio::select! {
+            accepted = accept(&listener) => accepted,
+            _ = shutdown.changed() => return,
+        };
+        match accepted {
+            Ok((stream, addr)) => {
+                let shared = shared.clone();
+                let tls = tls.clone();
+                shared
+                    .open_connections
+                    .set(shared.open_connections.get() + 1);
+                tokio::task::spawn_local(async move {
+                    serve_stream(stream, addr, tls, shared.clone()).await;
+                    drop(permit);
+                    shared
+                        .open_connections
+                        .set(shared.open_connections.get() - 1);
+                    shared.all_closed.notify_waiters();
+                });
+            }
+            Err(err) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::error!(
+                    "accept failed: {err}; raise the open-file limit (ulimit -n) if this repeats"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+enum Stream {
+    Tcp(tokio::net::TcpStream),
+    Unix(tokio::net::UnixStream),
+}
+
+async fn accept(listener: &Accepting) -> std::io::Result<(Stream, Option<std::net::SocketAddr>)> {
+    match listener {
+        Accepting::Tcp(l) => {
+            let (s, addr) = l.accept().await?;
+            let _ = s.set_nodelay(true);
+            Ok((Stream::Tcp(s), Some(addr)))
+        }
+        Accepting::Unix(l) => l.accept().await.map(|(s, _)| (Stream::Unix(s), None)),
+    }
+}
+
+async fn serve_stream(
+    stream: Stream,
+    addr: Option<std::net::SocketAddr>,
+    tls: Option<TlsAcceptor>,
+    shared: Rc<Shared>,
+) {
+    use std::os::fd::AsRawFd;
+    let raw_fd = match &stream {
+        Stream::Tcp(s) => s.as_raw_fd(),
+        Stream::Unix(s) => s.as_raw_fd(),
+    };
+    let Some(acceptor) = tls else {
+        let peer = Peer {
+            addr,
+            tls: false,
+            raw_fd: Some(raw_fd),
+        };
+        match stream {
+            Stream::Tcp(s) => conn::serve(s, peer, shared).await,
+            Stream::Unix(s) => conn::serve(s, peer, shared).await,
+        }
+        return;
+    };
+    let peer = Peer {
+        addr,
+        tls: true,
+        raw_fd: None,
+    };
+    let timeout = shared.limits.header_timeout;
+    match stream {
+        Stream::Tcp(s) => match tokio::time::timeout(timeout, acceptor.accept(s)).await {
+            Ok(Ok(tls_stream)) => conn::serve(tls_stream, peer, shared).await,
+            Ok(Err(err)) => tracing::debug!(peer = ?addr, "TLS handshake failed: {err}"),
+            Err(_) => tracing::debug!(peer = ?addr, "TLS handshake timed out"),
+        },
+        Stream::Unix(s) => match tokio::time::timeout(timeout, acceptor.accept(s)).await {
+            Ok(Ok(tls_stream)) => conn::serve(tls_stream, peer, shared).await,
+            Ok(Err(err)) => tracing::debug!("TLS handshake failed: {err}"),
+            Err(_) => tracing::debug!("TLS handshake timed out"),
+        },
+    }
+}
+
+/// Checks at start-up what a worker would otherwise find only later: the TLS
+/// certificates and keys load, and the access log can be opened.
+pub fn check(config: &Config) -> Result<(), ServerError> {
+    for listener in &config.listeners {
+        if let Some(files) = &listener.tls {
+            tls::acceptor(files)?;
+        }
+    }
+    AccessLog::open(&config.log).map_err(ServerError::AccessLog)?;
+    Ok(())
+}

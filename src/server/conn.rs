@@ -1,0 +1,266 @@
+//! One client connection, from accept to close:
+//!
+//! 1. TLS handshake when the listener has a certificate (bounded by the
+//!    header timeout);
+//! 2. hyper serves HTTP/1.1 or HTTP/2 (prior knowledge or ALPN) on it;
+//! 3. a watchdog enforces our timeouts, which hyper alone cannot express:
+//!    an idle keep-alive connection is closed quietly after the keep-alive
+//!    timeout, and a request head that started arriving but is not complete
+//!    within the header timeout (slowloris) gets `408` and the connection is
+//!    closed;
+//! 4. on worker shutdown, hyper's graceful shutdown: idle connections close
+//!    at once, busy ones after their response.
+
+use std::cell::Cell;
+use std::net::SocketAddr;
+use std::os::fd::RawFd;
+use std::pin::{pin, Pin};
+use std::rc::Rc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Instant;
+
+use super::service::{self, RequestContext};
+use super::Shared;
+
+/// Where a connection is between requests; drives the watchdog.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Phase {
+    /// No byte of a next request yet; closed quietly after `limit`.
+    Idle { since: Instant, limit: Duration },
+    /// Part of a request head arrived; 408 after the header timeout.
+    Head { since: Instant },
+    /// At least one request is being answered.
+    Busy,
+}
+
+/// Shared between the socket wrapper, the service and the watchdog of one
+/// connection (all on the same thread).
+pub struct ConnState {
+    phase: Cell<Phase>,
+    in_flight: Cell<usize>,
+    /// HTTP/2 frames (pings, window updates) arrive between requests, so the
+    /// head timeout only applies to HTTP/1.
+    http2: Cell<bool>,
+    keepalive_timeout: Duration,
+}
+
+impl ConnState {
+    fn new(header_timeout: Duration, keepalive_timeout: Duration) -> Self {
+        ConnState {
+            phase: Cell::new(Phase::Idle {
+                since: Instant::now(),
+                limit: header_timeout,
+            }),
+            in_flight: Cell::new(0),
+            http2: Cell::new(false),
+            keepalive_timeout,
+        }
+    }
+
+    pub fn request_started(&self) {
+        self.in_flight.set(self.in_flight.get() + 1);
+        self.phase.set(Phase::Busy);
+    }
+
+    pub fn request_finished(&self) {
+        let left = self.in_flight.get().saturating_sub(1);
+        self.in_flight.set(left);
+        if left == 0 {
+            self.phase.set(Phase::Idle {
+                since: Instant::now(),
+                limit: self.keepalive_timeout,
+            });
+        }
+    }
+
+    fn bytes_arrived(&self, first: &[u8]) {
+        if let Phase::Idle { .. } = self.phase.get() {
+            if first.starts_with(b"PRI * HTTP/2") {
+                self.http2.set(true);
+            }
+            if !self.http2.get() {
+                self.phase.set(Phase::Head {
+                    since: Instant::now(),
+                });
+            }
+        }
+    }
+}
+
+/// What the watchdog decided.
+enum Expiry {
+    Idle,
+    HeadTimeout,
+}
+
+async fn watchdog(state: &ConnState, header_timeout: Duration) -> Expiry {
+    loop {
+        let phase = state.phase.get();
+        let (deadline, expiry) = match phase {
+            Phase::Idle { since, limit } => (since + limit, Some(Expiry::Idle)),
+            Phase::Head { since } => (since + header_timeout, Some(Expiry::HeadTimeout)),
+            Phase::Busy => (Instant::now() + state.keepalive_timeout, None),
+        };
+        tokio::time::sleep_until(deadline).await;
+        if let Some(expiry) = expiry {
+            if state.phase.get() == phase {
+                return expiry;
+            }
+        }
+    }
+}
+
+/// The socket as hyper sees it: reports the arrival of request bytes to the
+/// connection state.
+pub struct Watched<S> {
+    inner: S,
+    state: Rc<ConnState>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let result = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.state.bytes_arrived(&buf.filled()[before..]);
+        }
+        result
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, data)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// What the connection knows about its peer, for logs and handlers.
+#[derive(Clone, Copy)]
+pub struct Peer {
+    pub addr: Option<SocketAddr>,
+    pub tls: bool,
+    /// The plain socket, when writing to it directly is safe (not TLS).
+    pub raw_fd: Option<RawFd>,
+}
+
+/// Serves one accepted connection until it closes.
+pub async fn serve<S>(socket: S, peer: Peer, shared: Rc<Shared>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + 'static,
+{
+    let limits = &shared.limits;
+    let state = Rc::new(ConnState::new(
+        limits.header_timeout,
+        limits.keepalive_timeout,
+    ));
+    let io = TokioIo::new(Watched {
+        inner: socket,
+        state: state.clone(),
+    });
+    let ctx = Rc::new(RequestContext {
+        shared: shared.clone(),
+        state: state.clone(),
+        peer,
+    });
+    let svc = hyper::service::service_fn(move |req| service::handle(req, ctx.clone()));
+    let mut conn = pin!(shared.http.serve_connection(io, svc));
+    let mut shutdown = shared.shutdown.clone();
+    let mut shutting_down = *shutdown.borrow();
+    if shutting_down {
+        conn.as_mut().graceful_shutdown();
+    }
+    let mut dog = pin!(watchdog(&state, limits.header_timeout));
+    loop {
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(err) = result {
+                    log_connection_error(&shared, &peer, err.as_ref());
+                }
+                return;
+            }
+            _ = shutdown.changed(), if !shutting_down => {
+                shutting_down = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            expiry = dog.as_mut() => match expiry {
+                Expiry::Idle => {
+                    conn.as_mut().graceful_shutdown();
+                    // A client that does not let the connection close (an
+                    // HTTP/2 peer ignoring GOAWAY) is dropped after a grace period.
+                    tokio::select! {
+                        _ = conn.as_mut() => {}
+                        _ = tokio::time::sleep(limits.header_timeout) => {}
+                    }
+                    return;
+                }
+                Expiry::HeadTimeout => {
+                    send_request_timeout(&shared, &peer);
+                    return;
+                }
+            },
+        }
+    }
+}
+
+/// hyper answers malformed requests itself (400, 431, 414) and then reports
+/// the error here; log them as the access log would, other errors (resets,
+/// broken pipes) only at debug level.
+fn log_connection_error(shared: &Shared, peer: &Peer, err: &(dyn std::error::Error + 'static)) {
+    match err.downcast_ref::<hyper::Error>() {
+        Some(e) if e.is_parse() || e.is_parse_too_large() => {
+            let status = if e.is_parse_too_large() { 431 } else { 400 };
+            service::log_refused(shared, peer, status);
+            tracing::debug!(peer = ?peer.addr, "malformed request: {e}");
+        }
+        _ => tracing::debug!(peer = ?peer.addr, "connection closed: {err}"),
+    }
+}
+
+fn send_request_timeout(shared: &Shared, peer: &Peer) {
+    const RESPONSE: &[u8] =
+        b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\nServer: portico\r\n\r\n";
+    if let Some(fd) = peer.raw_fd {
+        use nix::sys::socket::{send, MsgFlags};
+        // Best effort: the socket buffer is empty between requests, so a
+        // non-blocking send of these few bytes either fits or the client is gone.
+        let _ = send(
+            fd,
+            RESPONSE,
+            MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+        );
+    }
+    service::log_refused(shared, peer, 408);
+    tracing::info!(peer = ?peer.addr, "request head not complete within the header timeout: 408, connection closed");
+}

@@ -1,0 +1,242 @@
+//! What happens to each request, in order:
+//!
+//! 1. mark the connection busy (for the watchdog);
+//! 2. refuse what breaks a limit: target too long (414), header fields too
+//!    large (431);
+//! 3. route by host and path (no route → 404);
+//! 4. refuse a declared body over the route's `max_body_size` (413);
+//! 5. run the route's handler;
+//! 6. add `Server`, and wrap the body so that when it is finished (or the
+//!    client is gone) the access-log line is written and the connection is
+//!    marked idle again.
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode};
+use http_body::Frame;
+use hyper::body::Incoming;
+use tokio::time::Instant;
+
+use super::conn::{ConnState, Peer};
+use super::Shared;
+use crate::body::Body;
+use crate::log::Entry;
+use crate::static_files::{self, StaticRequest};
+
+static SERVER: HeaderValue = HeaderValue::from_static("portico");
+
+pub struct RequestContext {
+    pub shared: Rc<Shared>,
+    pub state: Rc<ConnState>,
+    pub peer: Peer,
+}
+
+pub async fn handle(
+    req: Request<Incoming>,
+    ctx: Rc<RequestContext>,
+) -> Result<Response<LoggedBody>, Infallible> {
+    ctx.state.request_started();
+    let started = Instant::now();
+    let mut response = respond(&req, &ctx.shared);
+    response
+        .headers_mut()
+        .insert(header::SERVER, SERVER.clone());
+    let log = ctx
+        .shared
+        .access_log
+        .enabled()
+        .then(|| Box::new(LogFields::new(&req, response.status())));
+    Ok(response.map(|body| LoggedBody {
+        inner: body,
+        bytes: 0,
+        started,
+        log,
+        ctx,
+    }))
+}
+
+fn respond(req: &Request<Incoming>, shared: &Shared) -> Response<Body> {
+    let limits = &shared.limits;
+    let target_len = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
+    if target_len > limits.max_uri_length {
+        return status_page(StatusCode::URI_TOO_LONG);
+    }
+    if header_bytes(req.headers()) > limits.max_header_bytes {
+        return status_page(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    }
+    let host = req.uri().authority().map(|a| a.as_str()).or_else(|| {
+        req.headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+    });
+    let path = req.uri().path();
+    let Some(matched) = shared.router.find(host, path) else {
+        return status_page(StatusCode::NOT_FOUND);
+    };
+    let route = matched.route;
+    if declared_length(req).is_some_and(|len| len > route.max_body_size) {
+        let mut res = status_page(StatusCode::PAYLOAD_TOO_LARGE);
+        // The body is not read, so the connection cannot carry another request.
+        res.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return res;
+    }
+    match &route.static_files {
+        Some(opts) => static_files::serve(
+            opts,
+            &StaticRequest {
+                method: req.method(),
+                headers: req.headers(),
+                path,
+                query: req.uri().query(),
+                rel: matched.rel,
+            },
+        ),
+        None => status_page(StatusCode::NOT_FOUND),
+    }
+}
+
+fn declared_length(req: &Request<Incoming>) -> Option<u64> {
+    req.headers()
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// Size of the header block as sent on the wire (`name: value\r\n` each).
+fn header_bytes(headers: &http::HeaderMap) -> usize {
+    headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum()
+}
+
+/// A short plain-text page for a status portico decides itself.
+pub fn status_page(status: StatusCode) -> Response<Body> {
+    let text = format!(
+        "{} {}\n",
+        status.as_str(),
+        status.canonical_reason().unwrap_or("")
+    );
+    let mut res = Response::new(Body::full(text));
+    *res.status_mut() = status;
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    res
+}
+
+/// The request fields the access log needs, copied only when it is on.
+struct LogFields {
+    method: String,
+    target: String,
+    version: http::Version,
+    status: u16,
+    referer: Option<String>,
+    user_agent: Option<String>,
+    host: Option<String>,
+}
+
+impl LogFields {
+    fn new(req: &Request<Incoming>, status: StatusCode) -> Self {
+        let text = |name| {
+            req.headers()
+                .get(name)
+                .map(|v: &HeaderValue| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        };
+        LogFields {
+            method: req.method().to_string(),
+            target: req
+                .uri()
+                .path_and_query()
+                .map_or_else(|| req.uri().to_string(), |pq| pq.to_string()),
+            version: req.version(),
+            status: status.as_u16(),
+            referer: text(header::REFERER),
+            user_agent: text(header::USER_AGENT),
+            host: text(header::HOST).or_else(|| req.uri().authority().map(|a| a.to_string())),
+        }
+    }
+}
+
+/// The response body as hyper sends it: counts bytes, and when dropped
+/// (finished, or the client went away) writes the access-log line and tells
+/// the connection the request is over.
+pub struct LoggedBody {
+    inner: Body,
+    bytes: u64,
+    started: Instant,
+    log: Option<Box<LogFields>>,
+    ctx: Rc<RequestContext>,
+}
+
+impl http_body::Body for LoggedBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let poll = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &poll {
+            if let Some(data) = frame.data_ref() {
+                self.bytes += data.len() as u64;
+            }
+        }
+        poll
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for LoggedBody {
+    fn drop(&mut self) {
+        if let Some(f) = self.log.take() {
+            self.ctx.shared.access_log.write(&Entry {
+                remote: self.ctx.peer.addr,
+                method: &f.method,
+                target: &f.target,
+                version: f.version,
+                status: f.status,
+                bytes: self.bytes,
+                duration: self.started.elapsed(),
+                referer: f.referer.as_deref(),
+                user_agent: f.user_agent.as_deref(),
+                host: f.host.as_deref(),
+            });
+        }
+        self.ctx.state.request_finished();
+    }
+}
+
+/// An access-log line for a request refused before it reached a handler
+/// (malformed, or its head timed out).
+pub fn log_refused(shared: &Shared, peer: &Peer, status: u16) {
+    shared.access_log.write(&Entry {
+        remote: peer.addr,
+        method: "-",
+        target: "-",
+        version: http::Version::HTTP_11,
+        status,
+        bytes: 0,
+        duration: std::time::Duration::ZERO,
+        referer: None,
+        user_agent: None,
+        host: None,
+    });
+}
