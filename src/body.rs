@@ -34,7 +34,9 @@ impl Body {
         }
     }
 
-    pub fn stream(body: impl http_body::Body<Data = Bytes, Error = std::io::Error> + 'static) -> Self {
+    pub fn stream(
+        body: impl http_body::Body<Data = Bytes, Error = std::io::Error> + 'static,
+    ) -> Self {
         Body::Stream(Box::pin(body))
     }
 }

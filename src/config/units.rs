@@ -23,7 +23,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "m" => 60,
         "h" => 3600,
         "d" => 86400,
-        _ => return Err(format!("`{text}`: unknown duration unit `{unit}` (use s, m, h or d)")),
+        _ => {
+            return Err(format!(
+                "`{text}`: unknown duration unit `{unit}` (use s, m, h or d)"
+            ))
+        }
     };
     Ok(Duration::from_secs(n * factor))
 }
@@ -38,9 +42,14 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         "k" | "kb" | "kib" => 1 << 10,
         "m" | "mb" | "mib" => 1 << 20,
         "g" | "gb" | "gib" => 1 << 30,
-        _ => return Err(format!("`{text}`: unknown size unit `{unit}` (use k, m or g)")),
+        _ => {
+            return Err(format!(
+                "`{text}`: unknown size unit `{unit}` (use k, m or g)"
+            ))
+        }
     };
-    n.checked_mul(factor).ok_or_else(|| format!("`{text}` is too large"))
+    n.checked_mul(factor)
+        .ok_or_else(|| format!("`{text}` is too large"))
 }
 
 fn split_suffix(text: &str) -> (&str, &str) {
@@ -62,7 +71,9 @@ impl<'de> Deserialize<'de> for Seconds {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         match NumberOrText::deserialize(d)? {
             NumberOrText::Number(n) => Ok(Seconds(Duration::from_secs(n))),
-            NumberOrText::Text(t) => parse_duration(&t).map(Seconds).map_err(serde::de::Error::custom),
+            NumberOrText::Text(t) => parse_duration(&t)
+                .map(Seconds)
+                .map_err(serde::de::Error::custom),
         }
     }
 }
@@ -71,7 +82,9 @@ impl<'de> Deserialize<'de> for ByteSize {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         match NumberOrText::deserialize(d)? {
             NumberOrText::Number(n) => Ok(ByteSize(n)),
-            NumberOrText::Text(t) => parse_size(&t).map(ByteSize).map_err(serde::de::Error::custom),
+            NumberOrText::Text(t) => parse_size(&t)
+                .map(ByteSize)
+                .map_err(serde::de::Error::custom),
         }
     }
 }
@@ -84,7 +97,10 @@ mod tests {
     fn durations_take_a_unit_suffix() {
         assert_eq!(parse_duration("30").unwrap(), Duration::from_secs(30));
         assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
-        assert_eq!(parse_duration("7d").unwrap(), Duration::from_secs(7 * 86400));
+        assert_eq!(
+            parse_duration("7d").unwrap(),
+            Duration::from_secs(7 * 86400)
+        );
         assert!(parse_duration("5 weeks").is_err());
         assert!(parse_duration("-1").is_err());
     }

@@ -141,24 +141,32 @@ impl Builder<'_> {
 
     fn limits(&self) -> Result<Limits, ConfigError> {
         let f = &self.file.limits;
-        let secs = |cli: &Option<String>, flag: &str, file: Option<units::Seconds>, default| {
-            match cli {
+        let secs =
+            |cli: &Option<String>, flag: &str, file: Option<units::Seconds>, default| match cli {
                 Some(text) => parse_duration(text).map_err(|m| cli_err(flag, m)),
                 None => Ok(file.map_or(Duration::from_secs(default), |s| s.0)),
-            }
-        };
+            };
         let limits = Limits {
             max_uri_length: f.max_uri_length.map_or(8192, |s| s.0 as usize),
             max_header_bytes: f.max_header_size.map_or(16384, |s| s.0 as usize),
             max_headers: f.max_headers.unwrap_or(100),
-            header_timeout: secs(&self.cli.header_timeout, "--header-timeout", f.header_timeout, 10)?,
+            header_timeout: secs(
+                &self.cli.header_timeout,
+                "--header-timeout",
+                f.header_timeout,
+                10,
+            )?,
             keepalive_timeout: secs(
                 &self.cli.keepalive_timeout,
                 "--keepalive-timeout",
                 f.keepalive_timeout,
                 75,
             )?,
-            max_connections: self.cli.max_connections.or(f.max_connections).unwrap_or(10_000),
+            max_connections: self
+                .cli
+                .max_connections
+                .or(f.max_connections)
+                .unwrap_or(10_000),
         };
         if limits.max_header_bytes < 8192 {
             return Err(self.file_err("limits.max_header_size", "must be at least 8k"));
@@ -207,7 +215,10 @@ impl Builder<'_> {
             .or_else(|| f.level.clone())
             .unwrap_or_else(|| "info".into());
         if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
-            return Err(cli_err("--log-level", format!("`{level}` is not a log level or filter")));
+            return Err(cli_err(
+                "--log-level",
+                format!("`{level}` is not a log level or filter"),
+            ));
         }
         Ok(LogConfig {
             access_log,
@@ -243,7 +254,11 @@ impl Builder<'_> {
         Ok(routes)
     }
 
-    fn file_route(&self, r: &FileRoute, default_body: u64) -> Result<Route, (&'static str, String)> {
+    fn file_route(
+        &self,
+        r: &FileRoute,
+        default_body: u64,
+    ) -> Result<Route, (&'static str, String)> {
         let prefix = normalize_prefix(&r.path).map_err(|m| ("path", m))?;
         let host = match &r.host {
             Some(h) if h.is_empty() || h.contains(['/', ' ']) => {
@@ -308,10 +323,16 @@ fn normalize_prefix(path: &str) -> Result<String, String> {
         return Err(format!("`{path}` must start with `/`"));
     }
     if path.split('/').any(|seg| seg == "." || seg == "..") || path.contains(['?', '#', '%']) {
-        return Err(format!("`{path}` must be a plain path (no `.`, `..`, `?`, `#` or `%`)"));
+        return Err(format!(
+            "`{path}` must be a plain path (no `.`, `..`, `?`, `#` or `%`)"
+        ));
     }
     let trimmed = path.trim_end_matches('/');
-    Ok(if trimmed.is_empty() { "/".into() } else { trimmed.into() })
+    Ok(if trimmed.is_empty() {
+        "/".into()
+    } else {
+        trimmed.into()
+    })
 }
 
 fn canonical_dir(dir: &Path) -> Result<PathBuf, String> {

@@ -1,9 +1,11 @@
 //! Static files: resolve a URL safely, decide an [`Outcome`], render it.
 //!
 //! `decide` runs these steps, in order (each in its own file):
-//! 1. method: GET and HEAD only, else 405 with `Allow`;
-//! 2. path safety (`resolve`): decode once, normalise lexically inside the
+//! 1. path safety (`resolve`): decode once, normalise lexically inside the
 //!    root, hide dotfiles, then check the real path is inside the root;
+//! 2. method: GET and HEAD only, else 405 with `Allow`. Checked after the
+//!    lookup so a POST to a path with no file is a 404, which try-files
+//!    hands to the app, while a POST to a real file is a 405;
 //! 3. directory: without a trailing `/` → 301 to add it; with one → the
 //!    first index file, else an autoindex listing (`listing`), else 404;
 //! 4. only regular files: FIFOs, sockets, devices → 404, never opened;
@@ -132,17 +134,17 @@ pub fn decide(opts: &StaticOptions, req: &StaticRequest<'_>) -> Outcome {
 }
 
 fn decide_inner(opts: &StaticOptions, req: &StaticRequest<'_>) -> Result<Outcome, StaticError> {
-    // 1. method
-    if req.method != Method::GET && req.method != Method::HEAD {
-        return Err(StaticError::MethodNotAllowed);
-    }
-    // 2. path safety
+    // 1. path safety
     let rel = resolve::parse_rel(req.rel, opts.dotfiles)?;
     let found = resolve::locate(
         &opts.root,
         opts.root.join(&rel.path),
         opts.symlinks_outside_root,
     )?;
+    // 2. method
+    if req.method != Method::GET && req.method != Method::HEAD {
+        return Err(StaticError::MethodNotAllowed);
+    }
     // 3. directory
     let found = if found.meta.is_dir() {
         // The raw path decides: relative links in an index page resolve
@@ -327,10 +329,16 @@ fn content_type_for(path: &std::path::Path) -> String {
     }
 }
 
-/// Step 3: the request path plus `/`, query kept. Leading slashes collapse
-/// to one so `//evil.example` can never become a scheme-relative redirect.
+/// Step 3: the request path plus `/`, query kept. Leading slashes (and
+/// backslashes, which browsers read as slashes) collapse to one `/` so
+/// `//evil.example` can never become a scheme-relative redirect.
 fn redirect_location(req: &StaticRequest<'_>) -> Result<HeaderValue, StaticError> {
-    let path = format!("/{}/", req.path.trim_start_matches('/'));
+    let trimmed = req.path.trim_start_matches(['/', '\\']);
+    let path = if trimmed.is_empty() {
+        "/".to_string()
+    } else {
+        format!("/{trimmed}/")
+    };
     let location = match req.query {
         Some(q) => format!("{path}?{q}"),
         None => path,

@@ -3,7 +3,9 @@
 //! Steps, in order:
 //! 1. no Range, a non-ASCII value, or a value `http-range-header` cannot
 //!    parse → whole file (the RFC lets a server ignore a Range it does not
-//!    understand; a reversed `5-3` is invalid, so ignored too);
+//!    understand; a reversed `5-3` is invalid, so ignored too). An empty
+//!    file also gets a plain 200: no `Content-Range` can describe a part of
+//!    it, and players that always send `bytes=0-` should not see a 416;
 //! 2. more than [`MAX_RANGES`] specs → whole file (cheap defence against a
 //!    request that asks for thousands of tiny parts);
 //! 3. resolve each spec against the length, dropping unsatisfiable ones
@@ -40,6 +42,9 @@ pub fn decide(header: Option<&HeaderValue>, len: u64) -> RangeDecision {
     let Some(value) = header.and_then(|h| h.to_str().ok()) else {
         return RangeDecision::Full;
     };
+    if len == 0 {
+        return RangeDecision::Full;
+    }
     let Ok(parsed) = http_range_header::parse_range_header(value.trim()) else {
         return RangeDecision::Full;
     };
@@ -112,8 +117,8 @@ mod tests {
     fn unsatisfiable() {
         assert_eq!(d("bytes=10-", 10), Unsatisfiable);
         assert_eq!(d("bytes=10-20", 10), Unsatisfiable);
-        assert_eq!(d("bytes=0-0", 0), Unsatisfiable);
-        assert_eq!(d("bytes=-1", 0), Unsatisfiable);
+        assert_eq!(d("bytes=0-0", 0), Full);
+        assert_eq!(d("bytes=-1", 0), Full);
         // Satisfiable if any member is.
         assert_eq!(d("bytes=20-30, 0-1", 10), Partial(vec![0..2]));
     }

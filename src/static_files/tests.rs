@@ -186,9 +186,14 @@ async fn other_methods_get_405_with_allow() {
     let site = Site::new();
     site.write("f.txt", b"x");
     for m in [Method::POST, Method::PUT, Method::DELETE, Method::OPTIONS] {
-        let r = request(&site, m, "/f.txt", &[]).await;
+        let r = request(&site, m.clone(), "/f.txt", &[]).await;
         assert_eq!(r.status, 405);
         assert_eq!(r.header(ALLOW), "GET, HEAD");
+        let r = request(&site, m.clone(), "/", &[]).await;
+        assert_eq!(r.status, 405);
+        // No file: a 404 that try-files passes on to the app.
+        let r = request(&site, m, "/api/login", &[]).await;
+        assert_eq!(r.status, 404);
     }
 }
 
@@ -338,6 +343,18 @@ async fn directory_redirects_and_index() {
     // No open redirect from a path with leading slashes.
     let r = get(&site, "//docs", &[]).await;
     assert_eq!(r.header(LOCATION), "/docs/");
+    let r = get(&site, "/docs%20", &[]).await;
+    assert_eq!(r.status, 404);
+}
+
+#[tokio::test]
+async fn empty_file_ignores_range() {
+    let site = Site::new();
+    site.write("empty", b"");
+    let r = get(&site, "/empty", &[(RANGE, "bytes=0-")]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header(CONTENT_LENGTH), "0");
+    assert!(r.body.is_empty());
 }
 
 #[tokio::test]
@@ -740,4 +757,27 @@ async fn never_panics_on_odd_input() {
         )
         .await;
     }
+}
+
+#[test]
+fn redirect_location_is_never_scheme_relative() {
+    let h = HeaderMap::new();
+    let loc = |path: &'static str, query: Option<&'static str>| {
+        let req = StaticRequest {
+            method: &Method::GET,
+            headers: &h,
+            path,
+            query,
+            rel: "",
+        };
+        redirect_location(&req)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(loc("/a/b", None), "/a/b/");
+    assert_eq!(loc("//evil.example", None), "/evil.example/");
+    assert_eq!(loc("/\\evil.example", Some("q=1")), "/evil.example/?q=1");
+    assert_eq!(loc("", None), "/");
 }
