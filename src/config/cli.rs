@@ -19,9 +19,46 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Default, Parser)]
 #[command(version, about, max_term_width = 100)]
 pub struct Cli {
-    /// WSGI application to serve, as `module:callable` (reserved: not served yet).
+    /// WSGI application mounted at `/`: `module:callable`, `module` (callable
+    /// `application`) or `module:factory()`. With `--static /=DIR`, files that
+    /// exist are served and everything else goes to the app.
     #[arg(value_name = "APP")]
     pub app: Option<String>,
+
+    /// Change to DIR before importing the app; DIR goes first on sys.path.
+    #[arg(long, value_name = "DIR")]
+    pub chdir: Option<PathBuf>,
+
+    /// Extra directory for the app's imports (repeatable).
+    #[arg(long, value_name = "DIR")]
+    pub pythonpath: Vec<PathBuf>,
+
+    /// Virtual environment the app's packages come from.
+    /// [default: $VIRTUAL_ENV when set]
+    #[arg(long, value_name = "DIR")]
+    pub venv: Option<PathBuf>,
+
+    /// Python threads per worker running the app concurrently. [default: 4]
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+
+    /// Seconds a request may run the app before its worker is recycled (the
+    /// Python stacks are logged first). [default: 30]
+    #[arg(long, value_name = "S")]
+    pub timeout: Option<String>,
+
+    /// Recycle a worker after N requests; 0 never. [default: 0]
+    #[arg(long, value_name = "N")]
+    pub max_requests: Option<u64>,
+
+    /// Add up to J random requests to --max-requests per worker. [default: 0]
+    #[arg(long, value_name = "J")]
+    pub max_requests_jitter: Option<u64>,
+
+    /// Comma-separated peer addresses whose X-Forwarded-For/-Proto/-Host and
+    /// Forwarded headers are trusted, or `*`. [default: 127.0.0.1,::1]
+    #[arg(long, value_name = "IPS")]
+    pub forwarded_allow_ips: Option<String>,
 
     /// Address to listen on: HOST:PORT, [V6]:PORT or unix:PATH. Repeatable;
     /// replaces the config file's listeners. Port 0 picks a free port; the real

@@ -12,6 +12,15 @@ use super::ConfigError;
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     pub app: Option<String>,
+    pub chdir: Option<PathBuf>,
+    #[serde(default)]
+    pub pythonpath: Vec<PathBuf>,
+    pub venv: Option<PathBuf>,
+    pub threads: Option<usize>,
+    pub timeout: Option<Seconds>,
+    pub max_requests: Option<u64>,
+    pub max_requests_jitter: Option<u64>,
+    pub forwarded_allow_ips: Option<Vec<String>>,
     pub workers: Option<usize>,
     pub graceful_timeout: Option<Seconds>,
     #[serde(default)]
@@ -66,6 +75,8 @@ pub struct FileRoute {
     pub precompressed: Option<bool>,
     pub expires: Option<Seconds>,
     pub max_body_size: Option<ByteSize>,
+    pub wsgi: Option<String>,
+    pub sendfile_root: Option<PathBuf>,
     pub cgi: Option<PathBuf>,
     pub cgi_index: Option<String>,
     pub cgi_timeout: Option<Seconds>,

@@ -36,12 +36,15 @@ pub enum ConfigError {
 /// The validated configuration of one portico instance.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// WSGI target (`module:callable`); reserved for the application server.
-    pub app: Option<String>,
+    /// How the embedded Python runs; `None` when no route names an app, so
+    /// static-only and CGI-only sites never load Python.
+    pub python: Option<PythonSettings>,
     pub listeners: Vec<ListenerConfig>,
     /// Worker processes; 0 means everything runs in the master's process.
     pub workers: usize,
     pub graceful_timeout: Duration,
+    /// Peers whose X-Forwarded-* / Forwarded headers are believed.
+    pub forwarded_allow_ips: ForwardedAllow,
     pub limits: Limits,
     pub log: LogConfig,
     pub routes: Vec<Route>,
@@ -133,6 +136,70 @@ pub struct Route {
 #[derive(Debug, Clone)]
 pub enum Handler {
     Cgi(CgiOptions),
+    Wsgi(WsgiOptions),
+}
+
+/// A WSGI application mounted on a route (its prefix is SCRIPT_NAME).
+#[derive(Debug, Clone)]
+pub struct WsgiOptions {
+    pub target: AppTarget,
+    /// Directory that `X-Accel-Redirect` / `X-Sendfile` responses may name;
+    /// `None` leaves those headers to the client untouched.
+    pub sendfile_root: Option<PathBuf>,
+}
+
+/// `module:callable`, `module` (callable `application`), or
+/// `module:factory()` (called once at load).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppTarget {
+    pub module: String,
+    pub callable: String,
+    pub factory: bool,
+}
+
+impl std::fmt::Display for AppTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let call = if self.factory { "()" } else { "" };
+        write!(f, "{}:{}{call}", self.module, self.callable)
+    }
+}
+
+/// Which peers may tell us the original client through forwarding headers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ForwardedAllow {
+    Any,
+    Only(Vec<std::net::IpAddr>),
+}
+
+impl ForwardedAllow {
+    pub fn allows(&self, peer: Option<std::net::IpAddr>) -> bool {
+        match (self, peer) {
+            (ForwardedAllow::Any, _) => true,
+            (ForwardedAllow::Only(list), Some(ip)) => list.contains(&ip.to_canonical()),
+            // A unix socket peer is a local process.
+            (ForwardedAllow::Only(_), None) => true,
+        }
+    }
+}
+
+/// The embedded interpreter and its threads, per worker.
+#[derive(Debug, Clone)]
+pub struct PythonSettings {
+    /// Directory to change to before importing (also put first on sys.path).
+    pub chdir: Option<PathBuf>,
+    /// Extra import directories, before site-packages.
+    pub pythonpath: Vec<PathBuf>,
+    /// Virtual environment whose packages the app imports.
+    pub venv: Option<PathBuf>,
+    /// Python threads per worker: how many requests run the app at once.
+    pub threads: usize,
+    /// A request running longer gets its worker recycled (stacks logged first).
+    pub timeout: Duration,
+    /// Recycle a worker after this many requests (0: never).
+    pub max_requests: u64,
+    /// Up to this many extra requests, random per worker, so they do not all
+    /// recycle at once.
+    pub max_requests_jitter: u64,
 }
 
 /// How a route runs CGI programs (RFC 3875).

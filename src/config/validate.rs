@@ -86,14 +86,94 @@ impl Builder<'_> {
                 .graceful_timeout
                 .map_or(Duration::from_secs(30), |s| s.0),
         };
-        Ok(Config {
-            app: self.cli.app.clone().or_else(|| self.file.app.clone()),
+        let mut config = Config {
+            python: None,
+            forwarded_allow_ips: self.forwarded_allow_ips()?,
             listeners: self.listeners()?,
             workers,
             graceful_timeout,
             limits,
             log: self.log()?,
             routes: self.routes(default_body)?,
+        };
+        let has_app = config
+            .routes
+            .iter()
+            .any(|r| matches!(r.handler, Some(Handler::Wsgi(_))));
+        if has_app {
+            config.python = Some(self.python()?);
+        }
+        Ok(config)
+    }
+
+    fn forwarded_allow_ips(&self) -> Result<ForwardedAllow, ConfigError> {
+        let (list, key): (Vec<String>, _) = match (&self.cli.forwarded_allow_ips, &self.file.forwarded_allow_ips) {
+            (Some(text), _) => (text.split(',').map(|s| s.trim().to_string()).collect(), "--forwarded-allow-ips"),
+            (None, Some(list)) => (list.clone(), "forwarded_allow_ips"),
+            (None, None) => (vec!["127.0.0.1".into(), "::1".into()], "forwarded_allow_ips"),
+        };
+        if list.iter().any(|s| s == "*") {
+            return Ok(ForwardedAllow::Any);
+        }
+        list.iter()
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                s.parse::<std::net::IpAddr>()
+                    .map(|ip| ip.to_canonical())
+                    .map_err(|_| self.file_err(key, format!("`{s}` is not an IP address (or `*`)")))
+            })
+            .collect::<Result<_, _>>()
+            .map(ForwardedAllow::Only)
+    }
+
+    fn python(&self) -> Result<PythonSettings, ConfigError> {
+        let f = &self.file;
+        let dir = |cli: &Option<PathBuf>, file: &Option<PathBuf>, key: &str| -> Result<Option<PathBuf>, ConfigError> {
+            match (cli, file) {
+                (Some(d), _) => canonical_dir(d).map(Some).map_err(|m| cli_err(&format!("--{key}"), m)),
+                (None, Some(d)) => canonical_dir(&self.base_dir.join(d)).map(Some).map_err(|m| self.file_err(key, m)),
+                (None, None) => Ok(None),
+            }
+        };
+        let chdir = dir(&self.cli.chdir, &f.chdir, "chdir")?;
+        let env_venv = std::env::var_os("VIRTUAL_ENV").map(PathBuf::from);
+        let venv = match dir(&self.cli.venv, &f.venv, "venv")? {
+            Some(v) => Some(v),
+            None => env_venv
+                .map(|v| canonical_dir(&v).map_err(|m| cli_err("VIRTUAL_ENV", m)))
+                .transpose()?,
+        };
+        if let Some(v) = &venv {
+            if !v.join("pyvenv.cfg").is_file() {
+                return Err(cli_err("--venv", format!("`{}` has no pyvenv.cfg: not a virtual environment", v.display())));
+            }
+        }
+        let mut pythonpath = Vec::new();
+        for p in &self.cli.pythonpath {
+            pythonpath.push(canonical_dir(p).map_err(|m| cli_err("--pythonpath", m))?);
+        }
+        for p in &f.pythonpath {
+            pythonpath.push(canonical_dir(&self.base_dir.join(p)).map_err(|m| self.file_err("pythonpath", m))?);
+        }
+        let threads = self.cli.threads.or(f.threads).unwrap_or(4);
+        if threads == 0 || threads > 1024 {
+            return Err(cli_err("--threads", "must be between 1 and 1024"));
+        }
+        let timeout = match &self.cli.timeout {
+            Some(t) => parse_duration(t).map_err(|m| cli_err("--timeout", m))?,
+            None => f.timeout.map_or(Duration::from_secs(30), |s| s.0),
+        };
+        if timeout.is_zero() {
+            return Err(cli_err("--timeout", "must be at least 1s"));
+        }
+        Ok(PythonSettings {
+            chdir,
+            pythonpath,
+            venv,
+            threads,
+            timeout,
+            max_requests: self.cli.max_requests.or(f.max_requests).unwrap_or(0),
+            max_requests_jitter: self.cli.max_requests_jitter.or(f.max_requests_jitter).unwrap_or(0),
         })
     }
 
@@ -249,28 +329,45 @@ impl Builder<'_> {
                     .iter()
                     .map(|t| cli_cgi_route(t, default_body).map_err(|m| cli_err("--cgi", m))),
             );
+        let app = match (&self.cli.app, &self.file.app) {
+            (Some(text), _) => Some(parse_app_target(text).map_err(|m| cli_err("APP", m))?),
+            (None, Some(text)) => Some(parse_app_target(text).map_err(|m| self.file_err("app", m))?),
+            (None, None) => None,
+        };
+        let app_route = app.map(|target| {
+            Ok(Route {
+                host: None,
+                prefix: "/".into(),
+                max_body_size: default_body,
+                static_files: None,
+                handler: Some(Handler::Wsgi(WsgiOptions {
+                    target,
+                    sendfile_root: None,
+                })),
+            })
+        });
+        let cli_routes = app_route.into_iter().chain(cli_routes);
         let mut from_cli: Vec<Route> = Vec::new();
         for route in cli_routes {
             let route = route?;
-            routes.retain(|r| !(r.host.is_none() && r.prefix == route.prefix));
             match from_cli.iter_mut().find(|r| r.prefix == route.prefix) {
-                // `--static /=public --cgi /=cgi-bin`: one route, file first.
-                Some(same) if same.handler.is_none() && route.static_files.is_none() => {
-                    same.handler = route.handler;
-                }
-                Some(same) if same.static_files.is_none() && route.handler.is_none() => {
-                    same.static_files = route.static_files;
-                }
-                Some(_) => {
-                    return Err(cli_err(
-                        "--static/--cgi",
-                        format!("prefix `{}` given twice", route.prefix),
-                    ))
-                }
+                Some(same) => merge_try_files(same, route).map_err(|m| cli_err("APP/--static/--cgi", m))?,
                 None => from_cli.push(route),
             }
         }
-        routes.extend(from_cli);
+        for route in from_cli {
+            // A flag replaces the file's route for the same prefix, unless
+            // the two complement each other (a static root and an app).
+            let same = routes.iter().position(|r| r.host.is_none() && r.prefix == route.prefix);
+            match same {
+                Some(i) => {
+                    if merge_try_files(&mut routes[i], route.clone()).is_err() {
+                        routes[i] = route;
+                    }
+                }
+                None => routes.push(route),
+            }
+        }
         for (i, a) in routes.iter().enumerate() {
             if routes[..i]
                 .iter()
@@ -309,8 +406,20 @@ impl Builder<'_> {
                 expires: r.expires.map(|s| s.0),
             }),
         };
-        let handler = match &r.cgi {
-            Some(dir) => Some(Handler::Cgi(CgiOptions {
+        let handler = match (&r.cgi, &r.wsgi) {
+            (Some(_), Some(_)) => {
+                return Err(("wsgi", "a route has one handler: cgi or wsgi, not both".into()))
+            }
+            (None, Some(target)) => Some(Handler::Wsgi(WsgiOptions {
+                target: parse_app_target(target).map_err(|m| ("wsgi", m))?,
+                sendfile_root: r
+                    .sendfile_root
+                    .as_ref()
+                    .map(|d| canonical_dir(&self.base_dir.join(d)))
+                    .transpose()
+                    .map_err(|m| ("sendfile_root", m))?,
+            })),
+            (Some(dir), None) => Some(Handler::Cgi(CgiOptions {
                 dir: canonical_dir(&self.base_dir.join(dir)).map_err(|m| ("cgi", m))?,
                 index: r.cgi_index.clone(),
                 timeout: r.cgi_timeout.map_or(DEFAULT_CGI_TIMEOUT, |s| s.0),
@@ -321,12 +430,15 @@ impl Builder<'_> {
                     .unwrap_or_else(|| DEFAULT_CGI_PATH.into()),
                 pass_authorization: r.cgi_pass_authorization.unwrap_or(false),
             })),
-            None => None,
+            (None, None) => None,
         };
+        if r.sendfile_root.is_some() && r.wsgi.is_none() {
+            return Err(("sendfile_root", "only applies to a route with `wsgi`".into()));
+        }
         if static_files.is_none() && handler.is_none() {
             return Err((
                 "static",
-                "a route needs a handler (static = \"DIR\" and/or cgi = \"DIR\")".to_string(),
+                "a route needs a handler (static = \"DIR\", and/or cgi = \"DIR\" or wsgi = \"module:callable\")".to_string(),
             ));
         }
         if let Some(Handler::Cgi(cgi)) = &handler {
@@ -357,6 +469,17 @@ impl Builder<'_> {
             handler,
         })
     }
+}
+
+/// `--static /=public` and an app at `/` make one route: the file if it
+/// exists, else the app (try-files).
+fn merge_try_files(into: &mut Route, other: Route) -> Result<(), String> {
+    match (&into.static_files, &into.handler, other.static_files, other.handler) {
+        (None, Some(_), Some(files), None) => into.static_files = Some(files),
+        (Some(_), None, None, Some(handler)) => into.handler = Some(handler),
+        _ => return Err(format!("prefix `{}` given twice", into.prefix)),
+    }
+    Ok(())
 }
 
 fn split_prefix_dir(text: &str) -> Result<(String, &str), String> {
@@ -437,6 +560,32 @@ fn check_file(path: &Path) -> Result<PathBuf, String> {
         .map(|_| path.to_owned())
 }
 
+/// `module:callable`, `module` (→ `module:application`), `module:factory()`.
+pub fn parse_app_target(text: &str) -> Result<AppTarget, String> {
+    let (module, callable) = text.split_once(':').unwrap_or((text, "application"));
+    let (callable, factory) = match callable.strip_suffix("()") {
+        Some(name) => (name, true),
+        None => (callable, false),
+    };
+    let dotted = |s: &str| {
+        !s.is_empty()
+            && s.split('.').all(|part| {
+                part.chars().next().is_some_and(|c| c.is_alphabetic() || c == '_')
+                    && part.chars().all(|c| c.is_alphanumeric() || c == '_')
+            })
+    };
+    if !dotted(module) || !dotted(callable) {
+        return Err(format!(
+            "`{text}` is not a WSGI target (module:callable, module, or module:factory())"
+        ));
+    }
+    Ok(AppTarget {
+        module: module.into(),
+        callable: callable.into(),
+        factory,
+    })
+}
+
 pub fn parse_listen_addr(text: &str) -> Result<ListenAddr, String> {
     if let Some(path) = text.strip_prefix("unix:") {
         if path.is_empty() {
@@ -484,6 +633,17 @@ mod tests {
         assert!(parse_listen_addr("localhost:8000").is_ok());
         assert!(parse_listen_addr("8000").is_err());
         assert!(parse_listen_addr("host:99999").is_err());
+    }
+
+    #[test]
+    fn app_targets() {
+        let t = parse_app_target("mysite.wsgi:application").unwrap();
+        assert_eq!((t.module.as_str(), t.callable.as_str(), t.factory), ("mysite.wsgi", "application", false));
+        assert_eq!(parse_app_target("app").unwrap().callable, "application");
+        assert!(parse_app_target("app:create_app()").unwrap().factory);
+        assert!(parse_app_target("app:").is_err());
+        assert!(parse_app_target("1app:x").is_err());
+        assert!(parse_app_target("app:x(1)").is_err());
     }
 
     #[test]

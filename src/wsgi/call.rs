@@ -1,0 +1,253 @@
+//! One request on a Python thread, in order:
+//!
+//! 1. build the environ and call `app(environ, start_response)`;
+//! 2. `X-Accel-Redirect` / `X-Sendfile` on a route that allows them: close
+//!    the iterable at once and let the connection serve the file;
+//! 3. `wsgi.file_wrapper` over a real file: hand the descriptor to Rust;
+//! 4. a list or tuple: send it whole with a Content-Length;
+//! 5. anything else: send each chunk as it is produced;
+//! 6. always call the iterable's `close()`, also on error and disconnect;
+//! 7. errors: before the head → 500 (413 if the body was too large) and
+//!    the traceback in the error log; after it → the connection is cut.
+
+use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use http::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
+use http::{HeaderMap, StatusCode};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList, PyTuple};
+
+use super::environ::{self, RequestView};
+use super::input::Input;
+use super::interpreter::traceback_text;
+use super::pipe::{BodyPlan, Head};
+use super::start_response::{self, body_bytes, lock, Responder, SendError, Shared, StartResponse};
+use super::streams::{ErrorStream, FileWrapper};
+use super::Job;
+
+pub fn run(py: Python<'_>, base: &Bound<'_, PyDict>, app: &Bound<'_, PyAny>, mut job: Job) {
+    let responder = Responder::new(job.pipe.clone(), job.tag.clone());
+    let overflowed = Arc::new(AtomicBool::new(false));
+    let input = Input::new(job.input.take().unwrap_or_default(), job.max_body_size, overflowed.clone());
+    let outcome = call_app(py, base, app, &job, input, &responder);
+    if let Err(err) = outcome {
+        fail(py, &responder, &err, overflowed.load(Ordering::Relaxed));
+    }
+}
+
+fn call_app(
+    py: Python<'_>,
+    base: &Bound<'_, PyDict>,
+    app: &Bound<'_, PyAny>,
+    job: &Job,
+    input: Input,
+    responder: &Shared,
+) -> PyResult<()> {
+    let view = RequestView {
+        parts: &job.parts,
+        script_name: &job.script_name,
+        client: &job.client,
+        local: job.local,
+    };
+    let environ = environ::build(
+        py,
+        base,
+        &view,
+        Bound::new(py, input)?.into_any(),
+        Bound::new(py, ErrorStream::new(job.tag.clone()))?.into_any(),
+    )?;
+    let start = Bound::new(py, StartResponse::new(responder.clone()))?;
+    let iterable = app.call1((environ, start))?;
+    let sent = send_iterable(py, responder, &iterable, job.sendfile);
+    let closed = close(&iterable);
+    sent?;
+    closed
+}
+
+fn close(iterable: &Bound<'_, PyAny>) -> PyResult<()> {
+    if iterable.hasattr(pyo3::intern!(iterable.py(), "close"))? {
+        iterable.call_method0(pyo3::intern!(iterable.py(), "close"))?;
+    }
+    Ok(())
+}
+
+fn send_iterable(py: Python<'_>, responder: &Shared, iterable: &Bound<'_, PyAny>, sendfile: bool) -> PyResult<()> {
+    if sendfile && try_sendfile_header(responder)? {
+        return Ok(());
+    }
+    if let Ok(wrapper) = iterable.cast::<FileWrapper>() {
+        if try_send_file(py, responder, &wrapper.borrow())? {
+            return Ok(());
+        }
+    }
+    let materialized = iterable.is_exact_instance_of::<PyList>() || iterable.is_exact_instance_of::<PyTuple>();
+    if materialized && !lock(responder).head_sent {
+        return send_whole(py, responder, iterable);
+    }
+    for item in iterable.try_iter()? {
+        let data = body_bytes(&item?)?;
+        match start_response::send_chunk(py, responder, data) {
+            Ok(()) => {}
+            // The client is gone: stop producing; close() still runs.
+            Err(SendError::Disconnected) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    finish(responder)
+}
+
+/// A list or tuple of bytes: one buffer, one message, a Content-Length.
+fn send_whole(py: Python<'_>, responder: &Shared, items: &Bound<'_, PyAny>) -> PyResult<()> {
+    let mut body = BytesMut::new();
+    for item in items.try_iter()? {
+        body.extend_from_slice(&body_bytes(&item?)?);
+    }
+    let body = body.freeze();
+    let mut r = lock(responder);
+    let Some((_, headers)) = r.pending.as_mut() else {
+        return Err(SendError::NotStarted.into());
+    };
+    match r.content_length {
+        None => {
+            headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+        }
+        // A wrong Content-Length goes through the checked streaming path.
+        Some(n) if n != body.len() as u64 => {
+            drop(r);
+            start_response::send_chunk(py, responder, body).or_else(ignore_disconnect)?;
+            return finish(responder);
+        }
+        Some(_) => {}
+    }
+    r.written = body.len() as u64;
+    r.send_head(BodyPlan::Full(body)).or_else(ignore_disconnect)?;
+    Ok(())
+}
+
+fn ignore_disconnect(e: SendError) -> Result<(), SendError> {
+    match e {
+        SendError::Disconnected => Ok(()),
+        other => Err(other),
+    }
+}
+
+/// End of the body: an unsent head goes out now; a body shorter than its
+/// Content-Length cuts the connection (a clean end would lie to the client).
+fn finish(responder: &Shared) -> PyResult<()> {
+    let mut r = lock(responder);
+    if !r.head_sent {
+        if let Some(n) = r.content_length.filter(|&n| n > 0) {
+            tracing::error!(request = %r.tag, "WSGI app declared Content-Length {n} but sent no body; connection closed");
+            r.send_head(BodyPlan::Stream).or_else(ignore_disconnect)?;
+            r.pipe.fail();
+            return Ok(());
+        }
+        r.send_head(BodyPlan::Full(Bytes::new())).or_else(ignore_disconnect)?;
+        return Ok(());
+    }
+    match r.content_length {
+        Some(n) if r.written < n => {
+            tracing::error!(
+                request = %r.tag,
+                "WSGI app sent {} of its {n}-byte Content-Length; connection closed",
+                r.written
+            );
+            r.pipe.fail();
+        }
+        _ => r.pipe.finish(),
+    }
+    Ok(())
+}
+
+/// `X-Accel-Redirect` / `X-Sendfile`: the connection serves the file.
+fn try_sendfile_header(responder: &Shared) -> PyResult<bool> {
+    let mut r = lock(responder);
+    let Some((_, headers)) = r.pending.as_ref() else {
+        return Ok(false);
+    };
+    let target = ["x-accel-redirect", "x-sendfile"]
+        .iter()
+        .find_map(|name| headers.get(*name).map(|v| (*name == "x-accel-redirect", v.clone())));
+    let Some((accel, value)) = target else {
+        return Ok(false);
+    };
+    r.send_head(BodyPlan::Sendfile { accel, target: value })
+        .or_else(ignore_disconnect)?;
+    Ok(true)
+}
+
+/// A file wrapper over a real file: dup its descriptor and let Rust send it
+/// from the current position, without the GIL.
+fn try_send_file(py: Python<'_>, responder: &Shared, wrapper: &FileWrapper) -> PyResult<bool> {
+    let file = wrapper.filelike.bind(py);
+    if !file.hasattr("fileno")? || lock(responder).head_sent {
+        return Ok(false);
+    }
+    let Ok(fd) = file.call_method0("fileno").and_then(|f| f.extract::<i32>()) else {
+        return Ok(false);
+    };
+    let offset: u64 = match file.hasattr("tell")? {
+        true => file.call_method0("tell").and_then(|t| t.extract()).unwrap_or(0),
+        false => 0,
+    };
+    // SAFETY: fileno() returned a descriptor the file object keeps open at
+    // least until we return; we only borrow it here to duplicate it.
+    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+    let Ok(owned) = borrowed.as_fd().try_clone_to_owned() else {
+        return Ok(false);
+    };
+    let file = std::fs::File::from(owned);
+    let Ok(meta) = file.metadata() else {
+        return Ok(false);
+    };
+    if !meta.is_file() {
+        return Ok(false);
+    }
+    let available = meta.len().saturating_sub(offset);
+    let mut r = lock(responder);
+    let len = r.content_length.map_or(available, |n| n.min(available));
+    if let Some((_, headers)) = r.pending.as_mut() {
+        headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
+    }
+    r.written = len;
+    r.send_head(BodyPlan::File { file, offset, len })
+        .or_else(ignore_disconnect)?;
+    Ok(true)
+}
+
+/// The app raised: a 500 (or 413) if nothing was sent yet, else the
+/// connection is cut. Either way the traceback goes to the error log.
+fn fail(py: Python<'_>, responder: &Shared, err: &PyErr, overflowed: bool) {
+    let mut r = lock(responder);
+    if overflowed {
+        tracing::warn!(request = %r.tag, "request body over max_body_size; answered 413");
+    } else {
+        tracing::error!(request = %r.tag, "WSGI app raised an exception:\n{}", traceback_text(py, err));
+    }
+    if r.head_sent {
+        r.pipe.fail();
+        return;
+    }
+    let status = if overflowed {
+        StatusCode::PAYLOAD_TOO_LARGE
+    } else {
+        StatusCode::INTERNAL_SERVER_ERROR
+    };
+    r.head_sent = true;
+    let _ = r.pipe.send_head(error_head(status));
+}
+
+pub fn error_head(status: StatusCode) -> Head {
+    let text = format!("{} {}\n", status.as_str(), status.canonical_reason().unwrap_or(""));
+    let mut headers = HeaderMap::new();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    headers.insert(CONTENT_LENGTH, HeaderValue::from(text.len()));
+    Head {
+        status,
+        headers,
+        body: BodyPlan::Full(Bytes::from(text)),
+    }
+}

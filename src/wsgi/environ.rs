@@ -1,0 +1,207 @@
+//! The WSGI environ (PEP 3333), built per request as a plain dict:
+//!
+//! 1. copy the per-worker base (`wsgi.version`, `wsgi.multithread`, ...,
+//!    `SERVER_SOFTWARE`), so constant keys cost one dict copy;
+//! 2. request line: REQUEST_METHOD, SCRIPT_NAME (the route prefix),
+//!    PATH_INFO (percent-decoded once, as latin-1), QUERY_STRING,
+//!    REQUEST_URI and RAW_URI (the target as sent), SERVER_PROTOCOL;
+//! 3. who and where: REMOTE_ADDR/REMOTE_PORT, SERVER_NAME/SERVER_PORT,
+//!    `wsgi.url_scheme` (believing forwarding headers only from trusted peers);
+//! 4. headers: CONTENT_TYPE and CONTENT_LENGTH, and HTTP_* for the others,
+//!    repeated fields joined with ", " (Cookie with "; "); names with `_`
+//!    are dropped, since `X-User_Id` would alias `X-User-Id`;
+//! 5. `wsgi.input`, `wsgi.errors`, `wsgi.input_terminated`.
+//!
+//! Keys are interned Python strings; values are latin-1 native strings.
+
+use std::net::SocketAddr;
+
+use http::header::{self, HeaderMap};
+use http::request::Parts;
+use percent_encoding::percent_decode_str;
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyString, PyTuple};
+
+use crate::forwarded::ClientView;
+
+/// The keys that never change within a worker.
+pub fn base(py: Python<'_>, multithread: bool, multiprocess: bool, file_wrapper: Bound<'_, PyAny>) -> PyResult<Py<PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item(intern!(py, "wsgi.version"), PyTuple::new(py, [1, 0])?)?;
+    d.set_item(intern!(py, "wsgi.multithread"), multithread)?;
+    d.set_item(intern!(py, "wsgi.multiprocess"), multiprocess)?;
+    d.set_item(intern!(py, "wsgi.run_once"), false)?;
+    d.set_item(intern!(py, "wsgi.input_terminated"), true)?;
+    d.set_item(intern!(py, "wsgi.file_wrapper"), file_wrapper)?;
+    d.set_item(
+        intern!(py, "SERVER_SOFTWARE"),
+        concat!("portico/", env!("CARGO_PKG_VERSION")),
+    )?;
+    Ok(d.unbind())
+}
+
+/// Everything about a request the environ is made of, besides the streams.
+pub struct RequestView<'a> {
+    pub parts: &'a Parts,
+    /// The route prefix; "" for the root route.
+    pub script_name: &'a str,
+    pub client: &'a ClientView,
+    pub local: Option<SocketAddr>,
+}
+
+pub fn build<'py>(
+    py: Python<'py>,
+    base: &Bound<'py, PyDict>,
+    req: &RequestView<'_>,
+    input: Bound<'py, PyAny>,
+    errors: Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let env = base.copy()?;
+    let parts = req.parts;
+    let uri = &parts.uri;
+    let path = uri.path();
+    let path_info = path.get(req.script_name.len()..).unwrap_or("");
+    let set = |k: &Bound<'py, PyString>, v: &str| env.set_item(k, v);
+
+    set(intern!(py, "REQUEST_METHOD"), parts.method.as_str())?;
+    set(intern!(py, "SCRIPT_NAME"), req.script_name)?;
+    env.set_item(
+        intern!(py, "PATH_INFO"),
+        latin1(py, &percent_decode_str(path_info).collect::<Vec<u8>>()),
+    )?;
+    set(intern!(py, "QUERY_STRING"), uri.query().unwrap_or(""))?;
+    let target = uri.path_and_query().map_or(path, |pq| pq.as_str());
+    set(intern!(py, "REQUEST_URI"), target)?;
+    set(intern!(py, "RAW_URI"), target)?;
+    set(intern!(py, "SERVER_PROTOCOL"), protocol(parts.version))?;
+
+    let client = req.client;
+    set(intern!(py, "REMOTE_ADDR"), &client.remote_addr)?;
+    if let Some(port) = client.remote_port {
+        set(intern!(py, "REMOTE_PORT"), itoa(port).as_str())?;
+    }
+    let scheme = if client.https { "https" } else { "http" };
+    set(intern!(py, "wsgi.url_scheme"), scheme)?;
+
+    let host = client
+        .host
+        .as_deref()
+        .or_else(|| parts.headers.get(header::HOST).and_then(|h| h.to_str().ok()))
+        .or_else(|| uri.authority().map(|a| a.as_str()));
+    let (name, port) = server_name_port(host, req.local, client.https);
+    set(intern!(py, "SERVER_NAME"), &name)?;
+    set(intern!(py, "SERVER_PORT"), &port)?;
+    if let Some(host) = host {
+        set(intern!(py, "HTTP_HOST"), host)?;
+    }
+
+    add_headers(py, &env, &parts.headers)?;
+    env.set_item(intern!(py, "wsgi.input"), input)?;
+    env.set_item(intern!(py, "wsgi.errors"), errors)?;
+    Ok(env)
+}
+
+fn add_headers(py: Python<'_>, env: &Bound<'_, PyDict>, headers: &HeaderMap) -> PyResult<()> {
+    for name in headers.keys() {
+        let key: Bound<'_, PyString> = match *name {
+            header::CONTENT_TYPE => intern!(py, "CONTENT_TYPE").clone(),
+            header::CONTENT_LENGTH => intern!(py, "CONTENT_LENGTH").clone(),
+            // Set above, from the trusted view of the request.
+            header::HOST => continue,
+            _ if name.as_str().contains('_') => continue,
+            _ => PyString::new(py, &meta_name(name.as_str())),
+        };
+        let mut values = headers.get_all(name).iter();
+        let first = values.next().map_or(&[][..], |v| v.as_bytes());
+        match values.next() {
+            None => env.set_item(key, latin1(py, first))?,
+            Some(second) => {
+                let sep: &[u8] = if *name == header::COOKIE { b"; " } else { b", " };
+                let mut joined = first.to_vec();
+                for v in std::iter::once(second).chain(values) {
+                    joined.extend_from_slice(sep);
+                    joined.extend_from_slice(v.as_bytes());
+                }
+                env.set_item(key, latin1(py, &joined))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `x-forwarded-for` → `HTTP_X_FORWARDED_FOR`.
+pub fn meta_name(header: &str) -> String {
+    let mut out = String::with_capacity(5 + header.len());
+    out.push_str("HTTP_");
+    out.extend(header.chars().map(|c| match c {
+        '-' => '_',
+        c => c.to_ascii_uppercase(),
+    }));
+    out
+}
+
+/// Bytes as a latin-1 native string (PEP 3333's rule for environ values).
+pub fn latin1<'py>(py: Python<'py>, bytes: &[u8]) -> Bound<'py, PyString> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) if text.is_ascii() => PyString::new(py, text),
+        _ => PyString::new(py, &bytes.iter().map(|&b| b as char).collect::<String>()),
+    }
+}
+
+fn protocol(version: http::Version) -> &'static str {
+    match version {
+        http::Version::HTTP_10 => "HTTP/1.0",
+        http::Version::HTTP_2 => "HTTP/2",
+        http::Version::HTTP_3 => "HTTP/3",
+        http::Version::HTTP_09 => "HTTP/0.9",
+        _ => "HTTP/1.1",
+    }
+}
+
+fn itoa(n: u16) -> String {
+    n.to_string()
+}
+
+/// SERVER_NAME and SERVER_PORT from the Host (or the local address).
+fn server_name_port(host: Option<&str>, local: Option<SocketAddr>, https: bool) -> (String, String) {
+    let default_port = if https { "443" } else { "80" };
+    if let Some(host) = host {
+        let (name, port) = if let Some(rest) = host.strip_prefix('[') {
+            match rest.split_once(']') {
+                Some((v6, tail)) => (v6, tail.strip_prefix(':')),
+                None => (host, None),
+            }
+        } else {
+            match host.rsplit_once(':') {
+                Some((n, p)) if p.bytes().all(|b| b.is_ascii_digit()) => (n, Some(p)),
+                _ => (host, None),
+            }
+        };
+        return (name.to_string(), port.unwrap_or(default_port).to_string());
+    }
+    match local {
+        Some(addr) => (addr.ip().to_string(), addr.port().to_string()),
+        None => ("localhost".into(), default_port.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn meta_names() {
+        assert_eq!(meta_name("x-forwarded-for"), "HTTP_X_FORWARDED_FOR");
+        assert_eq!(meta_name("accept"), "HTTP_ACCEPT");
+    }
+
+    #[test]
+    fn server_name_from_host() {
+        assert_eq!(server_name_port(Some("example.com:8080"), None, false), ("example.com".into(), "8080".into()));
+        assert_eq!(server_name_port(Some("example.com"), None, true), ("example.com".into(), "443".into()));
+        assert_eq!(server_name_port(Some("[::1]:9"), None, false), ("::1".into(), "9".into()));
+        let local = Some("127.0.0.1:5000".parse().unwrap());
+        assert_eq!(server_name_port(None, local, false), ("127.0.0.1".into(), "5000".into()));
+    }
+}

@@ -1,0 +1,260 @@
+//! The application server: WSGI (PEP 3333) apps in the worker's embedded
+//! CPython. A request flows:
+//!
+//! 1. on the connection's I/O thread: compute the client view (trusted
+//!    forwarding headers), read a small body right away (larger ones stream
+//!    later), queue a [`Job`] for the Python threads;
+//! 2. on a Python thread (`pool`): build the environ, call the app, send the
+//!    head and body through a [`pipe::Pipe`] (`call`);
+//! 3. back on the I/O thread: turn the head into a response whose body is
+//!    the pipe, an open file (`wsgi.file_wrapper`), or a static file
+//!    (`X-Accel-Redirect` / `X-Sendfile`).
+//!
+//! Python never runs on the I/O thread, so a slow view stalls neither static
+//! files nor other connections; see docs/wsgi.md for the measurements
+//! behind this choice.
+
+mod call;
+mod environ;
+mod input;
+pub mod interpreter;
+mod pipe;
+mod pool;
+mod start_response;
+mod streams;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::request::Parts;
+use http::{Request, Response, StatusCode};
+use http_body::Body as _;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use pyo3::prelude::*;
+
+use crate::body::Body;
+use crate::config::{Config, ForwardedAllow, StaticOptions, WsgiOptions};
+use crate::forwarded::{self, ClientView};
+use crate::server::{status_page, Mount};
+use crate::static_files::{self, StaticRequest};
+
+pub use interpreter::LoadError;
+pub use pool::EXIT_TIMEOUT;
+
+use input::Source;
+use pipe::{BodyPlan, HeadFuture, Pipe, PipeBody};
+
+/// Bodies up to this size are read by the I/O thread before the app is
+/// called, so no Python thread waits on a slow client for them.
+const PREREAD_LIMIT: u64 = 64 * 1024;
+
+/// One request for a Python thread.
+pub struct Job {
+    pub app: usize,
+    pub parts: Arc<Parts>,
+    pub script_name: String,
+    pub client: ClientView,
+    pub local: Option<SocketAddr>,
+    pub input: Option<Source>,
+    pub max_body_size: u64,
+    pub pipe: Arc<Pipe>,
+    /// "METHOD target", for log lines.
+    pub tag: Arc<str>,
+    /// The route lets the app answer with X-Accel-Redirect / X-Sendfile.
+    pub sendfile: bool,
+}
+
+/// The apps of a worker and the threads that run them.
+pub struct WsgiRuntime {
+    pool: pool::Pool,
+    forwarded: ForwardedAllow,
+}
+
+impl WsgiRuntime {
+    /// Starts Python, imports every app of the config and starts the
+    /// threads; `None` when no route names an app.
+    pub fn start(config: &Config) -> Result<Option<Self>, LoadError> {
+        let Some(python) = &config.python else {
+            return Ok(None);
+        };
+        interpreter::initialize(python)?;
+        let (apps, base) = Python::attach(|py| -> Result<_, LoadError> {
+            let apps = python
+                .apps
+                .iter()
+                .map(|target| interpreter::load_app(py, target))
+                .collect::<Result<Vec<_>, _>>()?;
+            let wrapper = py.get_type::<streams::FileWrapper>().into_any();
+            let base = environ::base(py, python.threads > 1, config.workers > 1, wrapper)
+                .map_err(|e| LoadError::Init(interpreter::traceback_text(py, &e)))?;
+            Ok((apps, base))
+        })?;
+        let jitter = match python.max_requests_jitter {
+            0 => 0,
+            j => u64::from(std::process::id()) % (j + 1),
+        };
+        let pool = pool::Pool::start(
+            pool::PoolSettings {
+                threads: python.threads,
+                timeout: python.timeout,
+                recycle_after: if python.max_requests == 0 { 0 } else { python.max_requests + jitter },
+            },
+            Arc::new(apps),
+            Arc::new(base),
+        );
+        Ok(Some(WsgiRuntime {
+            pool,
+            forwarded: config.forwarded_allow_ips.clone(),
+        }))
+    }
+
+    /// Notified when the worker has served `--max-requests`.
+    pub fn recycle_signal(&self) -> Arc<tokio::sync::Notify> {
+        self.pool.recycle_signal()
+    }
+
+    /// Runs the app for one request; never fails outward.
+    pub async fn serve(&self, opts: &WsgiOptions, mount: &Mount<'_>, req: Request<Incoming>) -> Response<Body> {
+        let (parts, body) = req.into_parts();
+        let input = match read_small_body(&parts, body, mount.max_body_size).await {
+            Ok(input) => input,
+            Err(status) => return status_page(status),
+        };
+        let client = forwarded::client_view(&parts.headers, mount.peer.addr, mount.peer.tls, &self.forwarded);
+        let tag: Arc<str> = format!(
+            "{} {}",
+            parts.method,
+            parts.uri.path_and_query().map_or("/", |pq| pq.as_str())
+        )
+        .into();
+        let parts = Arc::new(parts);
+        let pipe = Pipe::new();
+        self.pool.submit(Job {
+            app: opts.app_id,
+            parts: parts.clone(),
+            script_name: mount.script_name.to_string(),
+            client,
+            local: mount.peer.local,
+            input: Some(input),
+            max_body_size: mount.max_body_size,
+            pipe: pipe.clone(),
+            tag,
+            sendfile: opts.sendfile_root.is_some(),
+        });
+        let (head, pipe) = HeadFuture(Some(pipe)).await;
+        let Some(head) = head else {
+            return status_page(StatusCode::INTERNAL_SERVER_ERROR);
+        };
+        let mut response = match head.body {
+            BodyPlan::Stream => Response::new(Body::stream(PipeBody(pipe))),
+            BodyPlan::Full(bytes) => Response::new(Body::full(bytes)),
+            BodyPlan::File { file, offset, len } => Response::new(static_files::file_range_body(file, offset..offset + len)),
+            BodyPlan::Sendfile { accel, target } => {
+                let root = opts.sendfile_root.as_ref().expect("sendfile only when a root is set");
+                return sendfile_response(root, accel, &target, &parts, head.headers);
+            }
+        };
+        *response.status_mut() = head.status;
+        *response.headers_mut() = head.headers;
+        response
+    }
+}
+
+/// A body that fits `PREREAD_LIMIT` is read now, unless the client waits
+/// for `100 Continue` (which only the app's first read should send).
+async fn read_small_body(parts: &Parts, body: Incoming, limit: u64) -> Result<Source, StatusCode> {
+    if body.is_end_stream() {
+        return Ok(Source::Empty);
+    }
+    let expects_continue = parts
+        .headers
+        .get(header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    let small = body.size_hint().exact().is_some_and(|n| n <= PREREAD_LIMIT.min(limit));
+    if expects_continue || !small {
+        return Ok(Source::Streaming(body));
+    }
+    match body.collect().await {
+        Ok(collected) => Ok(Source::Buffered(collected.to_bytes())),
+        // The client went away mid-body; nobody will read this answer.
+        Err(_) => Err(StatusCode::BAD_REQUEST),
+    }
+}
+
+/// `X-Accel-Redirect: /path` (under the root) or `X-Sendfile: /abs/path`
+/// (inside the root): the static handler serves it with ranges and
+/// validators; the app's other headers are kept.
+fn sendfile_response(
+    root: &std::path::Path,
+    accel: bool,
+    target: &HeaderValue,
+    parts: &Parts,
+    app_headers: http::HeaderMap,
+) -> Response<Body> {
+    let Ok(target) = target.to_str() else {
+        return status_page(StatusCode::INTERNAL_SERVER_ERROR);
+    };
+    let rel = if accel {
+        Some(target.to_string())
+    } else {
+        std::path::Path::new(target)
+            .strip_prefix(root)
+            .ok()
+            .and_then(|p| p.to_str())
+            .map(|p| format!("/{}", percent_encoding::utf8_percent_encode(p, PATH_SET)))
+    };
+    let Some(rel) = rel else {
+        tracing::error!("X-Sendfile {target:?} is outside the route's sendfile_root; answered 500");
+        return status_page(StatusCode::INTERNAL_SERVER_ERROR);
+    };
+    let opts = StaticOptions {
+        root: root.to_path_buf(),
+        index: Vec::new(),
+        autoindex: false,
+        dotfiles: true,
+        symlinks_outside_root: false,
+        precompressed: false,
+        expires: None,
+    };
+    let method = if parts.method == http::Method::HEAD {
+        http::Method::HEAD
+    } else {
+        http::Method::GET
+    };
+    let mut response = static_files::serve(
+        &opts,
+        &StaticRequest {
+            method: &method,
+            headers: &parts.headers,
+            path: &rel,
+            query: None,
+            rel: &rel,
+        },
+    );
+    if response.status() == StatusCode::NOT_FOUND {
+        tracing::error!("X-Accel-Redirect/X-Sendfile names {target:?}, which is not a file under {}", root.display());
+    }
+    for (name, value) in app_headers.iter() {
+        let ours = matches!(name.as_str(), "x-accel-redirect" | "x-sendfile" | "content-length" | "content-encoding")
+            || response.headers().contains_key(name);
+        if !ours {
+            response.headers_mut().append(name.clone(), value.clone());
+        }
+    }
+    response
+}
+
+/// Characters of a file path that must be escaped to stay one URL path.
+const PATH_SET: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'?')
+    .add(b'<')
+    .add(b'>')
+    .add(b'\\');
+

@@ -1,0 +1,191 @@
+//! The Python threads of a worker (`--threads`): each stays attached to the
+//! interpreter and takes requests from one queue, releasing the GIL only
+//! while it waits for work (or for a slow client). A thread that finishes a
+//! request takes the next queued one without giving up the GIL, so under
+//! load the GIL changes hands only when there is nothing to do.
+//!
+//! Also here: the `--timeout` watchdog (logs every Python thread's stack,
+//! then ends the worker so the master replaces it) and `--max-requests`.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use super::{call, Job};
+
+/// Exit code of a worker ended by the `--timeout` watchdog.
+pub const EXIT_TIMEOUT: i32 = 4;
+
+/// The request a Python thread is running, for the timeout watchdog.
+struct Running {
+    since: Instant,
+    tag: Arc<str>,
+}
+
+struct Shared {
+    queue: Mutex<VecDeque<Job>>,
+    work: Condvar,
+    running: Vec<Mutex<Option<Running>>>,
+    completed: AtomicU64,
+    /// Requests after which the worker asks to be recycled (0: never).
+    recycle_after: u64,
+    recycle: Arc<tokio::sync::Notify>,
+}
+
+pub struct Pool {
+    shared: Arc<Shared>,
+}
+
+pub struct PoolSettings {
+    pub threads: usize,
+    pub timeout: Duration,
+    pub recycle_after: u64,
+}
+
+impl Pool {
+    /// Starts the threads; `apps[job.app]` is what a job calls.
+    pub fn start(settings: PoolSettings, apps: Arc<Vec<Py<PyAny>>>, base: Arc<Py<PyDict>>) -> Self {
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(VecDeque::new()),
+            work: Condvar::new(),
+            running: (0..settings.threads).map(|_| Mutex::new(None)).collect(),
+            completed: AtomicU64::new(0),
+            recycle_after: settings.recycle_after,
+            recycle: Arc::new(tokio::sync::Notify::new()),
+        });
+        for index in 0..settings.threads {
+            let (shared, apps, base) = (shared.clone(), apps.clone(), base.clone());
+            std::thread::Builder::new()
+                .name(format!("python-{index}"))
+                .spawn(move || python_thread(index, &shared, &apps, &base))
+                .expect("cannot start a Python thread");
+        }
+        let watched = shared.clone();
+        std::thread::Builder::new()
+            .name("timeout-watchdog".into())
+            .spawn(move || watchdog(&watched, settings.timeout))
+            .expect("cannot start the timeout watchdog");
+        Pool { shared }
+    }
+
+    pub fn submit(&self, job: Job) {
+        self.shared
+            .queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push_back(job);
+        self.shared.work.notify_one();
+    }
+
+    /// Notified once when `--max-requests` is reached.
+    pub fn recycle_signal(&self) -> Arc<tokio::sync::Notify> {
+        self.shared.recycle.clone()
+    }
+}
+
+impl Shared {
+    fn try_pop(&self) -> Option<Job> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner()).pop_front()
+    }
+
+    fn pop_blocking(&self) -> Job {
+        let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if let Some(job) = queue.pop_front() {
+                return job;
+            }
+            queue = self.work.wait(queue).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    fn set_running(&self, index: usize, running: Option<Running>) {
+        *self.running[index].lock().unwrap_or_else(|e| e.into_inner()) = running;
+    }
+}
+
+fn python_thread(index: usize, shared: &Shared, apps: &[Py<PyAny>], base: &Py<PyDict>) {
+    Python::attach(|py| {
+        let base = base.bind(py);
+        let apps: Vec<Bound<'_, PyAny>> = apps.iter().map(|a| a.bind(py).clone()).collect();
+        loop {
+            let job = match shared.try_pop() {
+                Some(job) => job,
+                None => py.detach(|| shared.pop_blocking()),
+            };
+            shared.set_running(
+                index,
+                Some(Running {
+                    since: Instant::now(),
+                    tag: job.tag.clone(),
+                }),
+            );
+            let app = &apps[job.app];
+            call::run(py, base, app, job);
+            shared.set_running(index, None);
+            let done = shared.completed.fetch_add(1, Ordering::Relaxed) + 1;
+            if shared.recycle_after > 0 && done == shared.recycle_after {
+                tracing::info!("max-requests reached ({done}); recycling this worker");
+                shared.recycle.notify_one();
+            }
+        }
+    })
+}
+
+fn watchdog(shared: &Shared, timeout: Duration) {
+    let tick = (timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
+    loop {
+        std::thread::sleep(tick);
+        let stuck = shared.running.iter().find_map(|slot| {
+            let slot = slot.lock().unwrap_or_else(|e| e.into_inner());
+            slot.as_ref()
+                .filter(|r| r.since.elapsed() > timeout)
+                .map(|r| (r.tag.clone(), r.since.elapsed()))
+        });
+        if let Some((tag, elapsed)) = stuck {
+            tracing::error!(
+                request = %tag,
+                "request has run {:.1}s, past --timeout {}s; logging Python stacks and recycling the worker",
+                elapsed.as_secs_f64(),
+                timeout.as_secs()
+            );
+            log_python_stacks(&tag);
+            std::process::exit(EXIT_TIMEOUT);
+        }
+    }
+}
+
+/// Logs the stack of every Python thread. Taking the GIL can itself hang
+/// (a C extension stuck while holding it), so it runs on its own thread and
+/// we give up after two seconds.
+fn log_python_stacks(tag: &Arc<str>) {
+    let tag = tag.clone();
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let text = Python::attach(|py| python_stacks(py).unwrap_or_else(|e| e.to_string()));
+        tracing::error!(request = %tag, "Python stacks at timeout:\n{text}");
+        let _ = done_tx.send(());
+    });
+    if done_rx.recv_timeout(Duration::from_secs(2)).is_err() {
+        tracing::error!("could not take the GIL to log Python stacks (a thread holds it)");
+    }
+}
+
+fn python_stacks(py: Python<'_>) -> PyResult<String> {
+    let code = c"
+import sys, threading, traceback
+names = {t.ident: t.name for t in threading.enumerate()}
+out = []
+for ident, frame in sys._current_frames().items():
+    out.append('Thread %s (%s):\\n%s' % (ident, names.get(ident, '?'), ''.join(traceback.format_stack(frame))))
+result = '\\n'.join(out)
+";
+    let scope = PyDict::new(py);
+    py.run(code, Some(&scope), Some(&scope))?;
+    scope
+        .get_item("result")?
+        .map_or(Ok(String::new()), |r| r.extract())
+}

@@ -1,0 +1,300 @@
+//! `start_response(status, headers, exc_info=None)` and the `write()`
+//! callable it returns, sharing one [`Responder`]: the response state of a
+//! request on its Python thread.
+//!
+//! start_response only records the status and headers (validated: status
+//! `NNN reason`, header names as tokens, values latin-1 without CR/LF/NUL,
+//! no hop-by-hop fields); they are sent with the first non-empty body chunk
+//! or at the end. A second call needs `exc_info`, and re-raises it once the
+//! headers are sent.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use http::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_LENGTH};
+use http::StatusCode;
+use pyo3::exceptions::{PyAssertionError, PyOSError, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyString, PyTuple};
+
+use super::pipe::{BodyPlan, Disconnected, Head, Pipe};
+
+/// Fields an application must not set (RFC 9110 §7.6.1).
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "trailers",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// The response of one request as its Python thread builds it.
+pub struct Responder {
+    pub pipe: Arc<Pipe>,
+    /// Set by start_response, taken when the head is sent.
+    pub pending: Option<(StatusCode, HeaderMap)>,
+    /// `start_response` was called at least once.
+    pub started: bool,
+    pub head_sent: bool,
+    pub content_length: Option<u64>,
+    pub written: u64,
+    /// "METHOD target", for log lines about this request.
+    pub tag: Arc<str>,
+}
+
+pub type Shared = Arc<Mutex<Responder>>;
+
+pub fn lock(r: &Shared) -> MutexGuard<'_, Responder> {
+    r.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Responder {
+    pub fn new(pipe: Arc<Pipe>, tag: Arc<str>) -> Shared {
+        Arc::new(Mutex::new(Responder {
+            pipe,
+            pending: None,
+            started: false,
+            head_sent: false,
+            content_length: None,
+            written: 0,
+            tag,
+        }))
+    }
+
+    /// Sends the head now, with `plan` for the body.
+    pub fn send_head(&mut self, plan: BodyPlan) -> Result<(), SendError> {
+        let (status, headers) = self.pending.take().ok_or(SendError::NotStarted)?;
+        self.head_sent = true;
+        self.pipe
+            .send_head(Head {
+                status,
+                headers,
+                body: plan,
+            })
+            .map_err(|Disconnected| SendError::Disconnected)
+    }
+
+    /// Trims `data` to what Content-Length still allows (logging the excess
+    /// once) and counts it.
+    fn admit(&mut self, mut data: Bytes) -> Bytes {
+        if let Some(limit) = self.content_length {
+            let room = limit.saturating_sub(self.written);
+            if data.len() as u64 > room {
+                if room > 0 || self.written == limit {
+                    tracing::error!(
+                        request = %self.tag,
+                        "WSGI app sent more than its Content-Length ({limit} bytes); the excess was dropped"
+                    );
+                }
+                data.truncate(room as usize);
+            }
+        }
+        self.written += data.len() as u64;
+        data
+    }
+}
+
+#[derive(Debug)]
+pub enum SendError {
+    /// Body bytes before start_response.
+    NotStarted,
+    /// The client is gone; stop producing.
+    Disconnected,
+}
+
+impl From<SendError> for PyErr {
+    fn from(e: SendError) -> PyErr {
+        match e {
+            SendError::NotStarted => {
+                PyAssertionError::new_err("write() or body data before start_response()")
+            }
+            SendError::Disconnected => PyOSError::new_err("client disconnected"),
+        }
+    }
+}
+
+/// Sends a body chunk (and the head before the first one), releasing the
+/// GIL only if the client is far enough behind that we must wait.
+pub fn send_chunk(py: Python<'_>, responder: &Shared, data: Bytes) -> Result<(), SendError> {
+    if data.is_empty() {
+        return Ok(());
+    }
+    let pipe = {
+        let mut r = lock(responder);
+        if !r.head_sent {
+            r.send_head(BodyPlan::Stream)?;
+        }
+        let data = r.admit(data);
+        if data.is_empty() {
+            return Ok(());
+        }
+        let pipe = r.pipe.clone();
+        drop(r);
+        if pipe.has_room() {
+            return pipe.send_chunk(data).map_err(|Disconnected| SendError::Disconnected);
+        }
+        (pipe, data)
+    };
+    let (pipe, data) = pipe;
+    py.detach(|| pipe.send_chunk(data))
+        .map_err(|Disconnected| SendError::Disconnected)
+}
+
+#[pyclass(module = "portico")]
+pub struct StartResponse {
+    responder: Shared,
+}
+
+impl StartResponse {
+    pub fn new(responder: Shared) -> Self {
+        StartResponse { responder }
+    }
+}
+
+#[pymethods]
+impl StartResponse {
+    #[pyo3(signature = (status, headers, exc_info=None))]
+    fn __call__(
+        &self,
+        status: &Bound<'_, PyAny>,
+        headers: &Bound<'_, PyAny>,
+        exc_info: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Write> {
+        let exc_info = exc_info.filter(|e| !e.is_none());
+        {
+            let r = lock(&self.responder);
+            match exc_info {
+                Some(info) if r.head_sent => return Err(reraise(info)),
+                None if r.started => {
+                    return Err(PyAssertionError::new_err(
+                        "start_response() called a second time without exc_info",
+                    ))
+                }
+                _ => {}
+            }
+        }
+        let status = parse_status(status)?;
+        let (headers, content_length) = parse_headers(headers)?;
+        let mut r = lock(&self.responder);
+        r.pending = Some((status, headers));
+        r.content_length = content_length;
+        r.started = true;
+        Ok(Write {
+            responder: self.responder.clone(),
+        })
+    }
+}
+
+/// The `write(data)` callable of PEP 3333's imperative API.
+#[pyclass(module = "portico")]
+pub struct Write {
+    responder: Shared,
+}
+
+#[pymethods]
+impl Write {
+    fn __call__(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        let bytes = body_bytes(data)?;
+        send_chunk(py, &self.responder, bytes)?;
+        Ok(())
+    }
+}
+
+/// A body item: must be bytes (PEP 3333 forbids str).
+pub fn body_bytes(item: &Bound<'_, PyAny>) -> PyResult<Bytes> {
+    match item.cast::<pyo3::types::PyBytes>() {
+        Ok(b) => Ok(Bytes::copy_from_slice(b.as_bytes())),
+        Err(_) => Err(PyTypeError::new_err(format!(
+            "WSGI body items must be bytes, not {}",
+            item.get_type().name()?
+        ))),
+    }
+}
+
+fn reraise(info: &Bound<'_, PyAny>) -> PyErr {
+    match info
+        .cast::<PyTuple>()
+        .ok()
+        .and_then(|t| t.get_item(1).ok())
+        .filter(|v| !v.is_none())
+    {
+        Some(value) => PyErr::from_value(value),
+        None => PyTypeError::new_err("exc_info must be a (type, value, traceback) tuple"),
+    }
+}
+
+fn latin1_bytes(text: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<u8>> {
+    let text = text
+        .cast::<PyString>()
+        .map_err(|_| PyTypeError::new_err(format!("{what} must be a str")))?
+        .to_cow()?;
+    text.chars()
+        .map(|c| u8::try_from(u32::from(c)).ok())
+        .collect::<Option<Vec<u8>>>()
+        .ok_or_else(|| PyValueError::new_err(format!("{what} must be latin-1: {text:?}")))
+}
+
+fn parse_status(status: &Bound<'_, PyAny>) -> PyResult<StatusCode> {
+    let bytes = latin1_bytes(status, "status")?;
+    let bad = || {
+        PyValueError::new_err(format!(
+            "status must be \"NNN Reason\", got {:?}",
+            String::from_utf8_lossy(&bytes)
+        ))
+    };
+    if bytes.len() < 4 || bytes[3] != b' ' || bytes.iter().any(|&b| b < 0x20 && b != b'\t') {
+        return Err(bad());
+    }
+    StatusCode::from_bytes(&bytes[..3])
+        .ok()
+        .filter(|s| s.as_u16() >= 100)
+        .ok_or_else(bad)
+}
+
+fn parse_headers(headers: &Bound<'_, PyAny>) -> PyResult<(HeaderMap, Option<u64>)> {
+    if !headers.is_instance_of::<pyo3::types::PyList>() {
+        return Err(PyTypeError::new_err("response headers must be a list of (name, value) tuples"));
+    }
+    let mut map = HeaderMap::new();
+    let mut content_length = None;
+    for item in headers.try_iter()? {
+        let item = item?;
+        let pair = item
+            .cast::<PyTuple>()
+            .ok()
+            .filter(|t| t.len() == 2)
+            .ok_or_else(|| PyTypeError::new_err("each response header must be a (name, value) tuple"))?;
+        let name_bytes = latin1_bytes(&pair.get_item(0)?, "header name")?;
+        let name = HeaderName::from_bytes(&name_bytes).map_err(|_| {
+            PyValueError::new_err(format!("invalid header name {:?}", String::from_utf8_lossy(&name_bytes)))
+        })?;
+        if HOP_BY_HOP.contains(&name.as_str()) {
+            return Err(PyValueError::new_err(format!(
+                "hop-by-hop header {name:?} is not allowed in a WSGI response"
+            )));
+        }
+        let value_bytes = latin1_bytes(&pair.get_item(1)?, "header value")?;
+        if value_bytes.iter().any(|&b| b == b'\r' || b == b'\n' || b == 0) {
+            return Err(PyValueError::new_err(format!(
+                "header {name} has CR, LF or NUL in its value"
+            )));
+        }
+        let value = HeaderValue::from_bytes(&value_bytes)
+            .map_err(|_| PyValueError::new_err(format!("invalid value for header {name}")))?;
+        if name == CONTENT_LENGTH {
+            content_length = Some(
+                value
+                    .to_str()
+                    .ok()
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .ok_or_else(|| PyValueError::new_err("Content-Length must be a number"))?,
+            );
+        }
+        map.append(name, value);
+    }
+    Ok((map, content_length))
+}
