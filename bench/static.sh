@@ -8,6 +8,9 @@
 #   ROUNDS=3        rounds; each figure is the median of the rounds
 #   CONNECTIONS=64  wrk connections (-c); wrk always runs one thread (-t1)
 #   WORKERS=1       worker processes, the same for both servers
+#   TIMEOUT=10      wrk --timeout in seconds (wrk's own default, 2 s, counts
+#                   the slowest 10 MiB responses as errors and drops their
+#                   latency)
 #   WARMUP=1        seconds of unmeasured load before each server's first run
 #                   of a case (0 = none)
 #   PIN=            optional: "SERVER_CPUS:WRK_CPUS" (taskset lists, e.g. "1:0")
@@ -25,6 +28,7 @@ ROUNDS=${ROUNDS:-3}
 CONNECTIONS=${CONNECTIONS:-64}
 WORKERS=${WORKERS:-1}
 WARMUP=${WARMUP:-1}
+TIMEOUT=${TIMEOUT:-10}
 PIN=${PIN:-}
 NO_BUILD=${NO_BUILD:-}
 KEEP=${KEEP:-}
@@ -33,7 +37,7 @@ die() { echo "static.sh: $*" >&2; exit 1; }
 log() { echo "== $*" >&2; }
 
 [[ -f Cargo.toml && -d src ]] || die "run from the repository root (bash bench/static.sh)"
-for v in DURATION ROUNDS CONNECTIONS WORKERS WARMUP; do
+for v in DURATION ROUNDS CONNECTIONS WORKERS WARMUP TIMEOUT; do
     [[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a whole number, got '${!v}'"
 done
 (( ROUNDS >= 1 && DURATION >= 1 && CONNECTIONS >= 1 && WORKERS >= 1 )) ||
@@ -206,7 +210,7 @@ rm -f "$TMP"/check.*
 # ---------------------------------------------------------------- measuring
 # wrk units -> plain numbers: requests/s as is, transfer in MB/s (MiB, as wrk
 # prints), latency in ms.
-parse_wrk() { # FILE -> "rps mbps p99ms non2xx errors"
+parse_wrk() { # FILE -> "rps mbps p99ms non2xx errors requests"
     awk '
         function mb(v,   n, u) { n = v + 0; u = v; sub(/^[0-9.]+/, "", u)
             if (u == "B") return n / 1048576; if (u == "KB") return n / 1024
@@ -215,26 +219,44 @@ parse_wrk() { # FILE -> "rps mbps p99ms non2xx errors"
             if (u == "us") return n / 1000; if (u == "ms") return n
             if (u == "s") return n * 1000; if (u == "m") return n * 60000; return -1 }
         /^Requests\/sec:/            { rps = $2 }
+        / requests in /              { n = $1 }
         /^Transfer\/sec:/            { tr = mb($2) }
         $1 == "99%"                  { p99 = ms($2) }
         /Non-2xx or 3xx responses:/  { bad = $NF }
         /Socket errors:/             { gsub(/,/, ""); err = $4 + $6 + $8 + $10 }
         END { if (rps == "") exit 1
-              printf "%s %.2f %.3f %d %d\n", rps, tr, p99, bad + 0, err + 0 }
+              printf "%s %.2f %.3f %d %d %d\n", rps, tr, p99, bad + 0, err + 0, n + 0 }
     ' "$1"
 }
 
 median() { printf '%s\n' "$@" | sort -g | awk '{ a[NR] = $1 } END {
     if (NR % 2) print a[(NR + 1) / 2]; else printf "%.3f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 
+# CPU time (clock ticks, user + system) of every process of a server's
+# session: the master and its workers. Divided by the requests wrk counted, it
+# gives the server's CPU cost per request, a figure much less sensitive than
+# req/s to other load on a shared machine.
+declare -A SID=([portico]="$PORTICO_PID" [nginx]="$NGINX_PID")
+CLK_TCK=$(getconf CLK_TCK)
+cpu_ticks() { # SERVER
+    local p t=0 stat
+    for p in $(pgrep -s "${SID[$1]}"); do
+        stat=$(cat "/proc/$p/stat" 2>/dev/null) || continue
+        stat=${stat##*) }    # fields after "(comm) "; utime, stime are 12, 13
+        read -r -a f <<<"$stat"
+        t=$((t + f[11] + f[12]))
+    done
+    echo "$t"
+}
+
 run_wrk() { # SERVER FILE SECONDS OUT
-    "${TASKSET_WRK[@]}" wrk -t1 -c"$CONNECTIONS" -d"$3"s --latency "${URL[$1]}/$2" >"$4" 2>&1 ||
+    "${TASKSET_WRK[@]}" wrk -t1 -c"$CONNECTIONS" -d"$3"s --timeout "$TIMEOUT"s --latency "${URL[$1]}/$2" >"$4" 2>&1 ||
         { cat "$4" >&2; die "wrk failed against $1 /$2"; }
 }
 
-declare -A RPS MBS P99
+declare -A RPS MBS P99 CPU
 WARNINGS=()
-log "wrk -t1 -c$CONNECTIONS -d${DURATION}s --latency, $ROUNDS round(s), workers=$WORKERS"
+log "wrk -t1 -c$CONNECTIONS -d${DURATION}s --timeout ${TIMEOUT}s --latency, $ROUNDS round(s), workers=$WORKERS"
 for r in $(seq "$ROUNDS"); do
     # Alternate who goes first, so a drift in the machine's load is shared.
     if (( r % 2 )); then order=(portico nginx); else order=(nginx portico); fi
@@ -242,34 +264,40 @@ for r in $(seq "$ROUNDS"); do
         for s in "${order[@]}"; do
             if (( r == 1 && WARMUP > 0 )); then run_wrk "$s" "$f" "$WARMUP" "$TMP/warmup.out"; fi
             out=$TMP/wrk.$s.$f.$r
+            t0=$(cpu_ticks "$s")
             run_wrk "$s" "$f" "$DURATION" "$out"
-            read -r rps mbs p99 bad err < <(parse_wrk "$out") || { cat "$out" >&2; die "cannot parse wrk output"; }
+            t1=$(cpu_ticks "$s")
+            read -r rps mbs p99 bad err n < <(parse_wrk "$out") || { cat "$out" >&2; die "cannot parse wrk output"; }
+            cpu=$(awk -v d=$((t1 - t0)) -v hz="$CLK_TCK" -v n="$n" 'BEGIN { printf "%.2f", (n > 0 ? d * 1e6 / hz / n : 0) }')
             (( bad == 0 )) || WARNINGS+=("$s /$f round $r: $bad non-2xx/3xx responses")
             (( err == 0 )) || WARNINGS+=("$s /$f round $r: $err socket errors")
-            RPS[$s.$f]+="$rps " MBS[$s.$f]+="$mbs " P99[$s.$f]+="$p99 "
-            printf '   round %d  %-8s %-10s %12.0f req/s %9.1f MB/s  p99 %8.2f ms\n' \
-                "$r" "$s" "$f" "$rps" "$mbs" "$p99" >&2
+            RPS[$s.$f]+="$rps " MBS[$s.$f]+="$mbs " P99[$s.$f]+="$p99 " CPU[$s.$f]+="$cpu "
+            printf '   round %d  %-8s %-10s %12.0f req/s %9.1f MB/s  p99 %8.2f ms  server CPU %9.2f us/req\n' \
+                "$r" "$s" "$f" "$rps" "$mbs" "$p99" "$cpu" >&2
         done
     done
 done
 
 # ---------------------------------------------------------------- table
 echo
-echo "portico vs nginx, static files: wrk -t1 -c$CONNECTIONS -d${DURATION}s, workers=$WORKERS, median of $ROUNDS round(s)"
+echo "portico vs nginx, static files: wrk -t1 -c$CONNECTIONS -d${DURATION}s --timeout ${TIMEOUT}s, workers=$WORKERS, median of $ROUNDS round(s)"
+echo "(CPU us/req: user + system time of all the server's processes during the run, per request)"
 echo
-echo "| case | portico req/s | nginx req/s | portico/nginx | portico MB/s | nginx MB/s | portico p99 ms | nginx p99 ms |"
-echo "|---|---:|---:|---:|---:|---:|---:|---:|"
+echo "| case | portico req/s | nginx req/s | portico/nginx | portico MB/s | nginx MB/s | portico p99 ms | nginx p99 ms | portico CPU us/req | nginx CPU us/req |"
+echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 for f in "${FILES[@]}"; do
     # shellcheck disable=SC2086  # word splitting of the per-round lists is intended
     {
         pr=$(median ${RPS[portico.$f]}) nr=$(median ${RPS[nginx.$f]})
         pm=$(median ${MBS[portico.$f]}) nm=$(median ${MBS[nginx.$f]})
         pp=$(median ${P99[portico.$f]}) np=$(median ${P99[nginx.$f]})
+        pc=$(median ${CPU[portico.$f]}) nc=$(median ${CPU[nginx.$f]})
     }
     size=$(stat -c %s "$DOCROOT/$f")
     awk -v f="$f" -v size="$size" -v pr="$pr" -v nr="$nr" -v pm="$pm" -v nm="$nm" -v pp="$pp" -v np="$np" \
-        'BEGIN { printf "| %s (%d B) | %.0f | %.0f | %.2f | %.1f | %.1f | %.2f | %.2f |\n",
-                 f, size, pr, nr, (nr > 0 ? pr / nr : 0), pm, nm, pp, np }'
+        -v pc="$pc" -v nc="$nc" \
+        'BEGIN { printf "| %s (%d B) | %.0f | %.0f | %.2f | %.1f | %.1f | %.2f | %.2f | %.1f | %.1f |\n",
+                 f, size, pr, nr, (nr > 0 ? pr / nr : 0), pm, nm, pp, np, pc, nc }'
 done
 if ((${#WARNINGS[@]})); then
     echo
