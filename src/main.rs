@@ -62,7 +62,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     server::check(&config)?;
     let listeners = master::bind_all(&config)?;
     if config.workers == 0 {
-        server::run_worker(&config, listeners)?;
+        let served = server::run_worker(&config, listeners);
+        master::remove_unix_sockets(&config);
+        served?;
     } else {
         let args: Vec<_> = std::env::args_os().skip(1).collect();
         master::run(&config, &listeners, args)?;

@@ -234,7 +234,8 @@ pub async fn wait_for_stop_signal() {
     }
 }
 
-fn remove_unix_sockets(config: &Config) {
+/// Unix socket files are ours to remove once nobody listens on them.
+pub fn remove_unix_sockets(config: &Config) {
     for l in &config.listeners {
         if let ListenAddr::Unix(path) = &l.addr {
             let _ = std::fs::remove_file(path);

@@ -170,7 +170,6 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
 #[derive(Clone, Copy)]
 pub struct Peer {
     pub addr: Option<SocketAddr>,
-    pub tls: bool,
     /// The plain socket, when writing to it directly is safe (not TLS).
     pub raw_fd: Option<RawFd>,
 }

@@ -237,7 +237,6 @@ async fn serve_stream(
     let Some(acceptor) = tls else {
         let peer = Peer {
             addr,
-            tls: false,
             raw_fd: Some(raw_fd),
         };
         match stream {
@@ -248,7 +247,6 @@ async fn serve_stream(
     };
     let peer = Peer {
         addr,
-        tls: true,
         raw_fd: None,
     };
     let timeout = shared.limits.header_timeout;
