@@ -260,7 +260,12 @@ fn keepalive_timeout_applies_when_the_connection_waited_before_its_first_request
     let mut c = connect(s.addr);
     std::thread::sleep(Duration::from_millis(300));
     c.write_all(&get_request("/hello.txt", &[])).unwrap();
-    assert_eq!(read_responses(&mut c, 1, Duration::from_secs(3)).first().status, 200);
+    assert_eq!(
+        read_responses(&mut c, 1, Duration::from_secs(3))
+            .first()
+            .status,
+        200
+    );
     assert!(
         closes_within(&mut c, Duration::from_secs(3)),
         "idle connection not closed within 3s of its response with --keepalive-timeout 1"
@@ -276,7 +281,12 @@ fn slowloris_on_a_kept_alive_connection_gets_408_after_header_timeout() {
     let s = t.serve_site(&["--keepalive-timeout", "30", "--header-timeout", "1"]);
     let mut c = connect(s.addr);
     c.write_all(&get_request("/hello.txt", &[])).unwrap();
-    assert_eq!(read_responses(&mut c, 1, Duration::from_secs(3)).first().status, 200);
+    assert_eq!(
+        read_responses(&mut c, 1, Duration::from_secs(3))
+            .first()
+            .status,
+        200
+    );
     // Idle for longer than the header timeout (allowed: keep-alive is 30s),
     // so the watchdog is asleep on the keep-alive deadline.
     std::thread::sleep(Duration::from_millis(1500));
