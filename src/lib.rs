@@ -5,6 +5,7 @@
 //! `router` → handler (`static_files`) → response → access log (`log`).
 
 pub mod body;
+pub mod cgi;
 pub mod config;
 pub mod log;
 pub mod master;

@@ -84,6 +84,7 @@ mod tests {
             prefix: prefix.into(),
             max_body_size: 0,
             static_files: None,
+            handler: None,
         }
     }
 

@@ -36,6 +36,11 @@ pub struct Cli {
     #[arg(long = "static", value_name = "PREFIX=DIR")]
     pub static_routes: Vec<String>,
 
+    /// Run CGI programs from DIR at URL prefix PREFIX (`/cgi-bin=./cgi-bin`).
+    /// Repeatable; a prefix also in the config file replaces that route.
+    #[arg(long = "cgi", value_name = "PREFIX=DIR")]
+    pub cgi_routes: Vec<String>,
+
     /// TOML config file (see docs/config.md).
     #[arg(short = 'c', long = "config", value_name = "FILE")]
     pub config: Option<PathBuf>,

@@ -66,6 +66,12 @@ pub struct FileRoute {
     pub precompressed: Option<bool>,
     pub expires: Option<Seconds>,
     pub max_body_size: Option<ByteSize>,
+    pub cgi: Option<PathBuf>,
+    pub cgi_index: Option<String>,
+    pub cgi_timeout: Option<Seconds>,
+    pub cgi_max_processes: Option<usize>,
+    pub cgi_path: Option<String>,
+    pub cgi_pass_authorization: Option<bool>,
 }
 
 /// Reads and parses `path`; the error names the file and the key path

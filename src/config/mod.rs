@@ -124,6 +124,32 @@ pub struct Route {
     /// Largest request body accepted; larger → 413.
     pub max_body_size: u64,
     pub static_files: Option<StaticOptions>,
+    /// What answers the request when there is no static root, or when the
+    /// static root has no such file (try-files).
+    pub handler: Option<Handler>,
+}
+
+/// The dynamic handler of a route.
+#[derive(Debug, Clone)]
+pub enum Handler {
+    Cgi(CgiOptions),
+}
+
+/// How a route runs CGI programs (RFC 3875).
+#[derive(Debug, Clone)]
+pub struct CgiOptions {
+    /// Canonical directory holding the scripts.
+    pub dir: PathBuf,
+    /// Script run for a directory URL, if any.
+    pub index: Option<String>,
+    /// A script silent this long is killed (with its process group): 504.
+    pub timeout: Duration,
+    /// Scripts running at once per worker; past it → 503 with Retry-After.
+    pub max_processes: usize,
+    /// The PATH scripts get (nothing else leaks from portico's environment).
+    pub path_env: String,
+    /// Export the Authorization header as HTTP_AUTHORIZATION.
+    pub pass_authorization: bool,
 }
 
 /// How a route serves files from a directory.

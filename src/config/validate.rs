@@ -11,6 +11,9 @@ use super::*;
 
 const DEFAULT_BIND: &str = "127.0.0.1:8000";
 const DEFAULT_MAX_BODY: u64 = 1 << 20;
+const DEFAULT_CGI_TIMEOUT: Duration = Duration::from_secs(60);
+const DEFAULT_CGI_MAX_PROCESSES: usize = 32;
+const DEFAULT_CGI_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 
 /// Builds the validated [`Config`] from the flags and the file they name.
 pub fn load(cli: &Cli) -> Result<Config, ConfigError> {
@@ -235,11 +238,39 @@ impl Builder<'_> {
                     .map_err(|(field, m)| self.file_err(&format!("route[{i}].{field}"), m))?,
             );
         }
-        for text in &self.cli.static_routes {
-            let route = cli_static_route(text, default_body).map_err(|m| cli_err("--static", m))?;
+        let cli_routes = self
+            .cli
+            .static_routes
+            .iter()
+            .map(|t| cli_static_route(t, default_body).map_err(|m| cli_err("--static", m)))
+            .chain(
+                self.cli
+                    .cgi_routes
+                    .iter()
+                    .map(|t| cli_cgi_route(t, default_body).map_err(|m| cli_err("--cgi", m))),
+            );
+        let mut from_cli: Vec<Route> = Vec::new();
+        for route in cli_routes {
+            let route = route?;
             routes.retain(|r| !(r.host.is_none() && r.prefix == route.prefix));
-            routes.push(route);
+            match from_cli.iter_mut().find(|r| r.prefix == route.prefix) {
+                // `--static /=public --cgi /=cgi-bin`: one route, file first.
+                Some(same) if same.handler.is_none() && route.static_files.is_none() => {
+                    same.handler = route.handler;
+                }
+                Some(same) if same.static_files.is_none() && route.handler.is_none() => {
+                    same.static_files = route.static_files;
+                }
+                Some(_) => {
+                    return Err(cli_err(
+                        "--static/--cgi",
+                        format!("prefix `{}` given twice", route.prefix),
+                    ))
+                }
+                None => from_cli.push(route),
+            }
         }
+        routes.extend(from_cli);
         for (i, a) in routes.iter().enumerate() {
             if routes[..i]
                 .iter()
@@ -267,6 +298,7 @@ impl Builder<'_> {
             h => h.as_ref().map(|h| h.to_ascii_lowercase()),
         };
         let static_files = match &r.static_root {
+            None => None,
             Some(dir) => Some(StaticOptions {
                 root: canonical_dir(&self.base_dir.join(dir)).map_err(|m| ("static", m))?,
                 index: r.index.clone().unwrap_or_else(|| vec!["index.html".into()]),
@@ -276,13 +308,42 @@ impl Builder<'_> {
                 precompressed: r.precompressed.unwrap_or(true),
                 expires: r.expires.map(|s| s.0),
             }),
-            None => {
-                return Err((
-                    "static",
-                    "a route needs a handler (static = \"DIR\")".to_string(),
-                ))
-            }
         };
+        let handler = match &r.cgi {
+            Some(dir) => Some(Handler::Cgi(CgiOptions {
+                dir: canonical_dir(&self.base_dir.join(dir)).map_err(|m| ("cgi", m))?,
+                index: r.cgi_index.clone(),
+                timeout: r.cgi_timeout.map_or(DEFAULT_CGI_TIMEOUT, |s| s.0),
+                max_processes: r.cgi_max_processes.unwrap_or(DEFAULT_CGI_MAX_PROCESSES),
+                path_env: r
+                    .cgi_path
+                    .clone()
+                    .unwrap_or_else(|| DEFAULT_CGI_PATH.into()),
+                pass_authorization: r.cgi_pass_authorization.unwrap_or(false),
+            })),
+            None => None,
+        };
+        if static_files.is_none() && handler.is_none() {
+            return Err((
+                "static",
+                "a route needs a handler (static = \"DIR\" and/or cgi = \"DIR\")".to_string(),
+            ));
+        }
+        if let Some(Handler::Cgi(cgi)) = &handler {
+            if cgi.max_processes == 0 {
+                return Err(("cgi_max_processes", "must be at least 1".into()));
+            }
+            if cgi.timeout.is_zero() {
+                return Err(("cgi_timeout", "must be at least 1s".into()));
+            }
+            if let Some(bad) = cgi
+                .index
+                .as_ref()
+                .filter(|n| n.is_empty() || n.contains('/'))
+            {
+                return Err(("cgi_index", format!("`{bad}` is not a file name")));
+            }
+        }
         if let Some(index) = &r.index {
             if let Some(bad) = index.iter().find(|n| n.is_empty() || n.contains('/')) {
                 return Err(("index", format!("`{bad}` is not a file name")));
@@ -293,18 +354,43 @@ impl Builder<'_> {
             prefix,
             max_body_size: r.max_body_size.map_or(default_body, |s| s.0),
             static_files,
+            handler,
         })
     }
 }
 
-fn cli_static_route(text: &str, max_body_size: u64) -> Result<Route, String> {
+fn split_prefix_dir(text: &str) -> Result<(String, &str), String> {
     let (prefix, dir) = text
         .split_once('=')
         .ok_or_else(|| format!("`{text}` is not PREFIX=DIR"))?;
+    Ok((normalize_prefix(prefix)?, dir))
+}
+
+fn cli_cgi_route(text: &str, max_body_size: u64) -> Result<Route, String> {
+    let (prefix, dir) = split_prefix_dir(text)?;
     Ok(Route {
         host: None,
-        prefix: normalize_prefix(prefix)?,
+        prefix,
         max_body_size,
+        static_files: None,
+        handler: Some(Handler::Cgi(CgiOptions {
+            dir: canonical_dir(Path::new(dir))?,
+            index: None,
+            timeout: DEFAULT_CGI_TIMEOUT,
+            max_processes: DEFAULT_CGI_MAX_PROCESSES,
+            path_env: DEFAULT_CGI_PATH.into(),
+            pass_authorization: false,
+        })),
+    })
+}
+
+fn cli_static_route(text: &str, max_body_size: u64) -> Result<Route, String> {
+    let (prefix, dir) = split_prefix_dir(text)?;
+    Ok(Route {
+        host: None,
+        prefix,
+        max_body_size,
+        handler: None,
         static_files: Some(StaticOptions {
             root: canonical_dir(Path::new(dir))?,
             index: vec!["index.html".into()],

@@ -166,10 +166,15 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
     }
 }
 
-/// What the connection knows about its peer, for logs and handlers.
-#[derive(Clone, Copy)]
+/// What the connection knows about its two ends, for logs and handlers.
+#[derive(Clone, Copy, Debug)]
 pub struct Peer {
+    /// The client (None on a unix socket).
     pub addr: Option<SocketAddr>,
+    /// Our address the client connected to (None on a unix socket).
+    pub local: Option<SocketAddr>,
+    /// The connection is TLS (`HTTPS=on`, `wsgi.url_scheme = https`).
+    pub tls: bool,
     /// The plain socket, when writing to it directly is safe (not TLS).
     pub raw_fd: Option<RawFd>,
 }

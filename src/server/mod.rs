@@ -22,6 +22,7 @@ use tokio_rustls::TlsAcceptor;
 
 use conn::Peer;
 pub use listener::BoundListener;
+pub use service::{status_page, Mount};
 
 use crate::config::{Config, Limits};
 use crate::log::AccessLog;
@@ -230,25 +231,25 @@ async fn serve_stream(
     shared: Rc<Shared>,
 ) {
     use std::os::fd::AsRawFd;
-    let raw_fd = match &stream {
-        Stream::Tcp(s) => s.as_raw_fd(),
-        Stream::Unix(s) => s.as_raw_fd(),
+    let (raw_fd, local) = match &stream {
+        Stream::Tcp(s) => (s.as_raw_fd(), s.local_addr().ok()),
+        Stream::Unix(s) => (s.as_raw_fd(), None),
+    };
+    let mut peer = Peer {
+        addr,
+        local,
+        tls: tls.is_some(),
+        raw_fd: Some(raw_fd),
     };
     let Some(acceptor) = tls else {
-        let peer = Peer {
-            addr,
-            raw_fd: Some(raw_fd),
-        };
         match stream {
             Stream::Tcp(s) => conn::serve(s, peer, shared).await,
             Stream::Unix(s) => conn::serve(s, peer, shared).await,
         }
         return;
     };
-    let peer = Peer {
-        addr,
-        raw_fd: None,
-    };
+    // Bytes written straight to the socket would corrupt the TLS stream.
+    peer.raw_fd = None;
     let timeout = shared.limits.header_timeout;
     match stream {
         Stream::Tcp(s) => match tokio::time::timeout(timeout, acceptor.accept(s)).await {

@@ -25,8 +25,19 @@ use tokio::time::Instant;
 use super::conn::{ConnState, Peer};
 use super::Shared;
 use crate::body::Body;
+use crate::cgi;
+use crate::config::Handler;
 use crate::log::Entry;
 use crate::static_files::{self, StaticRequest};
+
+/// Where a dynamic handler is mounted and who is asking: what CGI and WSGI
+/// need besides the request itself.
+pub struct Mount<'a> {
+    /// The route prefix (`SCRIPT_NAME` base); "" for the root route.
+    pub script_name: &'a str,
+    pub max_body_size: u64,
+    pub peer: Peer,
+}
 
 static SERVER: HeaderValue = HeaderValue::from_static("portico");
 
@@ -42,15 +53,18 @@ pub async fn handle(
 ) -> Result<Response<LoggedBody>, Infallible> {
     ctx.state.request_started();
     let started = Instant::now();
-    let mut response = respond(&req, &ctx.shared);
-    response
-        .headers_mut()
-        .insert(header::SERVER, SERVER.clone());
-    let log = ctx
+    let mut log = ctx
         .shared
         .access_log
         .enabled()
-        .then(|| Box::new(LogFields::new(&req, response.status())));
+        .then(|| Box::new(LogFields::new(&req)));
+    let mut response = respond(req, &ctx).await;
+    response
+        .headers_mut()
+        .insert(header::SERVER, SERVER.clone());
+    if let Some(log) = log.as_mut() {
+        log.status = response.status().as_u16();
+    }
     Ok(response.map(|body| LoggedBody {
         inner: body,
         bytes: 0,
@@ -60,7 +74,8 @@ pub async fn handle(
     }))
 }
 
-fn respond(req: &Request<Incoming>, shared: &Shared) -> Response<Body> {
+async fn respond(req: Request<Incoming>, ctx: &RequestContext) -> Response<Body> {
+    let shared = &*ctx.shared;
     let limits = &shared.limits;
     let target_len = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
     if target_len > limits.max_uri_length {
@@ -79,24 +94,38 @@ fn respond(req: &Request<Incoming>, shared: &Shared) -> Response<Body> {
         return status_page(StatusCode::NOT_FOUND);
     };
     let route = matched.route;
-    if declared_length(req).is_some_and(|len| len > route.max_body_size) {
+    if declared_length(&req).is_some_and(|len| len > route.max_body_size) {
         let mut res = status_page(StatusCode::PAYLOAD_TOO_LARGE);
         // The body is not read, so the connection cannot carry another request.
         res.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
         return res;
     }
-    match &route.static_files {
-        Some(opts) => static_files::serve(
-            opts,
-            &StaticRequest {
-                method: req.method(),
-                headers: req.headers(),
-                path,
-                query: req.uri().query(),
-                rel: matched.rel,
-            },
-        ),
+    if let Some(opts) = &route.static_files {
+        let static_req = StaticRequest {
+            method: req.method(),
+            headers: req.headers(),
+            path,
+            query: req.uri().query(),
+            rel: matched.rel,
+        };
+        let outcome = static_files::decide(opts, &static_req);
+        // try-files: a missing file goes on to the route's handler.
+        if !(outcome.is_not_found() && route.handler.is_some()) {
+            return static_files::render(outcome, &static_req);
+        }
+    }
+    let mount = Mount {
+        script_name: if route.prefix == "/" {
+            ""
+        } else {
+            &route.prefix
+        },
+        max_body_size: route.max_body_size,
+        peer: ctx.peer,
+    };
+    match &route.handler {
+        Some(Handler::Cgi(opts)) => cgi::serve(opts, &mount, req).await,
         None => status_page(StatusCode::NOT_FOUND),
     }
 }
@@ -146,7 +175,7 @@ struct LogFields {
 }
 
 impl LogFields {
-    fn new(req: &Request<Incoming>, status: StatusCode) -> Self {
+    fn new(req: &Request<Incoming>) -> Self {
         let text = |name| {
             req.headers()
                 .get(name)
@@ -159,7 +188,7 @@ impl LogFields {
                 .path_and_query()
                 .map_or_else(|| req.uri().to_string(), |pq| pq.to_string()),
             version: req.version(),
-            status: status.as_u16(),
+            status: 0,
             referer: text(header::REFERER),
             user_agent: text(header::USER_AGENT),
             host: text(header::HOST).or_else(|| req.uri().authority().map(|a| a.to_string())),
