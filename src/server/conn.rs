@@ -97,17 +97,23 @@ enum Expiry {
     HeadTimeout,
 }
 
+/// Sleeps until the current phase's deadline, re-reading the phase at least
+/// every `step` (the shorter timeout). A phase that starts while we sleep has
+/// a deadline at least `step` after its start, so it is always noticed before
+/// its deadline and enforced on time, without waking per state change.
 async fn watchdog(state: &ConnState, header_timeout: Duration) -> Expiry {
+    let step = header_timeout.min(state.keepalive_timeout);
     loop {
         let phase = state.phase.get();
+        let now = Instant::now();
         let (deadline, expiry) = match phase {
             Phase::Idle { since, limit } => (since + limit, Some(Expiry::Idle)),
             Phase::Head { since } => (since + header_timeout, Some(Expiry::HeadTimeout)),
-            Phase::Busy => (Instant::now() + state.keepalive_timeout, None),
+            Phase::Busy => (now + step, None),
         };
-        tokio::time::sleep_until(deadline).await;
+        tokio::time::sleep_until(deadline.min(now + step)).await;
         if let Some(expiry) = expiry {
-            if state.phase.get() == phase {
+            if state.phase.get() == phase && Instant::now() >= deadline {
                 return expiry;
             }
         }

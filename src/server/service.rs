@@ -84,6 +84,9 @@ async fn respond(req: Request<Incoming>, ctx: &RequestContext) -> Response<Body>
     if header_bytes(req.headers()) > limits.max_header_bytes {
         return status_page(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
     }
+    if let Some(refused) = refuse_malformed_target(&req) {
+        return refused;
+    }
     let host = req.uri().authority().map(|a| a.as_str()).or_else(|| {
         req.headers()
             .get(header::HOST)
@@ -128,6 +131,45 @@ async fn respond(req: Request<Incoming>, ctx: &RequestContext) -> Response<Body>
         Some(Handler::Cgi(opts)) => cgi::serve(opts, &mount, req).await,
         None => status_page(StatusCode::NOT_FOUND),
     }
+}
+
+/// What the HTTP parser lets through but RFC 9112 §3.2 refuses: a missing
+/// or repeated Host in HTTP/1.1, `*` outside OPTIONS, authority-form outside
+/// CONNECT (which portico does not tunnel).
+fn refuse_malformed_target(req: &Request<Incoming>) -> Option<Response<Body>> {
+    let hosts = req.headers().get_all(header::HOST).iter().count();
+    let needs_host = req.version() == http::Version::HTTP_11;
+    if hosts > 1 || (needs_host && hosts == 0) {
+        return Some(status_page(StatusCode::BAD_REQUEST));
+    }
+    let uri = req.uri();
+    if req.method() == http::Method::CONNECT {
+        let mut res = status_page(StatusCode::METHOD_NOT_ALLOWED);
+        res.headers_mut().insert(
+            header::ALLOW,
+            HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
+        );
+        return Some(res);
+    }
+    let asterisk = uri.path() == "*" && uri.authority().is_none();
+    if asterisk {
+        return Some(if req.method() == http::Method::OPTIONS {
+            let mut res = Response::new(Body::empty());
+            *res.status_mut() = StatusCode::NO_CONTENT;
+            res.headers_mut().insert(
+                header::ALLOW,
+                HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
+            );
+            res
+        } else {
+            status_page(StatusCode::BAD_REQUEST)
+        });
+    }
+    let authority_form = uri.scheme().is_none() && uri.authority().is_some();
+    if authority_form {
+        return Some(status_page(StatusCode::BAD_REQUEST));
+    }
+    None
 }
 
 fn declared_length(req: &Request<Incoming>) -> Option<u64> {
