@@ -7,8 +7,10 @@
 pub mod body;
 pub mod cgi;
 pub mod config;
+pub mod forwarded;
 pub mod log;
 pub mod master;
 pub mod router;
 pub mod server;
 pub mod static_files;
+pub mod wsgi;

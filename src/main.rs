@@ -6,8 +6,9 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 
-use portico::config::{self, Cli};
+use portico::config::{self, Cli, Config};
 use portico::server::listener::{inherited_fds, BoundListener, LISTEN_FDS_ENV};
+use portico::wsgi::WsgiRuntime;
 use portico::{log, master, server};
 
 fn main() -> ExitCode {
@@ -34,35 +35,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         return Ok(());
     }
     log::init_error_log(&config.log.level);
-    if config.app.is_some() {
-        anyhow::bail!("serving a WSGI application is not available yet; use --static routes");
-    }
     if cli.worker {
-        master::watch_master();
-        let fds = std::env::var(LISTEN_FDS_ENV).with_context(|| {
-            format!("--worker is internal: it needs {LISTEN_FDS_ENV} from a master")
-        })?;
-        let fds = inherited_fds(&fds).map_err(anyhow::Error::msg)?;
-        anyhow::ensure!(
-            fds.len() == config.listeners.len(),
-            "the master passed {} sockets for {} listeners",
-            fds.len(),
-            config.listeners.len()
-        );
-        let listeners = fds
-            .into_iter()
-            .zip(&config.listeners)
-            .map(|(fd, l)| BoundListener::from_inherited(fd, &l.addr))
-            .collect::<Vec<_>>();
-        for l in &listeners {
-            l.set_inheritable(false)?;
-        }
-        return Ok(server::run_worker(&config, listeners)?);
+        return run_worker(&config);
     }
     server::check(&config)?;
     let listeners = master::bind_all(&config)?;
     if config.workers == 0 {
-        let served = server::run_worker(&config, listeners);
+        let served = WsgiRuntime::start(&config)
+            .map_err(anyhow::Error::from)
+            .and_then(|wsgi| Ok(server::run_worker(&config, listeners, wsgi, || {})?));
         master::remove_unix_sockets(&config);
         served?;
     } else {
@@ -70,4 +51,35 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         master::run(&config, &listeners, args)?;
     }
     Ok(())
+}
+
+/// A worker started by the master: sockets come from it; an app that cannot
+/// be imported ends the worker with `EXIT_APP_LOAD` after printing why.
+fn run_worker(config: &Config) -> anyhow::Result<()> {
+    master::watch_master();
+    let fds = std::env::var(LISTEN_FDS_ENV)
+        .with_context(|| format!("--worker is internal: it needs {LISTEN_FDS_ENV} from a master"))?;
+    let fds = inherited_fds(&fds).map_err(anyhow::Error::msg)?;
+    anyhow::ensure!(
+        fds.len() == config.listeners.len(),
+        "the master passed {} sockets for {} listeners",
+        fds.len(),
+        config.listeners.len()
+    );
+    let listeners = fds
+        .into_iter()
+        .zip(&config.listeners)
+        .map(|(fd, l)| BoundListener::from_inherited(fd, &l.addr))
+        .collect::<Vec<_>>();
+    for l in &listeners {
+        l.set_inheritable(false)?;
+    }
+    let wsgi = match WsgiRuntime::start(config) {
+        Ok(wsgi) => wsgi,
+        Err(err) => {
+            eprintln!("portico: error: {err}");
+            std::process::exit(master::EXIT_APP_LOAD);
+        }
+    };
+    Ok(server::run_worker(config, listeners, wsgi, master::notify_ready)?)
 }

@@ -143,6 +143,8 @@ pub enum Handler {
 #[derive(Debug, Clone)]
 pub struct WsgiOptions {
     pub target: AppTarget,
+    /// Index of `target` in [`PythonSettings::apps`].
+    pub app_id: usize,
     /// Directory that `X-Accel-Redirect` / `X-Sendfile` responses may name;
     /// `None` leaves those headers to the client untouched.
     pub sendfile_root: Option<PathBuf>,
@@ -185,6 +187,8 @@ impl ForwardedAllow {
 /// The embedded interpreter and its threads, per worker.
 #[derive(Debug, Clone)]
 pub struct PythonSettings {
+    /// Every distinct app named by a route, imported once per worker.
+    pub apps: Vec<AppTarget>,
     /// Directory to change to before importing (also put first on sys.path).
     pub chdir: Option<PathBuf>,
     /// Extra import directories, before site-packages.

@@ -96,12 +96,22 @@ impl Builder<'_> {
             log: self.log()?,
             routes: self.routes(default_body)?,
         };
-        let has_app = config
-            .routes
-            .iter()
-            .any(|r| matches!(r.handler, Some(Handler::Wsgi(_))));
-        if has_app {
-            config.python = Some(self.python()?);
+        let mut apps: Vec<AppTarget> = Vec::new();
+        for route in &mut config.routes {
+            if let Some(Handler::Wsgi(wsgi)) = &mut route.handler {
+                wsgi.app_id = match apps.iter().position(|a| *a == wsgi.target) {
+                    Some(id) => id,
+                    None => {
+                        apps.push(wsgi.target.clone());
+                        apps.len() - 1
+                    }
+                };
+            }
+        }
+        if !apps.is_empty() {
+            let mut python = self.python()?;
+            python.apps = apps;
+            config.python = Some(python);
         }
         Ok(config)
     }
@@ -167,6 +177,7 @@ impl Builder<'_> {
             return Err(cli_err("--timeout", "must be at least 1s"));
         }
         Ok(PythonSettings {
+            apps: Vec::new(),
             chdir,
             pythonpath,
             venv,
@@ -342,6 +353,7 @@ impl Builder<'_> {
                 static_files: None,
                 handler: Some(Handler::Wsgi(WsgiOptions {
                     target,
+                    app_id: 0,
                     sendfile_root: None,
                 })),
             })
@@ -412,6 +424,7 @@ impl Builder<'_> {
             }
             (None, Some(target)) => Some(Handler::Wsgi(WsgiOptions {
                 target: parse_app_target(target).map_err(|m| ("wsgi", m))?,
+                app_id: 0,
                 sendfile_root: r
                     .sendfile_root
                     .as_ref()

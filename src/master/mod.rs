@@ -1,30 +1,27 @@
 //! The master process: binds every listener once, starts the workers by
-//! re-executing its own binary with the sockets inherited, restarts a worker
-//! that dies (with a back-off so a crash loop does not spin), and on
+//! re-executing its own binary with the sockets inherited, and supervises
+//! them (`supervisor`): restarts a worker that dies (with a back-off so a
+//! crash loop does not spin), reloads on SIGHUP without refusing a
+//! connection, adds or removes a worker on SIGTTIN/SIGTTOU, and on
 //! SIGTERM/SIGINT asks every worker to drain and waits for them.
 //!
 //! The master never serves a request and never loads Python.
 
-use std::ffi::OsString;
-use std::process::{ExitStatus, Stdio};
-use std::time::Duration;
+mod spawn;
+mod supervisor;
 
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
-use tokio::process::{Child, Command};
-use tokio::sync::watch;
-use tokio::time::Instant;
+use std::ffi::OsString;
+
+use nix::sys::signal::Signal;
 
 use crate::config::{Config, ListenAddr};
-use crate::server::listener::{BoundListener, LISTEN_FDS_ENV};
+use crate::server::listener::BoundListener;
 
-/// Tells a worker which process supervises it, so it can exit if that
-/// process is gone before it could arrange to be told.
-pub const MASTER_PID_ENV: &str = "PORTICO_MASTER_PID";
+pub use spawn::{notify_ready, WorkerSpec, MASTER_PID_ENV};
 
-/// A worker that lived shorter than this is considered crash-looping.
-const STABLE_AFTER: Duration = Duration::from_secs(5);
-const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// Exit code of a worker whose app failed to import. At start-up this stops
+/// the master (exit 1); after a reload the old workers keep serving.
+pub const EXIT_APP_LOAD: i32 = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MasterError {
@@ -42,6 +39,8 @@ pub enum MasterError {
         addr: String,
         source: std::io::Error,
     },
+    #[error("the workers could not load the application (see the traceback above)")]
+    AppLoad,
 }
 
 /// Binds every configured listener and prints `listening on URL` for each.
@@ -95,128 +94,9 @@ pub fn run(
         .enable_all()
         .build()
         .map_err(MasterError::Runtime)?;
-    runtime.block_on(supervise(spec, config.workers));
+    let result = runtime.block_on(supervisor::supervise(spec, config.workers));
     remove_unix_sockets(config);
-    Ok(())
-}
-
-struct WorkerSpec {
-    exe: std::path::PathBuf,
-    args: Vec<OsString>,
-    fds: String,
-    graceful_timeout: Duration,
-}
-
-impl WorkerSpec {
-    fn spawn(&self) -> std::io::Result<Child> {
-        Command::new(&self.exe)
-            .args(&self.args)
-            .arg("--worker")
-            .env(LISTEN_FDS_ENV, &self.fds)
-            .env(MASTER_PID_ENV, std::process::id().to_string())
-            .stdin(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-    }
-}
-
-async fn supervise(spec: WorkerSpec, count: usize) {
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let spec = std::sync::Arc::new(spec);
-    let slots: Vec<_> = (1..=count)
-        .map(|n| tokio::spawn(run_slot(n, spec.clone(), stop_rx.clone())))
-        .collect();
-    wait_for_stop_signal().await;
-    tracing::info!("stopping: asking {count} worker(s) to finish their requests");
-    let _ = stop_tx.send(true);
-    for slot in slots {
-        let _ = slot.await;
-    }
-    tracing::info!("all workers stopped");
-}
-
-/// Keeps one worker alive: start it, wait for it, restart it after a
-/// back-off when it dies, stop it when the master stops.
-async fn run_slot(n: usize, spec: std::sync::Arc<WorkerSpec>, mut stop: watch::Receiver<bool>) {
-    let mut backoff = Duration::ZERO;
-    loop {
-        if *stop.borrow() {
-            return;
-        }
-        let started = Instant::now();
-        let mut child = match spec.spawn() {
-            Ok(child) => child,
-            Err(err) => {
-                tracing::error!("cannot start worker {n}: {err}");
-                backoff = next_backoff(backoff);
-                if sleep_or_stop(backoff, &mut stop).await {
-                    return;
-                }
-                continue;
-            }
-        };
-        let pid = child.id();
-        tracing::info!("worker {n} started (pid {})", pid.unwrap_or(0));
-        tokio::select! {
-            status = child.wait() => {
-                let lived = started.elapsed();
-                backoff = if lived < STABLE_AFTER { next_backoff(backoff) } else { Duration::ZERO };
-                tracing::error!(
-                    "worker {n} (pid {}) exited: {}; restarting in {:.1}s",
-                    pid.unwrap_or(0),
-                    describe(status),
-                    backoff.as_secs_f64()
-                );
-                if sleep_or_stop(backoff, &mut stop).await {
-                    return;
-                }
-            }
-            _ = stop.changed() => {
-                stop_worker(n, &mut child, spec.graceful_timeout).await;
-                return;
-            }
-        }
-    }
-}
-
-async fn stop_worker(n: usize, child: &mut Child, graceful_timeout: Duration) {
-    if let Some(pid) = child.id() {
-        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
-    }
-    // The worker enforces the graceful timeout itself; the margin covers its exit.
-    let limit = graceful_timeout + Duration::from_secs(5);
-    match tokio::time::timeout(limit, child.wait()).await {
-        Ok(status) => tracing::debug!("worker {n} stopped: {}", describe(status)),
-        Err(_) => {
-            tracing::warn!("worker {n} did not stop within {limit:?}; killing it");
-            let _ = child.kill().await;
-        }
-    }
-}
-
-fn next_backoff(previous: Duration) -> Duration {
-    (previous * 2).clamp(Duration::from_millis(100), MAX_BACKOFF)
-}
-
-/// Sleeps, returning early with `true` if the master is stopping.
-async fn sleep_or_stop(delay: Duration, stop: &mut watch::Receiver<bool>) -> bool {
-    tokio::select! {
-        _ = tokio::time::sleep(delay) => *stop.borrow(),
-        _ = stop.changed() => true,
-    }
-}
-
-fn describe(status: std::io::Result<ExitStatus>) -> String {
-    use std::os::unix::process::ExitStatusExt;
-    match status {
-        Ok(s) => match (s.code(), s.signal()) {
-            (Some(code), _) => format!("exit code {code}"),
-            (_, Some(sig)) => Signal::try_from(sig)
-                .map_or_else(|_| format!("signal {sig}"), |s| format!("killed by {s}")),
-            _ => s.to_string(),
-        },
-        Err(err) => format!("unknown status ({err})"),
-    }
+    result
 }
 
 pub async fn wait_for_stop_signal() {

@@ -27,6 +27,7 @@ pub use service::{status_page, Mount};
 use crate::config::{Config, Limits};
 use crate::log::AccessLog;
 use crate::router::Router;
+use crate::wsgi::WsgiRuntime;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -65,10 +66,15 @@ pub struct Shared {
     shutdown: watch::Receiver<bool>,
     open_connections: Cell<usize>,
     all_closed: Notify,
+    wsgi: Option<WsgiRuntime>,
 }
 
 impl Shared {
-    fn new(config: &Config, shutdown: watch::Receiver<bool>) -> Result<Self, ServerError> {
+    fn new(
+        config: &Config,
+        shutdown: watch::Receiver<bool>,
+        wsgi: Option<WsgiRuntime>,
+    ) -> Result<Self, ServerError> {
         let limits = config.limits.clone();
         let mut http = auto::Builder::new(LocalExec);
         http.http1()
@@ -94,13 +100,20 @@ impl Shared {
             shutdown,
             open_connections: Cell::new(0),
             all_closed: Notify::new(),
+            wsgi,
         })
     }
 }
 
-/// Runs a worker on already-bound listeners until SIGTERM/SIGINT, then drains
-/// in-flight requests for at most the graceful timeout.
-pub fn run_worker(config: &Config, listeners: Vec<BoundListener>) -> Result<(), ServerError> {
+/// Runs a worker on already-bound listeners until SIGTERM/SIGINT (or
+/// `--max-requests`), then drains in-flight requests for at most the
+/// graceful timeout. `ready` runs once the worker accepts connections.
+pub fn run_worker(
+    config: &Config,
+    listeners: Vec<BoundListener>,
+    wsgi: Option<WsgiRuntime>,
+    ready: impl FnOnce(),
+) -> Result<(), ServerError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -108,7 +121,8 @@ pub fn run_worker(config: &Config, listeners: Vec<BoundListener>) -> Result<(), 
     let local = tokio::task::LocalSet::new();
     local.block_on(&runtime, async {
         let (stop, shutdown) = watch::channel(false);
-        let shared = Rc::new(Shared::new(config, shutdown)?);
+        let recycle = wsgi.as_ref().map(WsgiRuntime::recycle_signal);
+        let shared = Rc::new(Shared::new(config, shutdown, wsgi)?);
         let permits = Arc::new(Semaphore::new(config.limits.max_connections));
         for (bound, listener_config) in listeners.into_iter().zip(&config.listeners) {
             let tls = listener_config
@@ -119,7 +133,11 @@ pub fn run_worker(config: &Config, listeners: Vec<BoundListener>) -> Result<(), 
             let accepting = Accepting::new(bound)?;
             tokio::task::spawn_local(accept_loop(accepting, tls, shared.clone(), permits.clone()));
         }
-        crate::master::wait_for_stop_signal().await;
+        ready();
+        tokio::select! {
+            _ = crate::master::wait_for_stop_signal() => {}
+            _ = async { recycle.as_ref()?.notified().await; Some(()) }, if recycle.is_some() => {}
+        }
         tracing::info!(
             "shutting down: {} open connection(s), waiting up to {:?}",
             shared.open_connections.get(),

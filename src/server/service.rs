@@ -129,6 +129,10 @@ async fn respond(req: Request<Incoming>, ctx: &RequestContext) -> Response<Body>
     };
     match &route.handler {
         Some(Handler::Cgi(opts)) => cgi::serve(opts, &mount, req).await,
+        Some(Handler::Wsgi(opts)) => match &shared.wsgi {
+            Some(wsgi) => wsgi.serve(opts, &mount, req).await,
+            None => status_page(StatusCode::INTERNAL_SERVER_ERROR),
+        },
         None => status_page(StatusCode::NOT_FOUND),
     }
 }

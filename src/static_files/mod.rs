@@ -120,6 +120,12 @@ impl Outcome {
     }
 }
 
+/// `range` of an already open file as a streamed body (for
+/// `wsgi.file_wrapper`, which hands portico an open file).
+pub fn file_range_body(file: File, range: Range<u64>) -> Body {
+    Body::stream(FileBody::single(file, range))
+}
+
 /// `render(decide(..))`.
 pub fn serve(opts: &StaticOptions, req: &StaticRequest<'_>) -> Response<Body> {
     render(decide(opts, req), req)

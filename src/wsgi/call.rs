@@ -107,13 +107,8 @@ fn send_whole(py: Python<'_>, responder: &Shared, items: &Bound<'_, PyAny>) -> P
     }
     let body = body.freeze();
     let mut r = lock(responder);
-    let Some((_, headers)) = r.pending.as_mut() else {
-        return Err(SendError::NotStarted.into());
-    };
     match r.content_length {
-        None => {
-            headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
-        }
+        None => {}
         // A wrong Content-Length goes through the checked streaming path.
         Some(n) if n != body.len() as u64 => {
             drop(r);
@@ -122,6 +117,10 @@ fn send_whole(py: Python<'_>, responder: &Shared, items: &Bound<'_, PyAny>) -> P
         }
         Some(_) => {}
     }
+    let Some((_, headers)) = r.pending.as_mut() else {
+        return Err(SendError::NotStarted.into());
+    };
+    headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
     r.written = body.len() as u64;
     r.send_head(BodyPlan::Full(body)).or_else(ignore_disconnect)?;
     Ok(())

@@ -94,13 +94,15 @@ fn configure_paths(py: Python<'_>, settings: &PythonSettings) -> PyResult<()> {
     if let Some(dir) = &settings.chdir {
         std::env::set_current_dir(dir)?;
         front.push(dir);
-    } else if let Ok(cwd) = std::env::current_dir() {
-        // As `python -m` and gunicorn do: the app's own directory imports.
-        path.insert(0, cwd)?;
+    }
+    let cwd = std::env::current_dir().ok();
+    if settings.chdir.is_none() {
+        // As `python -m` and gunicorn do: the current directory imports.
+        front.extend(cwd.as_deref());
     }
     front.extend(settings.pythonpath.iter().map(PathBuf::as_path));
     for (i, dir) in front.into_iter().enumerate() {
-        path.insert(i, dir)?;
+        path.insert(i, dir.to_string_lossy())?;
     }
     Ok(())
 }
