@@ -1,1 +1,15 @@
-//! Integration tests (being written).
+//! Integration tests: each test gets its own temp dir and runs the real
+//! `portico` binary (see tests/util).
+
+mod util;
+
+mod access_log;
+mod cli;
+mod conformance;
+mod protocols;
+mod limits;
+mod processes;
+mod routing;
+mod static_files;
+mod streaming;
+mod tls;

@@ -1,0 +1,164 @@
+//! Processes: workers are children of the master, a killed worker is
+//! replaced, SIGTERM drains in-flight requests, idle connections do not hold
+//! shutdown, and --no-master / -w 0 serve from one process.
+
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use crate::util::fixture::HELLO;
+use crate::util::raw::{closes_within, connect, get_request, read_head, read_responses};
+use crate::util::{get, TestDir};
+
+#[test]
+fn two_workers_are_children_of_the_master() {
+    let t = TestDir::new();
+    let s = t.serve_site(&["-w", "2"]);
+    let workers = s.wait_workers(2, Duration::from_secs(5));
+    assert_eq!(workers.len(), 2, "{workers:?}\n{}", s.logs());
+    for w in &workers {
+        let cmdline = std::fs::read(format!("/proc/{w}/cmdline")).unwrap_or_default();
+        assert!(String::from_utf8_lossy(&cmdline).contains("--worker"), "pid {w} is not a worker");
+    }
+    for _ in 0..10 {
+        assert_eq!(get(s.addr, "/hello.txt", &[]).text(), HELLO);
+    }
+}
+
+#[test]
+fn a_killed_worker_is_replaced_and_requests_keep_working() {
+    let t = TestDir::new();
+    let s = t.serve_site(&["-w", "2"]);
+    let before = s.wait_workers(2, Duration::from_secs(5));
+    assert_eq!(before.len(), 2, "{}", s.logs());
+    kill(Pid::from_raw(before[0] as i32), Signal::SIGKILL).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let after = loop {
+        let now = s.workers();
+        if now.len() == 2 && !now.contains(&before[0]) {
+            break now;
+        }
+        assert!(Instant::now() < deadline, "worker not replaced: {now:?}\n{}", s.logs());
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(after.contains(&before[1]), "the other worker was disturbed");
+    for _ in 0..20 {
+        assert_eq!(get(s.addr, "/hello.txt", &[]).status, 200, "{}", s.logs());
+    }
+}
+
+#[test]
+fn sigterm_lets_an_in_flight_download_finish_and_the_master_exits_0() {
+    let t = TestDir::new();
+    t.site();
+    let len: u64 = 64 << 20;
+    t.sparse("site/slow.bin", len);
+    let mut s = t.serve(&["--static", "/=site", "--graceful-timeout", "20"]);
+    s.wait_workers(1, Duration::from_secs(5));
+    let mut c = connect(s.addr);
+    c.write_all(&get_request("/slow.bin", &[])).unwrap();
+    let (head, early) = read_head(&mut c, Duration::from_secs(5));
+    assert_eq!(head.status, 200);
+    s.signal(Signal::SIGTERM);
+    // A slow reader: nothing for a while, then small reads with pauses.
+    std::thread::sleep(Duration::from_millis(700));
+    let mut got = early.len() as u64;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut reads = 0;
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    while got < len {
+        let k = c.read(&mut buf).expect("read during drain");
+        if k == 0 {
+            break;
+        }
+        got += k as u64;
+        reads += 1;
+        if reads % 16 == 0 && reads < 200 {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    assert_eq!(got, len, "download cut short by shutdown\n{}", s.logs());
+    let status = s.wait_exit(Duration::from_secs(10)).expect("master still running");
+    assert_eq!(status.code(), Some(0), "{}", s.logs());
+}
+
+#[test]
+fn an_idle_keep_alive_connection_does_not_hold_shutdown() {
+    let t = TestDir::new();
+    let mut s = t.serve_site(&["--keepalive-timeout", "60", "--graceful-timeout", "30"]);
+    let mut c = connect(s.addr);
+    c.write_all(&get_request("/hello.txt", &[])).unwrap();
+    assert_eq!(read_responses(&mut c, 1, Duration::from_secs(3)).first().status, 200);
+    let started = Instant::now();
+    s.signal(Signal::SIGTERM);
+    let status = s.wait_exit(Duration::from_secs(5));
+    assert!(
+        status.is_some(),
+        "an idle keep-alive connection kept the server up for 5s after SIGTERM\n{}",
+        s.logs()
+    );
+    assert_eq!(status.unwrap().code(), Some(0));
+    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    assert!(closes_within(&mut c, Duration::from_secs(1)));
+}
+
+#[test]
+fn an_idle_h2_connection_does_not_hold_shutdown() {
+    let t = TestDir::new();
+    let mut s = t.serve_site(&["--keepalive-timeout", "60"]);
+    let addr = s.addr;
+    let rt = crate::util::client::runtime();
+    let _conn = rt.block_on(async move {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut send, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(tcp),
+        )
+        .await
+        .unwrap();
+        let task = tokio::spawn(conn);
+        let req = http::Request::get(format!("http://{addr}/hello.txt"))
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+        let res = send.send_request(req).await.unwrap();
+        assert_eq!(res.status(), 200);
+        (send, task)
+    });
+    s.signal(Signal::SIGTERM);
+    let status = s.wait_exit(Duration::from_secs(5));
+    assert!(status.is_some(), "an idle h2 connection held shutdown\n{}", s.logs());
+    assert_eq!(status.unwrap().code(), Some(0));
+}
+
+#[test]
+fn sigterm_with_no_connections_exits_0_quickly() {
+    let t = TestDir::new();
+    let mut s = t.serve_site(&["-w", "2"]);
+    s.wait_workers(2, Duration::from_secs(5));
+    s.signal(Signal::SIGTERM);
+    let status = s.wait_exit(Duration::from_secs(3)).expect("master still running");
+    assert_eq!(status.code(), Some(0));
+}
+
+fn serves_from_one_process(flag: &[&str]) {
+    let t = TestDir::new();
+    let mut s = t.serve_site(flag);
+    assert_eq!(get(s.addr, "/hello.txt", &[]).text(), HELLO, "{}", s.logs());
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(s.workers().is_empty(), "{flag:?} started workers: {:?}", s.workers());
+    s.signal(Signal::SIGTERM);
+    let status = s.wait_exit(Duration::from_secs(3)).expect("still running");
+    assert_eq!(status.code(), Some(0));
+}
+
+#[test]
+fn no_master_serves_from_one_process() {
+    serves_from_one_process(&["--no-master"]);
+}
+
+#[test]
+fn zero_workers_serves_from_one_process() {
+    serves_from_one_process(&["-w", "0"]);
+}
