@@ -7,6 +7,7 @@
 pub mod body;
 pub mod cgi;
 pub mod config;
+pub mod gateway_env;
 pub mod log;
 pub mod master;
 pub mod router;

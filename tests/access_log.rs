@@ -17,9 +17,23 @@ fn file_lines(path: &std::path::Path, n: usize) -> Vec<String> {
 }
 
 fn three_requests(s: &Server) {
-    assert_eq!(get(s.addr, "/hello.txt", &[("user-agent", "test-agent/1.0"), ("referer", "http://r.example/")]).status, 200);
+    assert_eq!(
+        get(
+            s.addr,
+            "/hello.txt",
+            &[
+                ("user-agent", "test-agent/1.0"),
+                ("referer", "http://r.example/")
+            ]
+        )
+        .status,
+        200
+    );
     assert_eq!(get(s.addr, "/missing", &[]).status, 404);
-    assert_eq!(get(s.addr, "/digits.txt", &[("range", "bytes=0-9")]).status, 206);
+    assert_eq!(
+        get(s.addr, "/digits.txt", &[("range", "bytes=0-9")]).status,
+        206
+    );
 }
 
 #[test]
@@ -32,13 +46,26 @@ fn combined_lines_to_a_file() {
     assert_eq!(lines.len(), 3, "{lines:?}\n{}", s.logs());
     let first = &lines[0];
     assert!(first.starts_with("127.0.0.1 - - ["), "{first}");
-    assert!(first.contains("\"GET /hello.txt HTTP/1.1\" 200 13 \"http://r.example/\" \"test-agent/1.0\""), "{first}");
+    assert!(
+        first.contains(
+            "\"GET /hello.txt HTTP/1.1\" 200 13 \"http://r.example/\" \"test-agent/1.0\""
+        ),
+        "{first}"
+    );
     // Date looks like 10/Oct/2000:13:55:36 +0000.
     let date = first.split('[').nth(1).unwrap().split(']').next().unwrap();
     assert_eq!(date.len(), 26, "{date}");
     assert!(date.ends_with(" +0000"), "{date}");
-    assert!(lines[1].contains("\"GET /missing HTTP/1.1\" 404 "), "{}", lines[1]);
-    assert!(lines[2].contains("\"GET /digits.txt HTTP/1.1\" 206 10 "), "{}", lines[2]);
+    assert!(
+        lines[1].contains("\"GET /missing HTTP/1.1\" 404 "),
+        "{}",
+        lines[1]
+    );
+    assert!(
+        lines[2].contains("\"GET /digits.txt HTTP/1.1\" 206 10 "),
+        "{}",
+        lines[2]
+    );
     // Not on stdout when going to a file.
     assert!(!s.stdout.text().contains("GET /hello.txt"));
     std::thread::sleep(Duration::from_millis(200));
@@ -49,7 +76,12 @@ fn combined_lines_to_a_file() {
 fn json_lines_parse() {
     let t = TestDir::new();
     let log = t.join("access.json");
-    let s = t.serve_site(&["--access-log", log.to_str().unwrap(), "--access-log-format", "json"]);
+    let s = t.serve_site(&[
+        "--access-log",
+        log.to_str().unwrap(),
+        "--access-log-format",
+        "json",
+    ]);
     three_requests(&s);
     let h2 = crate::util::client::get_h2c(s.addr, "/hello.txt");
     assert_eq!(h2.status, 200);
@@ -96,7 +128,10 @@ fn refused_requests_are_logged_too() {
     let t = TestDir::new();
     let log = t.join("access.log");
     let s = t.serve_site(&["--access-log", log.to_str().unwrap()]);
-    let ex = raw(s.addr, b"GET /x HTTP/1.1\r\nHost: localhost\r\nBad Header: x\r\n\r\n");
+    let ex = raw(
+        s.addr,
+        b"GET /x HTTP/1.1\r\nHost: localhost\r\nBad Header: x\r\n\r\n",
+    );
     assert_eq!(ex.first().status, 400);
     let lines = file_lines(&log, 1);
     assert_eq!(lines.len(), 1, "{lines:?}");

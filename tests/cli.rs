@@ -14,7 +14,12 @@ fn port_0_prints_the_real_port_in_the_listening_line() {
         .unwrap();
     assert!(line.starts_with("listening on http://127.0.0.1:"), "{line}");
     assert_ne!(s.addr.port(), 0, "{line}");
-    assert_eq!(crate::util::get(s.addr, "/hello.txt", &[]).status, 200, "{}", s.logs());
+    assert_eq!(
+        crate::util::get(s.addr, "/hello.txt", &[]).status,
+        200,
+        "{}",
+        s.logs()
+    );
 }
 
 #[test]
@@ -28,7 +33,12 @@ fn check_config_accepts_a_valid_file() {
     );
     let out = run(t.path(), &["-c", "portico.toml", "--check-config"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("configuration OK"), "{stdout}");
 }
 
@@ -39,23 +49,44 @@ fn check_fails(file: &str, key: &str) {
     let out = run(t.path(), &["-c", "bad.toml", "--check-config"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("bad.toml"), "message should name the file: {stderr}");
-    assert!(stderr.contains(key), "message should name `{key}`: {stderr}");
+    assert!(
+        stderr.contains("bad.toml"),
+        "message should name the file: {stderr}"
+    );
+    assert!(
+        stderr.contains(key),
+        "message should name `{key}`: {stderr}"
+    );
 }
 
 #[test]
 fn check_config_refuses_an_unknown_key_naming_it_and_the_file() {
-    check_fails("[[route]]\npath = \"/\"\nstatic = \"site\"\nautoindx = true\n", "autoindx");
+    check_fails(
+        "[[route]]\npath = \"/\"\nstatic = \"site\"\nautoindx = true\n",
+        "autoindx",
+    );
     check_fails("wrokers = 2\n", "wrokers");
     check_fails("[limits]\nmax_header = 10\n", "max_header");
 }
 
 #[test]
 fn check_config_refuses_a_bad_value_naming_the_key_and_the_file() {
-    check_fails("[limits]\nheader_timeout = \"soon\"\n", "limits.header_timeout");
-    check_fails("[limits]\nmax_body_size = \"12x\"\n", "limits.max_body_size");
-    check_fails("[[route]]\npath = \"/\"\nstatic = \"site\"\nautoindex = \"yes\"\n", "autoindex");
-    check_fails("[[route]]\npath = \"/\"\nstatic = \"no-such-dir\"\n", "route[0].static");
+    check_fails(
+        "[limits]\nheader_timeout = \"soon\"\n",
+        "limits.header_timeout",
+    );
+    check_fails(
+        "[limits]\nmax_body_size = \"12x\"\n",
+        "limits.max_body_size",
+    );
+    check_fails(
+        "[[route]]\npath = \"/\"\nstatic = \"site\"\nautoindex = \"yes\"\n",
+        "autoindex",
+    );
+    check_fails(
+        "[[route]]\npath = \"/\"\nstatic = \"no-such-dir\"\n",
+        "route[0].static",
+    );
     check_fails("[[listen]]\naddress = \"nowhere\"\n", "listen[0].address");
 }
 
@@ -99,7 +130,13 @@ fn help_mentions_every_flag() {
         "--help",
         "--version",
     ] {
-        assert!(help.contains(flag), "--help does not mention {flag}:\n{help}");
+        assert!(
+            help.contains(flag),
+            "--help does not mention {flag}:\n{help}"
+        );
     }
-    assert!(!help.contains("--worker "), "the internal --worker flag is hidden");
+    assert!(
+        !help.contains("--worker "),
+        "the internal --worker flag is hidden"
+    );
 }

@@ -25,7 +25,10 @@ fn corpus_dir() -> PathBuf {
 /// Decodes the corpus's .http escape format (see its README).
 pub fn decode_http(text: &str) -> Result<Vec<u8>, String> {
     let mut out = Vec::new();
-    let bytes: Vec<u8> = text.bytes().filter(|b| *b != b'\n' && *b != b'\r').collect();
+    let bytes: Vec<u8> = text
+        .bytes()
+        .filter(|b| *b != b'\n' && *b != b'\r')
+        .collect();
     let mut i = 0;
     while i < bytes.len() {
         let b = bytes[i];
@@ -105,7 +108,8 @@ fn send_case(addr: std::net::SocketAddr, bytes: &[u8]) -> (Verdict, String) {
         if Instant::now() > deadline {
             break;
         }
-        s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
         match std::io::Read::read(&mut s, &mut buf) {
             Ok(0) => {
                 closed = true;
@@ -195,12 +199,24 @@ fn gunicorn_invalid_requests_are_refused() {
                 })
             })
             .collect();
-        handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
     });
 
-    let parser = results.iter().filter(|r| r.1 == Verdict::ParserRefused).count();
-    let handler: Vec<_> = results.iter().filter(|r| r.1 == Verdict::HandlerRefused).collect();
-    let failures: Vec<_> = results.iter().filter(|r| r.1 == Verdict::Accepted).collect();
+    let parser = results
+        .iter()
+        .filter(|r| r.1 == Verdict::ParserRefused)
+        .count();
+    let handler: Vec<_> = results
+        .iter()
+        .filter(|r| r.1 == Verdict::HandlerRefused)
+        .collect();
+    let failures: Vec<_> = results
+        .iter()
+        .filter(|r| r.1 == Verdict::Accepted)
+        .collect();
     let unexpected_handler: Vec<_> = handler
         .iter()
         .filter(|r| !HANDLER_ONLY.iter().any(|(n, _)| *n == r.0))
@@ -234,12 +250,18 @@ fn gunicorn_invalid_requests_are_refused() {
         "only {} applicable cases: is the corpus complete?",
         results.len()
     );
-    assert!(failures.is_empty(), "accepted invalid requests: {failures:#?}");
+    assert!(
+        failures.is_empty(),
+        "accepted invalid requests: {failures:#?}"
+    );
     assert!(
         unexpected_handler.is_empty(),
         "refused only by the handler (the parser accepted them): {unexpected_handler:#?}"
     );
-    assert!(stale.is_empty(), "HANDLER_ONLY lists cases the parser now refuses: {stale:?}");
+    assert!(
+        stale.is_empty(),
+        "HANDLER_ONLY lists cases the parser now refuses: {stale:?}"
+    );
 }
 
 #[test]

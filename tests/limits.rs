@@ -43,9 +43,16 @@ fn header_block_too_large_is_431() {
     let ex = raw(s.addr, &get_request("/hello.txt", &[&huge]));
     assert_eq!(ex.first().status, 431, "{}", s.logs());
     // Many small fields adding up past the limit.
-    let many: Vec<String> = (0..60).map(|i| format!("X-F{i}: {}", "v".repeat(300))).collect();
+    let many: Vec<String> = (0..60)
+        .map(|i| format!("X-F{i}: {}", "v".repeat(300)))
+        .collect();
     let refs: Vec<&str> = many.iter().map(String::as_str).collect();
-    assert_eq!(raw(s.addr, &get_request("/hello.txt", &refs)).first().status, 431);
+    assert_eq!(
+        raw(s.addr, &get_request("/hello.txt", &refs))
+            .first()
+            .status,
+        431
+    );
 }
 
 #[test]
@@ -58,7 +65,12 @@ fn too_many_header_fields_is_431() {
     assert_eq!(ex.first().status, 431, "{}", s.logs());
     // 90 fields (plus Host) are fine.
     let refs: Vec<&str> = fields[..90].iter().map(String::as_str).collect();
-    assert_eq!(raw(s.addr, &get_request("/hello.txt", &refs)).first().status, 200);
+    assert_eq!(
+        raw(s.addr, &get_request("/hello.txt", &refs))
+            .first()
+            .status,
+        200
+    );
 }
 
 #[test]
@@ -72,8 +84,18 @@ fn max_headers_from_config_file() {
     let s = t.serve(&["-c", "p.toml", "-b", "127.0.0.1:0"]);
     let fields: Vec<String> = (0..8).map(|i| format!("X-H{i}: v")).collect();
     let refs: Vec<&str> = fields.iter().map(String::as_str).collect();
-    assert_eq!(raw(s.addr, &get_request("/hello.txt", &refs)).first().status, 431);
-    assert_eq!(raw(s.addr, &get_request("/hello.txt", &refs[..2])).first().status, 200);
+    assert_eq!(
+        raw(s.addr, &get_request("/hello.txt", &refs))
+            .first()
+            .status,
+        431
+    );
+    assert_eq!(
+        raw(s.addr, &get_request("/hello.txt", &refs[..2]))
+            .first()
+            .status,
+        200
+    );
 }
 
 #[test]
@@ -87,8 +109,14 @@ fn slowloris_half_a_head_gets_408_then_close() {
     let ex = read_responses(&mut c, 1, Duration::from_secs(4));
     let waited = started.elapsed();
     assert_eq!(ex.first().status, 408, "{}", s.logs());
-    assert!(waited >= Duration::from_millis(900), "408 too early: {waited:?}");
-    assert!(closes_within(&mut c, Duration::from_secs(2)), "not closed after 408");
+    assert!(
+        waited >= Duration::from_millis(900),
+        "408 too early: {waited:?}"
+    );
+    assert!(
+        closes_within(&mut c, Duration::from_secs(2)),
+        "not closed after 408"
+    );
 }
 
 #[test]
@@ -109,7 +137,11 @@ fn slowloris_trickling_bytes_does_not_extend_the_header_timeout() {
         }
     }
     let ex = read_responses(&mut c, 1, Duration::from_secs(2));
-    assert!(answered || ex.closed || !ex.responses.is_empty(), "{}", s.logs());
+    assert!(
+        answered || ex.closed || !ex.responses.is_empty(),
+        "{}",
+        s.logs()
+    );
     if let Some(r) = ex.responses.first() {
         assert_eq!(r.status, 408);
     }
@@ -129,7 +161,10 @@ fn idle_keep_alive_connection_is_closed_after_keepalive_timeout() {
         closes_within(&mut c, Duration::from_secs(4)),
         "idle connection still open after 4s with --keepalive-timeout 1"
     );
-    assert!(idle.elapsed() >= Duration::from_millis(800), "closed too early");
+    assert!(
+        idle.elapsed() >= Duration::from_millis(800),
+        "closed too early"
+    );
 }
 
 #[test]
@@ -139,7 +174,10 @@ fn connection_without_any_request_is_closed_quietly() {
     let mut c = connect(s.addr);
     let ex = read_responses(&mut c, 1, Duration::from_secs(4));
     assert!(ex.closed, "silent connection not closed: {ex:?}");
-    assert!(ex.responses.is_empty(), "nothing should be sent to a silent client");
+    assert!(
+        ex.responses.is_empty(),
+        "nothing should be sent to a silent client"
+    );
 }
 
 #[test]
@@ -170,8 +208,14 @@ fn route_max_body_size_overrides_the_default() {
     );
     let s = t.serve(&["-c", "p.toml", "-b", "127.0.0.1:0"]);
     assert_eq!(request(s.addr, "POST", "/x", &[], vec![0; 500]).status, 413);
-    assert_eq!(request(s.addr, "POST", "/docs/x", &[], vec![0; 500]).status, 405);
-    assert_eq!(request(s.addr, "POST", "/docs/x", &[], vec![0; 20_000]).status, 413);
+    assert_eq!(
+        request(s.addr, "POST", "/docs/x", &[], vec![0; 500]).status,
+        405
+    );
+    assert_eq!(
+        request(s.addr, "POST", "/docs/x", &[], vec![0; 20_000]).status,
+        413
+    );
 }
 
 #[test]
@@ -182,16 +226,25 @@ fn max_connections_holds_the_third_connection_until_one_closes() {
     let mut second = connect(s.addr);
     for c in [&mut first, &mut second] {
         c.write_all(&get_request("/hello.txt", &[])).unwrap();
-        assert_eq!(read_responses(c, 1, Duration::from_secs(3)).first().status, 200);
+        assert_eq!(
+            read_responses(c, 1, Duration::from_secs(3)).first().status,
+            200
+        );
     }
     let mut third = connect(s.addr);
     third.write_all(&get_request("/hello.txt", &[])).unwrap();
     let ex = read_responses(&mut third, 1, Duration::from_millis(800));
-    assert!(ex.responses.is_empty() && !ex.closed, "third connection served: {ex:?}");
+    assert!(
+        ex.responses.is_empty() && !ex.closed,
+        "third connection served: {ex:?}"
+    );
     drop(first);
     let ex = read_responses(&mut third, 1, Duration::from_secs(5));
     assert_eq!(ex.first().status, 200, "{}", s.logs());
     // The worker is fine afterwards.
     drop(second);
-    assert_eq!(raw(s.addr, &get_request("/hello.txt", &[])).first().status, 200);
+    assert_eq!(
+        raw(s.addr, &get_request("/hello.txt", &[])).first().status,
+        200
+    );
 }

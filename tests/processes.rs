@@ -20,7 +20,10 @@ fn two_workers_are_children_of_the_master() {
     assert_eq!(workers.len(), 2, "{workers:?}\n{}", s.logs());
     for w in &workers {
         let cmdline = std::fs::read(format!("/proc/{w}/cmdline")).unwrap_or_default();
-        assert!(String::from_utf8_lossy(&cmdline).contains("--worker"), "pid {w} is not a worker");
+        assert!(
+            String::from_utf8_lossy(&cmdline).contains("--worker"),
+            "pid {w} is not a worker"
+        );
     }
     for _ in 0..10 {
         assert_eq!(get(s.addr, "/hello.txt", &[]).text(), HELLO);
@@ -40,7 +43,11 @@ fn a_killed_worker_is_replaced_and_requests_keep_working() {
         if now.len() == 2 && !now.contains(&before[0]) {
             break now;
         }
-        assert!(Instant::now() < deadline, "worker not replaced: {now:?}\n{}", s.logs());
+        assert!(
+            Instant::now() < deadline,
+            "worker not replaced: {now:?}\n{}",
+            s.logs()
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(after.contains(&before[1]), "the other worker was disturbed");
@@ -80,7 +87,9 @@ fn sigterm_lets_an_in_flight_download_finish_and_the_master_exits_0() {
         }
     }
     assert_eq!(got, len, "download cut short by shutdown\n{}", s.logs());
-    let status = s.wait_exit(Duration::from_secs(10)).expect("master still running");
+    let status = s
+        .wait_exit(Duration::from_secs(10))
+        .expect("master still running");
     assert_eq!(status.code(), Some(0), "{}", s.logs());
 }
 
@@ -90,7 +99,12 @@ fn an_idle_keep_alive_connection_does_not_hold_shutdown() {
     let mut s = t.serve_site(&["--keepalive-timeout", "60", "--graceful-timeout", "30"]);
     let mut c = connect(s.addr);
     c.write_all(&get_request("/hello.txt", &[])).unwrap();
-    assert_eq!(read_responses(&mut c, 1, Duration::from_secs(3)).first().status, 200);
+    assert_eq!(
+        read_responses(&mut c, 1, Duration::from_secs(3))
+            .first()
+            .status,
+        200
+    );
     let started = Instant::now();
     s.signal(Signal::SIGTERM);
     let status = s.wait_exit(Duration::from_secs(5));
@@ -100,7 +114,11 @@ fn an_idle_keep_alive_connection_does_not_hold_shutdown() {
         s.logs()
     );
     assert_eq!(status.unwrap().code(), Some(0));
-    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
     assert!(closes_within(&mut c, Duration::from_secs(1)));
 }
 
@@ -128,7 +146,11 @@ fn an_idle_h2_connection_does_not_hold_shutdown() {
     });
     s.signal(Signal::SIGTERM);
     let status = s.wait_exit(Duration::from_secs(5));
-    assert!(status.is_some(), "an idle h2 connection held shutdown\n{}", s.logs());
+    assert!(
+        status.is_some(),
+        "an idle h2 connection held shutdown\n{}",
+        s.logs()
+    );
     assert_eq!(status.unwrap().code(), Some(0));
 }
 
@@ -138,7 +160,9 @@ fn sigterm_with_no_connections_exits_0_quickly() {
     let mut s = t.serve_site(&["-w", "2"]);
     s.wait_workers(2, Duration::from_secs(5));
     s.signal(Signal::SIGTERM);
-    let status = s.wait_exit(Duration::from_secs(3)).expect("master still running");
+    let status = s
+        .wait_exit(Duration::from_secs(3))
+        .expect("master still running");
     assert_eq!(status.code(), Some(0));
 }
 
@@ -147,7 +171,11 @@ fn serves_from_one_process(flag: &[&str]) {
     let mut s = t.serve_site(flag);
     assert_eq!(get(s.addr, "/hello.txt", &[]).text(), HELLO, "{}", s.logs());
     std::thread::sleep(Duration::from_millis(200));
-    assert!(s.workers().is_empty(), "{flag:?} started workers: {:?}", s.workers());
+    assert!(
+        s.workers().is_empty(),
+        "{flag:?} started workers: {:?}",
+        s.workers()
+    );
     s.signal(Signal::SIGTERM);
     let status = s.wait_exit(Duration::from_secs(3)).expect("still running");
     assert_eq!(status.code(), Some(0));

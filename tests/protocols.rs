@@ -16,7 +16,11 @@ fn keep_alive_serves_several_requests_on_one_connection() {
     for path in ["/hello.txt", "/style.css", "/hello.txt"] {
         c.write_all(&get_request(path, &[])).unwrap();
         let ex = read_responses(&mut c, 1, Duration::from_secs(5));
-        assert!(!ex.closed, "connection closed after {path}: {ex:?}\n{}", s.logs());
+        assert!(
+            !ex.closed,
+            "connection closed after {path}: {ex:?}\n{}",
+            s.logs()
+        );
         assert_eq!(ex.first().status, 200, "{path}");
     }
 }
@@ -48,7 +52,10 @@ fn connection_close_is_honoured() {
         .unwrap();
     let ex = read_responses(&mut c, 2, Duration::from_secs(3));
     assert_eq!(ex.first().status, 200);
-    assert!(ex.closed, "server kept the connection after Connection: close");
+    assert!(
+        ex.closed,
+        "server kept the connection after Connection: close"
+    );
 }
 
 #[test]
@@ -58,7 +65,11 @@ fn http10_request_is_answered() {
     let ex = crate::util::raw(s.addr, b"GET /hello.txt HTTP/1.0\r\n\r\n");
     assert_eq!(ex.first().status, 200);
     assert_eq!(ex.first().text(), HELLO);
-    assert!(ex.first().version.starts_with("HTTP/1."), "{}", ex.first().version);
+    assert!(
+        ex.first().version.starts_with("HTTP/1."),
+        "{}",
+        ex.first().version
+    );
 }
 
 #[test]
@@ -77,12 +88,23 @@ fn h2c_with_curl_prior_knowledge() {
     let t = TestDir::new();
     let s = t.serve_site(&[]);
     let out = std::process::Command::new("curl")
-        .args(["-sS", "--http2-prior-knowledge", "-o", "-", "-w", "\n%{http_version} %{http_code}"])
+        .args([
+            "-sS",
+            "--http2-prior-knowledge",
+            "-o",
+            "-",
+            "-w",
+            "\n%{http_version} %{http_code}",
+        ])
         .arg(s.url("/hello.txt"))
         .output()
         .expect("run curl");
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.ends_with("\n2 200"), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        text.ends_with("\n2 200"),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(text.starts_with(HELLO));
 }
 
@@ -93,7 +115,9 @@ fn every_response_has_date_and_server() {
     for path in ["/hello.txt", "/missing", "/docs"] {
         let res = get(s.addr, path, &[]);
         assert_eq!(res.header("server"), Some("portico"), "{path}");
-        let date = res.header("date").unwrap_or_else(|| panic!("no Date on {path}"));
+        let date = res
+            .header("date")
+            .unwrap_or_else(|| panic!("no Date on {path}"));
         let when = httpdate::parse_http_date(date).expect("IMF-fixdate");
         let age = std::time::SystemTime::now()
             .duration_since(when)

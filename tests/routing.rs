@@ -52,7 +52,10 @@ fn routes_per_host_from_the_config_file() {
         (r.status, r.text())
     };
     assert_eq!(who("example.com", "/who.txt"), (200, "tree b\n".into()));
-    assert_eq!(who("EXAMPLE.com:8080", "/who.txt"), (200, "tree b\n".into()));
+    assert_eq!(
+        who("EXAMPLE.com:8080", "/who.txt"),
+        (200, "tree b\n".into())
+    );
     assert_eq!(who("example.com", "/c/who.txt"), (200, "tree c\n".into()));
     assert_eq!(who("other.org", "/who.txt"), (200, "tree a\n".into()));
     assert_eq!(who("localhost", "/c/who.txt").0, 404);
@@ -69,7 +72,12 @@ fn unrouted_path_is_404() {
     let r = get(s.addr, "/who.txt", &[]);
     assert_eq!(r.status, 404);
     assert_eq!(r.header("server"), Some("portico"));
-    assert_eq!(get(s.addr, "/assets/who.txt", &[]).status, 200, "{}", s.logs());
+    assert_eq!(
+        get(s.addr, "/assets/who.txt", &[]).status,
+        200,
+        "{}",
+        s.logs()
+    );
 }
 
 #[test]
@@ -81,6 +89,12 @@ fn host_only_routes_leave_other_hosts_unrouted() {
         "[[route]]\nhost = \"example.com\"\npath = \"/\"\nstatic = \"b\"\n",
     );
     let s = t.serve(&["-c", "p.toml", "-b", "127.0.0.1:0"]);
-    assert_eq!(get(s.addr, "/who.txt", &[("host", "other.org")]).status, 404);
-    assert_eq!(get(s.addr, "/who.txt", &[("host", "example.com")]).status, 200);
+    assert_eq!(
+        get(s.addr, "/who.txt", &[("host", "other.org")]).status,
+        404
+    );
+    assert_eq!(
+        get(s.addr, "/who.txt", &[("host", "example.com")]).status,
+        200
+    );
 }

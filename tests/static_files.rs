@@ -49,7 +49,9 @@ fn other_methods_get_405_with_allow() {
     for method in ["POST", "PUT", "DELETE", "PATCH", "OPTIONS"] {
         let r = request(s.addr, method, "/hello.txt", &[], vec![]);
         assert_eq!(r.status, 405, "{method}");
-        let allow = r.header("allow").unwrap_or_else(|| panic!("405 without Allow for {method}"));
+        let allow = r
+            .header("allow")
+            .unwrap_or_else(|| panic!("405 without Allow for {method}"));
         let allowed: Vec<String> = allow.split(',').map(|m| m.trim().to_string()).collect();
         assert!(allowed.contains(&"GET".to_string()), "{allow}");
         assert!(allowed.contains(&"HEAD".to_string()), "{allow}");
@@ -60,10 +62,19 @@ fn other_methods_get_405_with_allow() {
 fn content_type_with_charset_for_text() {
     let t = TestDir::new();
     let s = t.serve_site(&[]);
-    let ct = |p: &str| ok(&s, p, &[]).header("content-type").unwrap_or("").to_string();
+    let ct = |p: &str| {
+        ok(&s, p, &[])
+            .header("content-type")
+            .unwrap_or("")
+            .to_string()
+    };
     assert_eq!(ct("/hello.txt").to_lowercase(), "text/plain; charset=utf-8");
     assert_eq!(ct("/index.html").to_lowercase(), "text/html; charset=utf-8");
-    assert!(ct("/style.css").starts_with("text/css"), "{}", ct("/style.css"));
+    assert!(
+        ct("/style.css").starts_with("text/css"),
+        "{}",
+        ct("/style.css")
+    );
     assert!(ct("/data.json").starts_with("application/json"));
     assert!(ct("/app.js").contains("javascript"), "{}", ct("/app.js"));
     assert!(ct("/%ED%95%9C%EA%B8%80.txt").starts_with("text/plain"));
@@ -75,7 +86,10 @@ fn etag_and_last_modified_are_sent() {
     let s = t.serve_site(&[]);
     let r = ok(&s, "/hello.txt", &[]);
     let etag = r.header("etag").expect("ETag");
-    assert!(etag.starts_with('"') && etag.ends_with('"'), "strong quoted ETag: {etag}");
+    assert!(
+        etag.starts_with('"') && etag.ends_with('"'),
+        "strong quoted ETag: {etag}"
+    );
     let lm = r.header("last-modified").expect("Last-Modified");
     httpdate::parse_http_date(lm).expect("Last-Modified is an HTTP date");
     assert_eq!(r.header("accept-ranges"), Some("bytes"));
@@ -88,8 +102,16 @@ fn etag_and_last_modified_are_sent() {
 fn if_none_match_gives_304() {
     let t = TestDir::new();
     let s = t.serve_site(&[]);
-    let etag = ok(&s, "/hello.txt", &[]).header("etag").unwrap().to_string();
-    for inm in [etag.clone(), format!("\"nope\", {etag}"), "*".into(), format!("W/{etag}")] {
+    let etag = ok(&s, "/hello.txt", &[])
+        .header("etag")
+        .unwrap()
+        .to_string();
+    for inm in [
+        etag.clone(),
+        format!("\"nope\", {etag}"),
+        "*".into(),
+        format!("W/{etag}"),
+    ] {
         let r = get(s.addr, "/hello.txt", &[("if-none-match", &inm)]);
         assert_eq!(r.status, 304, "If-None-Match: {inm}");
         assert!(r.body.is_empty());
@@ -98,7 +120,13 @@ fn if_none_match_gives_304() {
     let r = get(s.addr, "/hello.txt", &[("if-none-match", "\"other\"")]);
     assert_eq!(r.status, 200);
     // HEAD too.
-    let r = request(s.addr, "HEAD", "/hello.txt", &[("if-none-match", &etag)], vec![]);
+    let r = request(
+        s.addr,
+        "HEAD",
+        "/hello.txt",
+        &[("if-none-match", &etag)],
+        vec![],
+    );
     assert_eq!(r.status, 304);
 }
 
@@ -106,10 +134,19 @@ fn if_none_match_gives_304() {
 fn if_modified_since_gives_304() {
     let t = TestDir::new();
     let s = t.serve_site(&[]);
-    let lm = ok(&s, "/hello.txt", &[]).header("last-modified").unwrap().to_string();
-    assert_eq!(get(s.addr, "/hello.txt", &[("if-modified-since", &lm)]).status, 304);
+    let lm = ok(&s, "/hello.txt", &[])
+        .header("last-modified")
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        get(s.addr, "/hello.txt", &[("if-modified-since", &lm)]).status,
+        304
+    );
     let old = "Sat, 01 Jan 2000 00:00:00 GMT";
-    assert_eq!(get(s.addr, "/hello.txt", &[("if-modified-since", old)]).status, 200);
+    assert_eq!(
+        get(s.addr, "/hello.txt", &[("if-modified-since", old)]).status,
+        200
+    );
     // If-None-Match takes precedence over If-Modified-Since (RFC 9110 13.2.2).
     let r = get(
         s.addr,
@@ -126,12 +163,24 @@ fn if_match_and_if_unmodified_since_give_412() {
     let r = ok(&s, "/hello.txt", &[]);
     let etag = r.header("etag").unwrap().to_string();
     let lm = r.header("last-modified").unwrap().to_string();
-    assert_eq!(get(s.addr, "/hello.txt", &[("if-match", "\"other\"")]).status, 412);
-    assert_eq!(get(s.addr, "/hello.txt", &[("if-match", &etag)]).status, 200);
+    assert_eq!(
+        get(s.addr, "/hello.txt", &[("if-match", "\"other\"")]).status,
+        412
+    );
+    assert_eq!(
+        get(s.addr, "/hello.txt", &[("if-match", &etag)]).status,
+        200
+    );
     assert_eq!(get(s.addr, "/hello.txt", &[("if-match", "*")]).status, 200);
     let old = "Sat, 01 Jan 2000 00:00:00 GMT";
-    assert_eq!(get(s.addr, "/hello.txt", &[("if-unmodified-since", old)]).status, 412);
-    assert_eq!(get(s.addr, "/hello.txt", &[("if-unmodified-since", &lm)]).status, 200);
+    assert_eq!(
+        get(s.addr, "/hello.txt", &[("if-unmodified-since", old)]).status,
+        412
+    );
+    assert_eq!(
+        get(s.addr, "/hello.txt", &[("if-unmodified-since", &lm)]).status,
+        200
+    );
 }
 
 #[test]
@@ -139,7 +188,12 @@ fn single_range_is_206() {
     let t = TestDir::new();
     let s = t.serve_site(&[]);
     let all = digits();
-    for (range, start, end) in [("bytes=0-4", 0, 4), ("bytes=-5", 95, 99), ("bytes=97-", 97, 99), ("bytes=10-1000", 10, 99)] {
+    for (range, start, end) in [
+        ("bytes=0-4", 0, 4),
+        ("bytes=-5", 95, 99),
+        ("bytes=97-", 97, 99),
+        ("bytes=10-1000", 10, 99),
+    ] {
         let r = get(s.addr, "/digits.txt", &[("range", range)]);
         assert_eq!(r.status, 206, "{range}\n{}", s.logs());
         assert_eq!(
@@ -148,7 +202,10 @@ fn single_range_is_206() {
             "{range}"
         );
         assert_eq!(r.text(), &all[start..=end], "{range}");
-        assert_eq!(r.header("content-length"), Some((end - start + 1).to_string().as_str()));
+        assert_eq!(
+            r.header("content-length"),
+            Some((end - start + 1).to_string().as_str())
+        );
     }
 }
 
@@ -160,7 +217,11 @@ fn multiple_ranges_are_multipart_byteranges() {
     assert_eq!(r.status, 206, "{}", s.logs());
     let ct = r.header("content-type").unwrap();
     assert!(ct.starts_with("multipart/byteranges"), "{ct}");
-    let boundary = ct.split("boundary=").nth(1).expect("boundary").trim_matches('"');
+    let boundary = ct
+        .split("boundary=")
+        .nth(1)
+        .expect("boundary")
+        .trim_matches('"');
     let body = r.text();
     let parts: Vec<&str> = body
         .split(&format!("--{boundary}"))
@@ -169,7 +230,10 @@ fn multiple_ranges_are_multipart_byteranges() {
     assert_eq!(parts.len(), 2, "{body}");
     let part = |p: &str| {
         let (head, data) = p.split_once("\r\n\r\n").expect("part head");
-        (head.to_lowercase(), data.strip_suffix("\r\n").unwrap_or(data).to_string())
+        (
+            head.to_lowercase(),
+            data.strip_suffix("\r\n").unwrap_or(data).to_string(),
+        )
     };
     let (h0, d0) = part(parts[0]);
     let (h1, d1) = part(parts[1]);
@@ -178,7 +242,10 @@ fn multiple_ranges_are_multipart_byteranges() {
     assert_eq!(d0, "01");
     assert!(h1.contains("content-range: bytes 20-24/100"), "{h1}");
     assert_eq!(d1, "01234");
-    assert!(body.trim_end().ends_with(&format!("--{boundary}--")), "{body}");
+    assert!(
+        body.trim_end().ends_with(&format!("--{boundary}--")),
+        "{body}"
+    );
     if let Some(len) = r.header("content-length") {
         assert_eq!(len, r.body.len().to_string());
     }
@@ -194,23 +261,44 @@ fn unsatisfiable_range_is_416_with_star_content_range() {
         assert_eq!(r.header("content-range"), Some("bytes */100"), "{range}");
     }
     // A Range that is not bytes, or malformed, is ignored: 200.
-    assert_eq!(get(s.addr, "/digits.txt", &[("range", "lines=1-2")]).status, 200);
-    assert_eq!(get(s.addr, "/digits.txt", &[("range", "bytes=5-2")]).status, 200);
+    assert_eq!(
+        get(s.addr, "/digits.txt", &[("range", "lines=1-2")]).status,
+        200
+    );
+    assert_eq!(
+        get(s.addr, "/digits.txt", &[("range", "bytes=5-2")]).status,
+        200
+    );
 }
 
 #[test]
 fn if_range_with_matching_etag_gives_206_else_200() {
     let t = TestDir::new();
     let s = t.serve_site(&[]);
-    let etag = ok(&s, "/digits.txt", &[]).header("etag").unwrap().to_string();
-    let r = get(s.addr, "/digits.txt", &[("range", "bytes=0-4"), ("if-range", &etag)]);
+    let etag = ok(&s, "/digits.txt", &[])
+        .header("etag")
+        .unwrap()
+        .to_string();
+    let r = get(
+        s.addr,
+        "/digits.txt",
+        &[("range", "bytes=0-4"), ("if-range", &etag)],
+    );
     assert_eq!(r.status, 206);
     assert_eq!(r.text(), "01234");
-    let r = get(s.addr, "/digits.txt", &[("range", "bytes=0-4"), ("if-range", "\"stale\"")]);
+    let r = get(
+        s.addr,
+        "/digits.txt",
+        &[("range", "bytes=0-4"), ("if-range", "\"stale\"")],
+    );
     assert_eq!(r.status, 200);
     assert_eq!(r.text(), digits());
     let old = "Sat, 01 Jan 2000 00:00:00 GMT";
-    let r = get(s.addr, "/digits.txt", &[("range", "bytes=0-4"), ("if-range", old)]);
+    let r = get(
+        s.addr,
+        "/digits.txt",
+        &[("range", "bytes=0-4"), ("if-range", old)],
+    );
     assert_eq!(r.status, 200);
 }
 
@@ -223,7 +311,9 @@ fn precompressed_sibling_chosen_by_accept_encoding() {
         let vary = r.header("vary").unwrap_or("").to_lowercase();
         assert!(vary.contains("accept-encoding"), "Vary for `{ae}`: {vary}");
         assert!(
-            r.header("content-type").unwrap_or("").contains("javascript"),
+            r.header("content-type")
+                .unwrap_or("")
+                .contains("javascript"),
             "the type is the original's for `{ae}`"
         );
         (r.header("content-encoding").map(str::to_string), r.text())
@@ -231,9 +321,18 @@ fn precompressed_sibling_chosen_by_accept_encoding() {
     assert_eq!(pick("gzip"), (Some("gzip".into()), "GZIP-VARIANT".into()));
     assert_eq!(pick("br"), (Some("br".into()), "BROTLI-VARIANT".into()));
     assert_eq!(pick("zstd"), (Some("zstd".into()), "ZSTD-VARIANT".into()));
-    assert_eq!(pick("gzip;q=0.5, br;q=0.9"), (Some("br".into()), "BROTLI-VARIANT".into()));
-    assert_eq!(pick("br;q=0, gzip"), (Some("gzip".into()), "GZIP-VARIANT".into()));
-    assert_eq!(pick("gzip;q=0.1, zstd;q=0.8, br;q=0.3"), (Some("zstd".into()), "ZSTD-VARIANT".into()));
+    assert_eq!(
+        pick("gzip;q=0.5, br;q=0.9"),
+        (Some("br".into()), "BROTLI-VARIANT".into())
+    );
+    assert_eq!(
+        pick("br;q=0, gzip"),
+        (Some("gzip".into()), "GZIP-VARIANT".into())
+    );
+    assert_eq!(
+        pick("gzip;q=0.1, zstd;q=0.8, br;q=0.3"),
+        (Some("zstd".into()), "ZSTD-VARIANT".into())
+    );
     assert_eq!(pick("identity").0, None);
     assert_eq!(pick("deflate").0, None);
     assert_eq!(pick("gzip;q=0, br;q=0, zstd;q=0").0, None);
@@ -244,7 +343,11 @@ fn precompressed_sibling_chosen_by_accept_encoding() {
     let r = ok(&s, "/app.js", &[]);
     assert_eq!(r.header("content-encoding"), None);
     assert_eq!(r.text(), "console.log('identity');\n");
-    assert!(r.header("vary").unwrap_or("").to_lowercase().contains("accept-encoding"));
+    assert!(r
+        .header("vary")
+        .unwrap_or("")
+        .to_lowercase()
+        .contains("accept-encoding"));
     // Each variant has its own ETag.
     let gz = ok(&s, "/app.js", &[("accept-encoding", "gzip")]);
     assert_ne!(gz.header("etag"), r.header("etag"));
@@ -264,7 +367,10 @@ fn directory_index_and_301_without_slash() {
     let t = TestDir::new();
     let s = t.serve_site(&[]);
     assert_eq!(ok(&s, "/docs/", &[]).text(), "<h1>docs</h1>\n");
-    assert_eq!(ok(&s, "/", &[]).text(), "<!doctype html><title>home</title>\n");
+    assert_eq!(
+        ok(&s, "/", &[]).text(),
+        "<!doctype html><title>home</title>\n"
+    );
     let r = get(s.addr, "/docs", &[]);
     assert_eq!(r.status, 301);
     assert_eq!(r.header("location"), Some("/docs/"));
@@ -300,7 +406,10 @@ fn autoindex_lists_the_directory() {
     let t = TestDir::new();
     let s = serve_with_route(&t, "autoindex = true");
     let r = ok(&s, "/noindex/", &[]);
-    assert!(r.header("content-type").unwrap_or("").starts_with("text/html"));
+    assert!(r
+        .header("content-type")
+        .unwrap_or("")
+        .starts_with("text/html"));
     let html = r.text();
     assert!(html.contains("x.txt") && html.contains("y.txt"), "{html}");
     let root = ok(&s, "/sub/", &[]).text();
@@ -308,7 +417,10 @@ fn autoindex_lists_the_directory() {
     // Hidden names stay hidden in listings; names are escaped.
     t.write("site/noindex/<b>.txt", "tag\n");
     let html = ok(&s, "/noindex/", &[]).text();
-    assert!(!html.contains("<b>.txt"), "unescaped name in listing: {html}");
+    assert!(
+        !html.contains("<b>.txt"),
+        "unescaped name in listing: {html}"
+    );
 }
 
 #[test]
@@ -317,7 +429,10 @@ fn autoindex_hides_dotfiles() {
     let s = serve_with_route(&t, "autoindex = true\nindex = [\"nothing.html\"]");
     let html = ok(&s, "/", &[]).text();
     assert!(html.contains("hello.txt"), "{html}");
-    assert!(!html.contains(".secret") && !html.contains(".git"), "{html}");
+    assert!(
+        !html.contains(".secret") && !html.contains(".git"),
+        "{html}"
+    );
 }
 
 #[test]
@@ -325,14 +440,18 @@ fn cache_control_from_expires() {
     let t = TestDir::new();
     let s = serve_with_route(&t, "expires = \"1h\"");
     let r = ok(&s, "/hello.txt", &[]);
-    let cc = r.header("cache-control").expect("Cache-Control with expires");
+    let cc = r
+        .header("cache-control")
+        .expect("Cache-Control with expires");
     assert!(cc.contains("max-age=3600"), "{cc}");
     if let Some(exp) = r.header("expires") {
         httpdate::parse_http_date(exp).expect("Expires is an HTTP date");
     }
     let t2 = TestDir::new();
     let s2 = t2.serve_site(&[]);
-    let cc = ok(&s2, "/hello.txt", &[]).header("cache-control").map(str::to_string);
+    let cc = ok(&s2, "/hello.txt", &[])
+        .header("cache-control")
+        .map(str::to_string);
     assert!(!cc.unwrap_or_default().contains("max-age=3600"));
 }
 
@@ -381,16 +500,30 @@ fn path_traversal_never_leaves_the_root() {
     // Inside the root, `..` that stays inside is harmless either way.
     let ex = raw(s.addr, &get_request("/docs/../hello.txt", &[]));
     let r = ex.first();
-    assert!(r.status == 200 && r.text() == HELLO || r.status == 400, "{}", r.status);
+    assert!(
+        r.status == 200 && r.text() == HELLO || r.status == 400,
+        "{}",
+        r.status
+    );
 }
 
 #[test]
 fn dotfiles_are_404_unless_enabled() {
     let t = TestDir::new();
     let s = t.serve_site(&[]);
-    for p in ["/.secret", "/.git/config", "/.git/", "/%2esecret", "/docs/../.secret"] {
+    for p in [
+        "/.secret",
+        "/.git/config",
+        "/.git/",
+        "/%2esecret",
+        "/docs/../.secret",
+    ] {
         let r = get(s.addr, p, &[]);
-        assert!(r.status == 404 || (r.status == 400 && p.contains("..")), "{p}: {}", r.status);
+        assert!(
+            r.status == 404 || (r.status == 400 && p.contains("..")),
+            "{p}: {}",
+            r.status
+        );
         assert!(!r.text().contains("dotfile"), "{p}");
     }
     let t2 = TestDir::new();
@@ -425,10 +558,20 @@ fn names_with_spaces_and_unicode() {
     let t = TestDir::new();
     let s = t.serve_site(&[]);
     assert_eq!(ok(&s, "/a%20b.txt", &[]).text(), "a file with a space\n");
-    assert_eq!(ok(&s, "/%ED%95%9C%EA%B8%80.txt", &[]).text(), "유니코드 이름\n");
+    assert_eq!(
+        ok(&s, "/%ED%95%9C%EA%B8%80.txt", &[]).text(),
+        "유니코드 이름\n"
+    );
     // Lowercase hex escapes decode the same.
-    assert_eq!(ok(&s, "/%ed%95%9c%ea%b8%80.txt", &[]).text(), "유니코드 이름\n");
-    assert_eq!(get(s.addr, "/a+b.txt", &[]).status, 404, "`+` is not a space in a path");
+    assert_eq!(
+        ok(&s, "/%ed%95%9c%ea%b8%80.txt", &[]).text(),
+        "유니코드 이름\n"
+    );
+    assert_eq!(
+        get(s.addr, "/a+b.txt", &[]).status,
+        404,
+        "`+` is not a space in a path"
+    );
 }
 
 #[test]

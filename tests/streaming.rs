@@ -16,7 +16,9 @@ pub fn download(s: &Server, path: &str, mut tick: impl FnMut(u64)) -> (u16, Opti
     let mut c = connect(s.addr);
     c.write_all(&get_request(path, &[])).unwrap();
     let (head, early) = read_head(&mut c, Duration::from_secs(10));
-    let declared = head.header("content-length").map(|v| v.parse::<u64>().unwrap());
+    let declared = head
+        .header("content-length")
+        .map(|v| v.parse::<u64>().unwrap());
     let mut got = early.len() as u64;
     let want = declared.unwrap_or(0);
     let mut buf = vec![0u8; 1 << 18];
@@ -58,7 +60,10 @@ fn two_gib_sparse_file_streams_in_full_with_small_worker_rss() {
         peak < RSS_LIMIT_KIB,
         "worker RSS reached {peak} KiB while streaming (limit {RSS_LIMIT_KIB} KiB)"
     );
-    eprintln!("2 GiB in {:?}, worker peak RSS {peak} KiB", started.elapsed());
+    eprintln!(
+        "2 GiB in {:?}, worker peak RSS {peak} KiB",
+        started.elapsed()
+    );
 }
 
 #[test]
@@ -88,7 +93,10 @@ fn concurrent_downloads_all_complete() {
         }
     });
     let peak = peak.into_inner();
-    assert!(peak < RSS_LIMIT_KIB, "worker RSS {peak} KiB with 6 downloads");
+    assert!(
+        peak < RSS_LIMIT_KIB,
+        "worker RSS {peak} KiB with 6 downloads"
+    );
     // Small requests are still answered.
     assert_eq!(crate::util::get(s.addr, "/hello.txt", &[]).status, 200);
 }

@@ -26,7 +26,9 @@ pub struct Resp {
 
 impl Resp {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).map(|v| v.to_str().expect("ASCII header"))
+        self.headers
+            .get(name)
+            .map(|v| v.to_str().expect("ASCII header"))
     }
 
     pub fn text(&self) -> String {
@@ -43,12 +45,7 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-fn build(
-    method: &str,
-    uri: &str,
-    headers: &[(&str, &str)],
-    body: Vec<u8>,
-) -> Request<Full<Bytes>> {
+fn build(method: &str, uri: &str, headers: &[(&str, &str)], body: Vec<u8>) -> Request<Full<Bytes>> {
     let mut req = Request::builder().method(method).uri(uri);
     for (n, v) in headers {
         req = req.header(*n, *v);
@@ -83,9 +80,10 @@ async fn h2_on<S>(io: S, req: Request<Full<Bytes>>) -> Resp
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let (mut send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io))
-        .await
-        .expect("HTTP/2 handshake");
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io))
+            .await
+            .expect("HTTP/2 handshake");
     tokio::spawn(conn);
     let res = send.send_request(req).await.expect("HTTP/2 response");
     collect(res).await
@@ -151,7 +149,12 @@ pub fn get_tls(addr: SocketAddr, ca: &Path, alpn: &[&[u8]], path: &str) -> (Resp
             .expect("TLS handshake");
         let chosen = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
         let res = if chosen.as_deref() == Some(b"h2") {
-            let req = build("GET", &format!("https://localhost:{}{path}", addr.port()), &[], Vec::new());
+            let req = build(
+                "GET",
+                &format!("https://localhost:{}{path}", addr.port()),
+                &[],
+                Vec::new(),
+            );
             h2_on(tls, req).await
         } else {
             let req = build("GET", path, &[("host", "localhost")], Vec::new());
@@ -173,7 +176,10 @@ pub enum KeyKind {
 }
 
 fn openssl(args: &[&str]) {
-    let out = Command::new("openssl").args(args).output().expect("run openssl");
+    let out = Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("run openssl");
     assert!(
         out.status.success(),
         "openssl {args:?} failed: {}",

@@ -112,7 +112,8 @@ pub fn closes_within(s: &mut TcpStream, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
     let mut buf = [0u8; 4096];
     while Instant::now() < deadline {
-        s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
         match s.read(&mut buf) {
             Ok(0) => return true,
             Ok(_) => {}
