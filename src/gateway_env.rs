@@ -11,8 +11,8 @@
 //! 3. the two ends: `SERVER_NAME` (Host without its port, else the local
 //!    address), `SERVER_PORT`, `REMOTE_ADDR`, `REMOTE_PORT`, `HTTPS=on`;
 //! 4. the body: `CONTENT_LENGTH` only when there is a body (its length is the
-//!    caller's to know: a chunked body is measured after de-chunking),
-//!    `CONTENT_TYPE` when the client sent one;
+//!    caller's to know: a chunked body is measured after de-chunking), and
+//!    with it `CONTENT_TYPE` when the client sent one;
 //! 5. `HTTP_*` for every other header: repeated fields merged with `, `
 //!    (`Cookie` with `; `, RFC 9113 §8.2.3), names holding `_` dropped (they
 //!    would collide with the `-` names once mapped: header smuggling),
@@ -126,9 +126,9 @@ pub fn meta_variables(req: &GatewayRequest<'_>, map: &Mapping<'_>, mount: &Mount
     // 4. The body.
     if let Some(len) = map.content_length {
         set("CONTENT_LENGTH", len.to_string().as_bytes());
-    }
-    if let Some(ct) = req.headers.get(header::CONTENT_TYPE) {
-        set("CONTENT_TYPE", ct.as_bytes());
+        if let Some(ct) = req.headers.get(header::CONTENT_TYPE) {
+            set("CONTENT_TYPE", ct.as_bytes());
+        }
     }
 
     // 5. Every other header.
@@ -324,6 +324,13 @@ mod tests {
         assert_eq!(get(&v, "CONTENT_TYPE"), Some("text/plain"));
         assert_eq!(get(&v, "HTTP_CONTENT_LENGTH"), None);
         assert_eq!(get(&v, "HTTP_CONTENT_TYPE"), None);
+        // A Content-Type without a body says nothing.
+        let req = http::Request::builder()
+            .uri("/x")
+            .header("content-type", "text/plain")
+            .body(())
+            .unwrap();
+        assert_eq!(get(&vars(req, &MAP, peer(false)), "CONTENT_TYPE"), None);
     }
 
     #[test]

@@ -260,7 +260,7 @@ fn local_redirect_is_served_internally_as_a_get() {
         s.addr,
         "POST",
         "/cgi-bin/local-redirect.sh",
-        &[],
+        &[("content-type", "text/plain")],
         b"body".to_vec(),
     );
     assert_eq!(r.status, 200, "{}", s.logs());
@@ -270,6 +270,7 @@ fn local_redirect_is_served_internally_as_a_get() {
     assert_eq!(v["QUERY_STRING"], "from=redirect");
     assert_eq!(v["REQUEST_METHOD"], "GET");
     assert!(v.get("CONTENT_LENGTH").is_none());
+    assert!(v.get("CONTENT_TYPE").is_none());
     assert_eq!(v["_stdin"], "");
 }
 

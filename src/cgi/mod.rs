@@ -3,9 +3,10 @@
 //! `serve` runs these steps, in order (each in its own file):
 //! 1. find the script under the route's directory (`lookup`): 404, 403,
 //!    400, or a 301 to add a directory's slash;
-//! 2. take a process slot (`slots`): none free → 503 with `Retry-After`;
-//! 3. prepare the body (`input`): streamed with a Content-Length, else
+//! 2. prepare the body (`input`): streamed with a Content-Length, else
 //!    de-chunked and buffered up to `max_body_size` (413 past it);
+//! 3. take a process slot (`slots`): none free → 503 with `Retry-After`.
+//!    After the body is buffered, so that a slow uploader holds no slot;
 //! 4. build the environment from an empty one (`env`, on top of the shared
 //!    `gateway_env`);
 //! 5. spawn the script in its own process group, log its stderr, reap it
@@ -103,14 +104,14 @@ async fn run(
         }
     };
     *label = script.path.display().to_string();
-    // 2. A slot.
+    // 2. The body (before the slot: a slow uploader must not hold one).
+    let mut input = input::prepare(&parts.headers, body, mount.max_body_size).await?;
+    // 3. A slot.
     let slots = slots::for_route(opts, mount.script_name);
     let mut slot = slots
         .clone()
         .try_acquire_owned()
         .map_err(|_| CgiError::Busy(opts.max_processes))?;
-    // 3. The body.
-    let mut input = input::prepare(&parts.headers, body, mount.max_body_size).await?;
     let mut redirected: Option<http::uri::PathAndQuery> = None;
     for hop in 0.. {
         let req = match &redirected {

@@ -12,9 +12,9 @@
 //!    exit (so no zombie is left) and releases the slot then; told to stop
 //!    by the [`Guard`], it kills the whole group first.
 //!
-//! The group is only signalled while its leader is not yet reaped, or while
-//! its output pipe is still held open (some member is alive): a group id is
-//! never signalled after it could have been reused.
+//! The group is signalled while its leader is not yet reaped (so the id is
+//! still ours), or, after that, only when the output is cut while still
+//! open (a member of the group holds it).
 
 use std::cell::Cell;
 use std::ffi::OsStr;
@@ -165,9 +165,11 @@ async fn reap(
         status = child.wait() => {
             log_exit(&tag, status, false);
             drop(slot);
-            // The leader is gone. If the output is cut while still open,
-            // a member of the group holds it: kill them (the group id is
-            // still in use, so it cannot have been reused).
+            // The leader is gone. Output cut while still open (timeout,
+            // client gone) almost always means a group member holds it:
+            // kill the group. While a member lives the id cannot be reused;
+            // if none does, the id would have to be reused within moments
+            // (a full wrap of the pid space) for this to reach a stranger.
             if let Ok(Stop::Now) = rx.await {
                 kill();
             }
