@@ -131,7 +131,8 @@ async fn run(
             script: label.clone(),
             request: request.to_string(),
         });
-        let running = process::spawn(&script, vars, content_length.is_some(), slot, tag.clone())?;
+        let running =
+            process::spawn(&script, vars, content_length.is_some(), slot, tag.clone()).await?;
         if let Some(stdin) = running.stdin {
             input::feed(
                 std::mem::replace(&mut input, Input::None),

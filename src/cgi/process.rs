@@ -5,7 +5,8 @@
 //!    interpreter; never a shell), no arguments, working directory = the
 //!    script's, an environment holding only the meta-variables, its own
 //!    process group (so the whole group can be killed), pipes for stdin
-//!    (only when there is a body), stdout and stderr;
+//!    (only when there is a body), stdout and stderr; spawn it from a
+//!    blocking-pool thread (the event loop never waits for an exec);
 //! 2. a task logs stderr line by line (`warn`, tagged with the script and
 //!    the request);
 //! 3. a reaper task owns the child and the process slot: it waits for the
@@ -107,7 +108,7 @@ pub struct Running {
 }
 
 /// Steps 1–3.
-pub fn spawn(
+pub async fn spawn(
     script: &Script,
     env: Vec<Var>,
     with_stdin: bool,
@@ -127,7 +128,13 @@ pub fn spawn(
         })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut child = cmd.spawn().map_err(|source| CgiError::Spawn {
+    // posix_spawn (vfork) suspends the calling thread until the child has
+    // exec'd; on a busy machine that is milliseconds in which this worker's
+    // event loop would serve no one. A blocking-pool thread waits instead.
+    let spawned = tokio::task::spawn_blocking(move || cmd.spawn())
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+    let mut child = spawned.map_err(|source| CgiError::Spawn {
         path: script.path.clone(),
         source,
     })?;
