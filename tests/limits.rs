@@ -151,7 +151,7 @@ fn slowloris_trickling_bytes_does_not_extend_the_header_timeout() {
 #[test]
 fn idle_keep_alive_connection_is_closed_after_keepalive_timeout() {
     let t = TestDir::new();
-    let s = t.serve_site(&["--keepalive-timeout", "1"]);
+    let s = t.serve_site(&["--keepalive-timeout", "1", "--header-timeout", "1"]);
     let mut c = connect(s.addr);
     c.write_all(&get_request("/hello.txt", &[])).unwrap();
     let ex = read_responses(&mut c, 1, Duration::from_secs(3));
@@ -209,11 +209,11 @@ fn route_max_body_size_overrides_the_default() {
     let s = t.serve(&["-c", "p.toml", "-b", "127.0.0.1:0"]);
     assert_eq!(request(s.addr, "POST", "/x", &[], vec![0; 500]).status, 413);
     assert_eq!(
-        request(s.addr, "POST", "/docs/x", &[], vec![0; 500]).status,
+        request(s.addr, "POST", "/docs/guide.txt", &[], vec![0; 500]).status,
         405
     );
     assert_eq!(
-        request(s.addr, "POST", "/docs/x", &[], vec![0; 20_000]).status,
+        request(s.addr, "POST", "/docs/guide.txt", &[], vec![0; 20_000]).status,
         413
     );
 }
@@ -246,5 +246,55 @@ fn max_connections_holds_the_third_connection_until_one_closes() {
     assert_eq!(
         raw(s.addr, &get_request("/hello.txt", &[])).first().status,
         200
+    );
+}
+
+/// Regression: the connection watchdog arms its timer for the phase it sees
+/// and is not woken when the phase changes. A connection that waited before
+/// its first request keeps the header-timeout timer (10s here), so it is
+/// closed ~10s after accept instead of 1s after its response.
+#[test]
+fn keepalive_timeout_applies_when_the_connection_waited_before_its_first_request() {
+    let t = TestDir::new();
+    let s = t.serve_site(&["--keepalive-timeout", "1", "--header-timeout", "10"]);
+    let mut c = connect(s.addr);
+    std::thread::sleep(Duration::from_millis(300));
+    c.write_all(&get_request("/hello.txt", &[])).unwrap();
+    assert_eq!(
+        read_responses(&mut c, 1, Duration::from_secs(3))
+            .first()
+            .status,
+        200
+    );
+    assert!(
+        closes_within(&mut c, Duration::from_secs(3)),
+        "idle connection not closed within 3s of its response with --keepalive-timeout 1"
+    );
+}
+
+/// Regression (same cause): a partial second request on a kept-alive
+/// connection gets its 408 only after the keep-alive timer (30s here) has
+/// run out, not after --header-timeout.
+#[test]
+fn slowloris_on_a_kept_alive_connection_gets_408_after_header_timeout() {
+    let t = TestDir::new();
+    let s = t.serve_site(&["--keepalive-timeout", "30", "--header-timeout", "1"]);
+    let mut c = connect(s.addr);
+    c.write_all(&get_request("/hello.txt", &[])).unwrap();
+    assert_eq!(
+        read_responses(&mut c, 1, Duration::from_secs(3))
+            .first()
+            .status,
+        200
+    );
+    // Idle for longer than the header timeout (allowed: keep-alive is 30s),
+    // so the watchdog is asleep on the keep-alive deadline.
+    std::thread::sleep(Duration::from_millis(1500));
+    c.write_all(b"GET /hello.txt HTTP/1.1\r\nHost: localhost\r\nX-Slow: ")
+        .unwrap();
+    let ex = read_responses(&mut c, 1, Duration::from_secs(4));
+    assert!(
+        ex.responses.first().is_some_and(|r| r.status == 408) || ex.closed,
+        "no 408 within 4s with --header-timeout 1 on a kept-alive connection: {ex:?}"
     );
 }

@@ -122,13 +122,20 @@ fn an_idle_keep_alive_connection_does_not_hold_shutdown() {
     assert!(closes_within(&mut c, Duration::from_secs(1)));
 }
 
-#[test]
-fn an_idle_h2_connection_does_not_hold_shutdown() {
-    let t = TestDir::new();
-    let mut s = t.serve_site(&["--keepalive-timeout", "60"]);
-    let addr = s.addr;
-    let rt = crate::util::client::runtime();
-    let _conn = rt.block_on(async move {
+/// Opens an h2c connection, makes one request and leaves it idle. With
+/// `responsive`, a runtime thread keeps answering the server's frames
+/// (GOAWAY, PING) as a live client would; otherwise nothing reads them.
+fn idle_h2_client(addr: std::net::SocketAddr, responsive: bool) -> impl Drop {
+    let rt = if responsive {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap()
+    } else {
+        crate::util::client::runtime()
+    };
+    let send = rt.block_on(async move {
         let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
         let (mut send, conn) = hyper::client::conn::http2::handshake(
             hyper_util::rt::TokioExecutor::new(),
@@ -136,19 +143,60 @@ fn an_idle_h2_connection_does_not_hold_shutdown() {
         )
         .await
         .unwrap();
-        let task = tokio::spawn(conn);
+        tokio::spawn(conn);
         let req = http::Request::get(format!("http://{addr}/hello.txt"))
             .body(http_body_util::Empty::<bytes::Bytes>::new())
             .unwrap();
         let res = send.send_request(req).await.unwrap();
         assert_eq!(res.status(), 200);
-        (send, task)
+        send
     });
+    struct Client(
+        Option<tokio::runtime::Runtime>,
+        #[allow(dead_code)]
+        hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>>,
+    );
+    impl Drop for Client {
+        fn drop(&mut self) {
+            if let Some(rt) = self.0.take() {
+                rt.shutdown_background();
+            }
+        }
+    }
+    Client(Some(rt), send)
+}
+
+#[test]
+fn an_idle_h2_connection_does_not_hold_shutdown() {
+    let t = TestDir::new();
+    let mut s = t.serve_site(&["--keepalive-timeout", "60"]);
+    let _client = idle_h2_client(s.addr, true);
+    let started = Instant::now();
     s.signal(Signal::SIGTERM);
     let status = s.wait_exit(Duration::from_secs(5));
     assert!(
         status.is_some(),
         "an idle h2 connection held shutdown\n{}",
+        s.logs()
+    );
+    assert_eq!(status.unwrap().code(), Some(0));
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn an_unresponsive_h2_client_holds_shutdown_no_longer_than_graceful_timeout() {
+    let t = TestDir::new();
+    let mut s = t.serve_site(&["--keepalive-timeout", "60", "--graceful-timeout", "2"]);
+    let _client = idle_h2_client(s.addr, false);
+    s.signal(Signal::SIGTERM);
+    let status = s.wait_exit(Duration::from_secs(6));
+    assert!(
+        status.is_some(),
+        "shutdown not bounded by --graceful-timeout\n{}",
         s.logs()
     );
     assert_eq!(status.unwrap().code(), Some(0));

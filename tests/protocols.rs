@@ -133,3 +133,57 @@ fn every_response_has_date_and_server() {
     assert_eq!(ex.first().header("server"), Some("portico"));
     assert!(ex.first().header("date").is_some());
 }
+
+/// RFC 9112 §3.2: "A server MUST respond with a 400 (Bad Request) status
+/// code to any HTTP/1.1 request message that lacks a Host header field and
+/// to any that contains more than one Host header field line".
+#[test]
+fn duplicate_host_header_is_400() {
+    let t = TestDir::new();
+    let s = t.serve_site(&[]);
+    let ex = crate::util::raw(
+        s.addr,
+        b"GET /hello.txt HTTP/1.1\r\nHost: localhost\r\nHost: evil.example.com\r\n\r\n",
+    );
+    assert_eq!(ex.first().status, 400, "gunicorn corpus invalid/042");
+}
+
+#[test]
+fn missing_host_in_http11_is_400() {
+    let t = TestDir::new();
+    let s = t.serve_site(&[]);
+    let ex = crate::util::raw(s.addr, b"GET /hello.txt HTTP/1.1\r\n\r\n");
+    assert_eq!(ex.first().status, 400);
+    // HTTP/1.0 needs no Host.
+    let ex = crate::util::raw(s.addr, b"GET /hello.txt HTTP/1.0\r\n\r\n");
+    assert_eq!(ex.first().status, 200);
+}
+
+/// RFC 9112 §3.2.4: the asterisk-form is only used for OPTIONS.
+#[test]
+fn asterisk_target_outside_options_is_400() {
+    let t = TestDir::new();
+    let s = t.serve_site(&[]);
+    let ex = crate::util::raw(s.addr, b"GET * HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    assert_eq!(
+        ex.first().status,
+        400,
+        "gunicorn corpus rfc9112_target_asterisk_non_options_01"
+    );
+}
+
+/// RFC 9112 §3.2.3: the authority-form is only used for CONNECT.
+#[test]
+fn authority_form_target_outside_connect_is_400() {
+    let t = TestDir::new();
+    let s = t.serve_site(&[]);
+    let ex = crate::util::raw(
+        s.addr,
+        b"GET localhost:443 HTTP/1.1\r\nHost: localhost:443\r\n\r\n",
+    );
+    assert_eq!(
+        ex.first().status,
+        400,
+        "gunicorn corpus rfc9112_target_authority_non_connect_01"
+    );
+}
