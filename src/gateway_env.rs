@@ -172,7 +172,7 @@ pub fn http_vars(req: &GatewayRequest<'_>, pass_authorization: bool) -> Vec<Var>
 }
 
 /// `x-forwarded-for` → `HTTP_X_FORWARDED_FOR`.
-fn env_name(header: &str) -> String {
+pub fn env_name(header: &str) -> String {
     let mut name = String::with_capacity(header.len() + 5);
     name.push_str("HTTP_");
     name.extend(header.chars().map(|c| match c {
@@ -182,7 +182,7 @@ fn env_name(header: &str) -> String {
     name
 }
 
-fn protocol(version: Version) -> &'static str {
+pub fn protocol(version: Version) -> &'static str {
     match version {
         Version::HTTP_09 => "HTTP/0.9",
         Version::HTTP_10 => "HTTP/1.0",
@@ -202,7 +202,7 @@ fn host_field<'a>(req: &GatewayRequest<'a>) -> Option<&'a str> {
 }
 
 /// `example.com:8080` → (`example.com`, `8080`); `[::1]:80` → (`::1`, `80`).
-fn split_host(host: &str) -> (Option<&str>, Option<&str>) {
+pub fn split_host(host: &str) -> (Option<&str>, Option<&str>) {
     if let Some(v6) = host.strip_prefix('[') {
         return match v6.split_once(']') {
             Some((addr, rest)) => (Some(addr), rest.strip_prefix(':')),
