@@ -39,8 +39,8 @@ pub fn client_view(
         apply_forwarded(&mut view, &forwarded);
         return view;
     }
-    if let Some(ip) = header_list(headers, "x-forwarded-for")
-        .and_then(|list| rightmost_untrusted(&list, trust))
+    if let Some(ip) =
+        header_list(headers, "x-forwarded-for").and_then(|list| rightmost_untrusted(&list, trust))
     {
         view.remote_addr = ip.to_string();
         view.remote_port = None;
@@ -100,7 +100,9 @@ fn last_forwarded_element(headers: &HeaderMap) -> Option<String> {
 
 fn apply_forwarded(view: &mut ClientView, element: &str) {
     for pair in element.split(';') {
-        let Some((key, value)) = pair.split_once('=') else { continue };
+        let Some((key, value)) = pair.split_once('=') else {
+            continue;
+        };
         let value = value.trim().trim_matches('"');
         match key.trim().to_ascii_lowercase().as_str() {
             "for" => {
@@ -137,7 +139,10 @@ mod tests {
 
     #[test]
     fn untrusted_peers_cannot_forge() {
-        let h = headers(&[("x-forwarded-for", "6.6.6.6"), ("x-forwarded-proto", "https")]);
+        let h = headers(&[
+            ("x-forwarded-for", "6.6.6.6"),
+            ("x-forwarded-proto", "https"),
+        ]);
         let v = client_view(&h, Some("10.0.0.9:5000".parse().unwrap()), false, &local());
         assert_eq!(v.remote_addr, "10.0.0.9");
         assert!(!v.https);
@@ -160,7 +165,10 @@ mod tests {
     #[test]
     fn forwarded_header_wins() {
         let h = headers(&[
-            ("forwarded", "for=9.9.9.9, for=\"[2001:db8::1]:4711\";proto=https;host=a.example"),
+            (
+                "forwarded",
+                "for=9.9.9.9, for=\"[2001:db8::1]:4711\";proto=https;host=a.example",
+            ),
             ("x-forwarded-for", "1.2.3.4"),
         ]);
         let v = client_view(&h, Some("127.0.0.1:1".parse().unwrap()), false, &local());

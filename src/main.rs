@@ -57,8 +57,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 /// be imported ends the worker with `EXIT_APP_LOAD` after printing why.
 fn run_worker(config: &Config) -> anyhow::Result<()> {
     master::watch_master();
-    let fds = std::env::var(LISTEN_FDS_ENV)
-        .with_context(|| format!("--worker is internal: it needs {LISTEN_FDS_ENV} from a master"))?;
+    let fds = std::env::var(LISTEN_FDS_ENV).with_context(|| {
+        format!("--worker is internal: it needs {LISTEN_FDS_ENV} from a master")
+    })?;
     let fds = inherited_fds(&fds).map_err(anyhow::Error::msg)?;
     anyhow::ensure!(
         fds.len() == config.listeners.len(),
@@ -81,5 +82,10 @@ fn run_worker(config: &Config) -> anyhow::Result<()> {
             std::process::exit(master::EXIT_APP_LOAD);
         }
     };
-    Ok(server::run_worker(config, listeners, wsgi, master::notify_ready)?)
+    Ok(server::run_worker(
+        config,
+        listeners,
+        wsgi,
+        master::notify_ready,
+    )?)
 }

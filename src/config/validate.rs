@@ -117,10 +117,19 @@ impl Builder<'_> {
     }
 
     fn forwarded_allow_ips(&self) -> Result<ForwardedAllow, ConfigError> {
-        let (list, key): (Vec<String>, _) = match (&self.cli.forwarded_allow_ips, &self.file.forwarded_allow_ips) {
-            (Some(text), _) => (text.split(',').map(|s| s.trim().to_string()).collect(), "--forwarded-allow-ips"),
+        let (list, key): (Vec<String>, _) = match (
+            &self.cli.forwarded_allow_ips,
+            &self.file.forwarded_allow_ips,
+        ) {
+            (Some(text), _) => (
+                text.split(',').map(|s| s.trim().to_string()).collect(),
+                "--forwarded-allow-ips",
+            ),
             (None, Some(list)) => (list.clone(), "forwarded_allow_ips"),
-            (None, None) => (vec!["127.0.0.1".into(), "::1".into()], "forwarded_allow_ips"),
+            (None, None) => (
+                vec!["127.0.0.1".into(), "::1".into()],
+                "forwarded_allow_ips",
+            ),
         };
         if list.iter().any(|s| s == "*") {
             return Ok(ForwardedAllow::Any);
@@ -138,10 +147,17 @@ impl Builder<'_> {
 
     fn python(&self) -> Result<PythonSettings, ConfigError> {
         let f = &self.file;
-        let dir = |cli: &Option<PathBuf>, file: &Option<PathBuf>, key: &str| -> Result<Option<PathBuf>, ConfigError> {
+        let dir = |cli: &Option<PathBuf>,
+                   file: &Option<PathBuf>,
+                   key: &str|
+         -> Result<Option<PathBuf>, ConfigError> {
             match (cli, file) {
-                (Some(d), _) => canonical_dir(d).map(Some).map_err(|m| cli_err(&format!("--{key}"), m)),
-                (None, Some(d)) => canonical_dir(&self.base_dir.join(d)).map(Some).map_err(|m| self.file_err(key, m)),
+                (Some(d), _) => canonical_dir(d)
+                    .map(Some)
+                    .map_err(|m| cli_err(&format!("--{key}"), m)),
+                (None, Some(d)) => canonical_dir(&self.base_dir.join(d))
+                    .map(Some)
+                    .map_err(|m| self.file_err(key, m)),
                 (None, None) => Ok(None),
             }
         };
@@ -155,7 +171,13 @@ impl Builder<'_> {
         };
         if let Some(v) = &venv {
             if !v.join("pyvenv.cfg").is_file() {
-                return Err(cli_err("--venv", format!("`{}` has no pyvenv.cfg: not a virtual environment", v.display())));
+                return Err(cli_err(
+                    "--venv",
+                    format!(
+                        "`{}` has no pyvenv.cfg: not a virtual environment",
+                        v.display()
+                    ),
+                ));
             }
         }
         let mut pythonpath = Vec::new();
@@ -163,7 +185,10 @@ impl Builder<'_> {
             pythonpath.push(canonical_dir(p).map_err(|m| cli_err("--pythonpath", m))?);
         }
         for p in &f.pythonpath {
-            pythonpath.push(canonical_dir(&self.base_dir.join(p)).map_err(|m| self.file_err("pythonpath", m))?);
+            pythonpath.push(
+                canonical_dir(&self.base_dir.join(p))
+                    .map_err(|m| self.file_err("pythonpath", m))?,
+            );
         }
         let threads = self.cli.threads.or(f.threads).unwrap_or(4);
         if threads == 0 || threads > 1024 {
@@ -184,7 +209,11 @@ impl Builder<'_> {
             threads,
             timeout,
             max_requests: self.cli.max_requests.or(f.max_requests).unwrap_or(0),
-            max_requests_jitter: self.cli.max_requests_jitter.or(f.max_requests_jitter).unwrap_or(0),
+            max_requests_jitter: self
+                .cli
+                .max_requests_jitter
+                .or(f.max_requests_jitter)
+                .unwrap_or(0),
         })
     }
 
@@ -342,7 +371,9 @@ impl Builder<'_> {
             );
         let app = match (&self.cli.app, &self.file.app) {
             (Some(text), _) => Some(parse_app_target(text).map_err(|m| cli_err("APP", m))?),
-            (None, Some(text)) => Some(parse_app_target(text).map_err(|m| self.file_err("app", m))?),
+            (None, Some(text)) => {
+                Some(parse_app_target(text).map_err(|m| self.file_err("app", m))?)
+            }
             (None, None) => None,
         };
         let app_route = app.map(|target| {
@@ -363,14 +394,18 @@ impl Builder<'_> {
         for route in cli_routes {
             let route = route?;
             match from_cli.iter_mut().find(|r| r.prefix == route.prefix) {
-                Some(same) => merge_try_files(same, route).map_err(|m| cli_err("APP/--static/--cgi", m))?,
+                Some(same) => {
+                    merge_try_files(same, route).map_err(|m| cli_err("APP/--static/--cgi", m))?
+                }
                 None => from_cli.push(route),
             }
         }
         for route in from_cli {
             // A flag replaces the file's route for the same prefix, unless
             // the two complement each other (a static root and an app).
-            let same = routes.iter().position(|r| r.host.is_none() && r.prefix == route.prefix);
+            let same = routes
+                .iter()
+                .position(|r| r.host.is_none() && r.prefix == route.prefix);
             match same {
                 Some(i) => {
                     if merge_try_files(&mut routes[i], route.clone()).is_err() {
@@ -420,7 +455,10 @@ impl Builder<'_> {
         };
         let handler = match (&r.cgi, &r.wsgi) {
             (Some(_), Some(_)) => {
-                return Err(("wsgi", "a route has one handler: cgi or wsgi, not both".into()))
+                return Err((
+                    "wsgi",
+                    "a route has one handler: cgi or wsgi, not both".into(),
+                ))
             }
             (None, Some(target)) => Some(Handler::Wsgi(WsgiOptions {
                 target: parse_app_target(target).map_err(|m| ("wsgi", m))?,
@@ -446,7 +484,10 @@ impl Builder<'_> {
             (None, None) => None,
         };
         if r.sendfile_root.is_some() && r.wsgi.is_none() {
-            return Err(("sendfile_root", "only applies to a route with `wsgi`".into()));
+            return Err((
+                "sendfile_root",
+                "only applies to a route with `wsgi`".into(),
+            ));
         }
         if static_files.is_none() && handler.is_none() {
             return Err((
@@ -487,7 +528,12 @@ impl Builder<'_> {
 /// `--static /=public` and an app at `/` make one route: the file if it
 /// exists, else the app (try-files).
 fn merge_try_files(into: &mut Route, other: Route) -> Result<(), String> {
-    match (&into.static_files, &into.handler, other.static_files, other.handler) {
+    match (
+        &into.static_files,
+        &into.handler,
+        other.static_files,
+        other.handler,
+    ) {
         (None, Some(_), Some(files), None) => into.static_files = Some(files),
         (Some(_), None, None, Some(handler)) => into.handler = Some(handler),
         _ => return Err(format!("prefix `{}` given twice", into.prefix)),
@@ -583,7 +629,9 @@ pub fn parse_app_target(text: &str) -> Result<AppTarget, String> {
     let dotted = |s: &str| {
         !s.is_empty()
             && s.split('.').all(|part| {
-                part.chars().next().is_some_and(|c| c.is_alphabetic() || c == '_')
+                part.chars()
+                    .next()
+                    .is_some_and(|c| c.is_alphabetic() || c == '_')
                     && part.chars().all(|c| c.is_alphanumeric() || c == '_')
             })
     };
@@ -651,7 +699,10 @@ mod tests {
     #[test]
     fn app_targets() {
         let t = parse_app_target("mysite.wsgi:application").unwrap();
-        assert_eq!((t.module.as_str(), t.callable.as_str(), t.factory), ("mysite.wsgi", "application", false));
+        assert_eq!(
+            (t.module.as_str(), t.callable.as_str(), t.factory),
+            ("mysite.wsgi", "application", false)
+        );
         assert_eq!(parse_app_target("app").unwrap().callable, "application");
         assert!(parse_app_target("app:create_app()").unwrap().factory);
         assert!(parse_app_target("app:").is_err());

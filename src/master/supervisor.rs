@@ -84,7 +84,9 @@ pub async fn supervise(spec: WorkerSpec, count: usize) -> Result<(), MasterError
         signal(SignalKind::from_raw(nix::libc::SIGTTOU)),
     ) else {
         tracing::error!("cannot install signal handlers");
-        return Err(MasterError::Runtime(std::io::Error::other("signal handlers")));
+        return Err(MasterError::Runtime(std::io::Error::other(
+            "signal handlers",
+        )));
     };
     for slot in 1..=count {
         sup.spawn(slot, 0);
@@ -104,7 +106,10 @@ pub async fn supervise(spec: WorkerSpec, count: usize) -> Result<(), MasterError
             }
         }
     }
-    tracing::info!("stopping: asking {} worker(s) to finish their requests", sup.workers.len());
+    tracing::info!(
+        "stopping: asking {} worker(s) to finish their requests",
+        sup.workers.len()
+    );
     sup.shutdown(&mut inbox).await;
     tracing::info!("all workers stopped");
     Ok(())
@@ -123,7 +128,10 @@ impl Supervisor {
         let id = self.next_id;
         self.next_id += 1;
         let pid = spawned.child.id();
-        tracing::info!("worker {slot} started (pid {}, generation {generation})", pid.unwrap_or(0));
+        tracing::info!(
+            "worker {slot} started (pid {}, generation {generation})",
+            pid.unwrap_or(0)
+        );
         self.workers.insert(
             id,
             Worker {
@@ -157,7 +165,8 @@ impl Supervisor {
             Event::Ready(id) => self.on_ready(id),
             Event::Exited(id, status) => return self.on_exit(id, status),
             Event::Respawn { slot, generation } => {
-                let current = generation == self.generation || Some(generation) == self.pending_generation;
+                let current =
+                    generation == self.generation || Some(generation) == self.pending_generation;
                 let occupied = self
                     .workers
                     .values()
@@ -171,7 +180,9 @@ impl Supervisor {
     }
 
     fn on_ready(&mut self, id: u64) {
-        let Some(worker) = self.workers.get_mut(&id) else { return };
+        let Some(worker) = self.workers.get_mut(&id) else {
+            return;
+        };
         worker.ready = true;
         self.ever_ready = true;
         if let Some(pending) = self.pending_generation {
@@ -181,14 +192,21 @@ impl Supervisor {
                 .filter(|w| w.generation == pending)
                 .all(|w| w.ready);
             if all_ready {
-                tracing::info!("reload: generation {pending} ready; draining generation {}", self.generation);
+                tracing::info!(
+                    "reload: generation {pending} ready; draining generation {}",
+                    self.generation
+                );
                 let old = self.generation;
                 self.generation = pending;
                 self.pending_generation = None;
                 self.retire(|w| w.generation == old);
             }
         } else if !self.announced_ready
-            && self.workers.values().filter(|w| w.generation == self.generation).all(|w| w.ready)
+            && self
+                .workers
+                .values()
+                .filter(|w| w.generation == self.generation)
+                .all(|w| w.ready)
         {
             self.announced_ready = true;
             tracing::info!("ready: {} worker(s) serving", self.desired);
@@ -196,19 +214,30 @@ impl Supervisor {
     }
 
     fn on_exit(&mut self, id: u64, status: std::io::Result<ExitStatus>) -> Result<(), MasterError> {
-        let Some(worker) = self.workers.remove(&id) else { return Ok(()) };
+        let Some(worker) = self.workers.remove(&id) else {
+            return Ok(());
+        };
         if worker.retiring {
-            tracing::info!("worker {} (pid {}) stopped", worker.slot, worker.pid.unwrap_or(0));
+            tracing::info!(
+                "worker {} (pid {}) stopped",
+                worker.slot,
+                worker.pid.unwrap_or(0)
+            );
             return Ok(());
         }
         let code = status.as_ref().ok().and_then(ExitStatus::code);
         if !worker.ready && code == Some(EXIT_APP_LOAD) {
             if !self.ever_ready {
-                tracing::error!("worker {} could not load the application; stopping", worker.slot);
+                tracing::error!(
+                    "worker {} could not load the application; stopping",
+                    worker.slot
+                );
                 return Err(MasterError::AppLoad);
             }
             if Some(worker.generation) == self.pending_generation {
-                tracing::error!("reload failed: the new code could not be loaded; the old workers keep serving");
+                tracing::error!(
+                    "reload failed: the new code could not be loaded; the old workers keep serving"
+                );
                 self.pending_generation = None;
                 let failed = worker.generation;
                 self.retire(|w| w.generation == failed);
@@ -217,7 +246,11 @@ impl Supervisor {
         }
         let planned = code == Some(0);
         if planned {
-            tracing::info!("worker {} (pid {}) recycled; starting a new one", worker.slot, worker.pid.unwrap_or(0));
+            tracing::info!(
+                "worker {} (pid {}) recycled; starting a new one",
+                worker.slot,
+                worker.pid.unwrap_or(0)
+            );
         } else {
             tracing::error!(
                 "worker {} (pid {}) exited: {}",
@@ -255,7 +288,10 @@ impl Supervisor {
             return;
         }
         let next = self.generation + 1;
-        tracing::info!("reload: starting {} worker(s) of generation {next}", self.desired);
+        tracing::info!(
+            "reload: starting {} worker(s) of generation {next}",
+            self.desired
+        );
         self.pending_generation = Some(next);
         for slot in 1..=self.desired {
             self.spawn(slot, next);
@@ -277,7 +313,11 @@ impl Supervisor {
     }
 
     fn retire(&mut self, which: impl Fn(&Worker) -> bool) {
-        for worker in self.workers.values_mut().filter(|w| !w.retiring && which(w)) {
+        for worker in self
+            .workers
+            .values_mut()
+            .filter(|w| !w.retiring && which(w))
+        {
             worker.retiring = true;
             signal_worker(worker, Signal::SIGTERM);
         }
@@ -296,7 +336,10 @@ impl Supervisor {
                 Ok(Some(_)) => {}
                 Ok(None) => break,
                 Err(_) => {
-                    tracing::warn!("{} worker(s) did not stop in time; killing them", self.workers.len());
+                    tracing::warn!(
+                        "{} worker(s) did not stop in time; killing them",
+                        self.workers.len()
+                    );
                     for worker in self.workers.values() {
                         signal_worker(worker, Signal::SIGKILL);
                     }

@@ -31,7 +31,11 @@ use super::Job;
 pub fn run(py: Python<'_>, base: &Bound<'_, PyDict>, app: &Bound<'_, PyAny>, mut job: Job) {
     let responder = Responder::new(job.pipe.clone(), job.tag.clone());
     let overflowed = Arc::new(AtomicBool::new(false));
-    let input = Input::new(job.input.take().unwrap_or_default(), job.max_body_size, overflowed.clone());
+    let input = Input::new(
+        job.input.take().unwrap_or_default(),
+        job.max_body_size,
+        overflowed.clone(),
+    );
     let outcome = call_app(py, base, app, &job, input, &responder);
     if let Err(err) = outcome {
         fail(py, &responder, &err, overflowed.load(Ordering::Relaxed));
@@ -74,7 +78,12 @@ fn close(iterable: &Bound<'_, PyAny>) -> PyResult<()> {
     Ok(())
 }
 
-fn send_iterable(py: Python<'_>, responder: &Shared, iterable: &Bound<'_, PyAny>, sendfile: bool) -> PyResult<()> {
+fn send_iterable(
+    py: Python<'_>,
+    responder: &Shared,
+    iterable: &Bound<'_, PyAny>,
+    sendfile: bool,
+) -> PyResult<()> {
     if sendfile && try_sendfile_header(responder)? {
         return Ok(());
     }
@@ -83,7 +92,8 @@ fn send_iterable(py: Python<'_>, responder: &Shared, iterable: &Bound<'_, PyAny>
             return Ok(());
         }
     }
-    let materialized = iterable.is_exact_instance_of::<PyList>() || iterable.is_exact_instance_of::<PyTuple>();
+    let materialized =
+        iterable.is_exact_instance_of::<PyList>() || iterable.is_exact_instance_of::<PyTuple>();
     if materialized && !lock(responder).head_sent {
         return send_whole(py, responder, iterable);
     }
@@ -122,7 +132,8 @@ fn send_whole(py: Python<'_>, responder: &Shared, items: &Bound<'_, PyAny>) -> P
     };
     headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
     r.written = body.len() as u64;
-    r.send_head(BodyPlan::Full(body)).or_else(ignore_disconnect)?;
+    r.send_head(BodyPlan::Full(body))
+        .or_else(ignore_disconnect)?;
     Ok(())
 }
 
@@ -144,7 +155,8 @@ fn finish(responder: &Shared) -> PyResult<()> {
             r.pipe.fail();
             return Ok(());
         }
-        r.send_head(BodyPlan::Full(Bytes::new())).or_else(ignore_disconnect)?;
+        r.send_head(BodyPlan::Full(Bytes::new()))
+            .or_else(ignore_disconnect)?;
         return Ok(());
     }
     match r.content_length {
@@ -167,14 +179,19 @@ fn try_sendfile_header(responder: &Shared) -> PyResult<bool> {
     let Some((_, headers)) = r.pending.as_ref() else {
         return Ok(false);
     };
-    let target = ["x-accel-redirect", "x-sendfile"]
-        .iter()
-        .find_map(|name| headers.get(*name).map(|v| (*name == "x-accel-redirect", v.clone())));
+    let target = ["x-accel-redirect", "x-sendfile"].iter().find_map(|name| {
+        headers
+            .get(*name)
+            .map(|v| (*name == "x-accel-redirect", v.clone()))
+    });
     let Some((accel, value)) = target else {
         return Ok(false);
     };
-    r.send_head(BodyPlan::Sendfile { accel, target: value })
-        .or_else(ignore_disconnect)?;
+    r.send_head(BodyPlan::Sendfile {
+        accel,
+        target: value,
+    })
+    .or_else(ignore_disconnect)?;
     Ok(true)
 }
 
@@ -189,7 +206,10 @@ fn try_send_file(py: Python<'_>, responder: &Shared, wrapper: &FileWrapper) -> P
         return Ok(false);
     };
     let offset: u64 = match file.hasattr("tell")? {
-        true => file.call_method0("tell").and_then(|t| t.extract()).unwrap_or(0),
+        true => file
+            .call_method0("tell")
+            .and_then(|t| t.extract())
+            .unwrap_or(0),
         false => 0,
     };
     // SAFETY: fileno() returned a descriptor the file object keeps open at
@@ -240,9 +260,16 @@ fn fail(py: Python<'_>, responder: &Shared, err: &PyErr, overflowed: bool) {
 }
 
 pub fn error_head(status: StatusCode) -> Head {
-    let text = format!("{} {}\n", status.as_str(), status.canonical_reason().unwrap_or(""));
+    let text = format!(
+        "{} {}\n",
+        status.as_str(),
+        status.canonical_reason().unwrap_or("")
+    );
     let mut headers = HeaderMap::new();
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     headers.insert(CONTENT_LENGTH, HeaderValue::from(text.len()));
     Head {
         status,

@@ -27,7 +27,12 @@ use crate::forwarded::ClientView;
 use crate::gateway_env::{env_name, protocol, split_host};
 
 /// The keys that never change within a worker.
-pub fn base(py: Python<'_>, multithread: bool, multiprocess: bool, file_wrapper: Bound<'_, PyAny>) -> PyResult<Py<PyDict>> {
+pub fn base(
+    py: Python<'_>,
+    multithread: bool,
+    multiprocess: bool,
+    file_wrapper: Bound<'_, PyAny>,
+) -> PyResult<Py<PyDict>> {
     let d = PyDict::new(py);
     d.set_item(intern!(py, "wsgi.version"), PyTuple::new(py, [1, 0])?)?;
     d.set_item(intern!(py, "wsgi.multithread"), multithread)?;
@@ -88,7 +93,12 @@ pub fn build<'py>(
     let host = client
         .host
         .as_deref()
-        .or_else(|| parts.headers.get(header::HOST).and_then(|h| h.to_str().ok()))
+        .or_else(|| {
+            parts
+                .headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+        })
         .or_else(|| uri.authority().map(|a| a.as_str()));
     let (name, port) = server_name_port(host, req.local, client.https);
     set(intern!(py, "SERVER_NAME"), &name)?;
@@ -118,7 +128,11 @@ fn add_headers(py: Python<'_>, env: &Bound<'_, PyDict>, headers: &HeaderMap) -> 
         match values.next() {
             None => env.set_item(key, latin1(py, first))?,
             Some(second) => {
-                let sep: &[u8] = if *name == header::COOKIE { b"; " } else { b", " };
+                let sep: &[u8] = if *name == header::COOKIE {
+                    b"; "
+                } else {
+                    b", "
+                };
                 let mut joined = first.to_vec();
                 for v in std::iter::once(second).chain(values) {
                     joined.extend_from_slice(sep);
@@ -140,10 +154,16 @@ pub fn latin1<'py>(py: Python<'py>, bytes: &[u8]) -> Bound<'py, PyString> {
 }
 
 /// SERVER_NAME and SERVER_PORT from the Host (or the local address).
-fn server_name_port(host: Option<&str>, local: Option<SocketAddr>, https: bool) -> (String, String) {
+fn server_name_port(
+    host: Option<&str>,
+    local: Option<SocketAddr>,
+    https: bool,
+) -> (String, String) {
     let default_port = if https { "443" } else { "80" };
     match (host.map(split_host), local) {
-        (Some((Some(name), port)), _) => (name.to_string(), port.unwrap_or(default_port).to_string()),
+        (Some((Some(name), port)), _) => {
+            (name.to_string(), port.unwrap_or(default_port).to_string())
+        }
         (_, Some(addr)) => (addr.ip().to_string(), addr.port().to_string()),
         _ => ("localhost".into(), default_port.into()),
     }
@@ -155,10 +175,22 @@ mod tests {
 
     #[test]
     fn server_name_from_host() {
-        assert_eq!(server_name_port(Some("example.com:8080"), None, false), ("example.com".into(), "8080".into()));
-        assert_eq!(server_name_port(Some("example.com"), None, true), ("example.com".into(), "443".into()));
-        assert_eq!(server_name_port(Some("[::1]:9"), None, false), ("::1".into(), "9".into()));
+        assert_eq!(
+            server_name_port(Some("example.com:8080"), None, false),
+            ("example.com".into(), "8080".into())
+        );
+        assert_eq!(
+            server_name_port(Some("example.com"), None, true),
+            ("example.com".into(), "443".into())
+        );
+        assert_eq!(
+            server_name_port(Some("[::1]:9"), None, false),
+            ("::1".into(), "9".into())
+        );
         let local = Some("127.0.0.1:5000".parse().unwrap());
-        assert_eq!(server_name_port(None, local, false), ("127.0.0.1".into(), "5000".into()));
+        assert_eq!(
+            server_name_port(None, local, false),
+            ("127.0.0.1".into(), "5000".into())
+        );
     }
 }

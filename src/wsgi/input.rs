@@ -70,9 +70,11 @@ impl Input {
         match self.state.try_lock() {
             Ok(mut state) => f(&mut state),
             Err(std::sync::TryLockError::Poisoned(e)) => f(&mut e.into_inner()),
-            Err(std::sync::TryLockError::WouldBlock) => Err(pyo3::exceptions::PyRuntimeError::new_err(
-                "wsgi.input is being read by another thread",
-            )),
+            Err(std::sync::TryLockError::WouldBlock) => {
+                Err(pyo3::exceptions::PyRuntimeError::new_err(
+                    "wsgi.input is being read by another thread",
+                ))
+            }
         }
     }
 }
@@ -121,7 +123,12 @@ impl State {
     }
 
     /// Up to and including the next `\n`, at most `size` bytes.
-    fn readline(&mut self, py: Python<'_>, size: Option<usize>, flag: &AtomicBool) -> PyResult<Bytes> {
+    fn readline(
+        &mut self,
+        py: Python<'_>,
+        size: Option<usize>,
+        flag: &AtomicBool,
+    ) -> PyResult<Bytes> {
         let mut scanned = 0;
         loop {
             if let Some(pos) = self.buf[scanned..].iter().position(|&b| b == b'\n') {

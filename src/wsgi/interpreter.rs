@@ -114,7 +114,9 @@ pub fn load_app(py: Python<'_>, target: &AppTarget) -> Result<Py<PyAny>, LoadErr
         traceback: traceback_text(py, &e),
     };
     let module = py.import(target.module.as_str()).map_err(import_err)?;
-    let mut app = module.getattr(target.callable.as_str()).map_err(import_err)?;
+    let mut app = module
+        .getattr(target.callable.as_str())
+        .map_err(import_err)?;
     if target.factory {
         app = app.call0().map_err(import_err)?;
     }

@@ -99,7 +99,11 @@ impl WsgiRuntime {
             pool::PoolSettings {
                 threads: python.threads,
                 timeout: python.timeout,
-                recycle_after: if python.max_requests == 0 { 0 } else { python.max_requests + jitter },
+                recycle_after: if python.max_requests == 0 {
+                    0
+                } else {
+                    python.max_requests + jitter
+                },
             },
             Arc::new(apps),
             Arc::new(base),
@@ -116,13 +120,23 @@ impl WsgiRuntime {
     }
 
     /// Runs the app for one request; never fails outward.
-    pub async fn serve(&self, opts: &WsgiOptions, mount: &Mount<'_>, req: Request<Incoming>) -> Response<Body> {
+    pub async fn serve(
+        &self,
+        opts: &WsgiOptions,
+        mount: &Mount<'_>,
+        req: Request<Incoming>,
+    ) -> Response<Body> {
         let (parts, body) = req.into_parts();
         let input = match read_small_body(&parts, body, mount.max_body_size).await {
             Ok(input) => input,
             Err(status) => return status_page(status),
         };
-        let client = forwarded::client_view(&parts.headers, mount.peer.addr, mount.peer.tls, &self.forwarded);
+        let client = forwarded::client_view(
+            &parts.headers,
+            mount.peer.addr,
+            mount.peer.tls,
+            &self.forwarded,
+        );
         let tag: Arc<str> = format!(
             "{} {}",
             parts.method,
@@ -150,9 +164,14 @@ impl WsgiRuntime {
         let mut response = match head.body {
             BodyPlan::Stream => Response::new(Body::stream(PipeBody(pipe))),
             BodyPlan::Full(bytes) => Response::new(Body::full(bytes)),
-            BodyPlan::File { file, offset, len } => Response::new(static_files::file_range_body(file, offset..offset + len)),
+            BodyPlan::File { file, offset, len } => {
+                Response::new(static_files::file_range_body(file, offset..offset + len))
+            }
             BodyPlan::Sendfile { accel, target } => {
-                let root = opts.sendfile_root.as_ref().expect("sendfile only when a root is set");
+                let root = opts
+                    .sendfile_root
+                    .as_ref()
+                    .expect("sendfile only when a root is set");
                 return sendfile_response(root, accel, &target, &parts, head.headers);
             }
         };
@@ -175,7 +194,10 @@ async fn read_small_body(parts: &Parts, body: Incoming, limit: u64) -> Result<So
         .headers
         .get(header::EXPECT)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-    let small = body.size_hint().exact().is_some_and(|n| n <= PREREAD_LIMIT.min(limit));
+    let small = body
+        .size_hint()
+        .exact()
+        .is_some_and(|n| n <= PREREAD_LIMIT.min(limit));
     if expects_continue || !small {
         return Ok(Source::Streaming(body));
     }
@@ -237,11 +259,16 @@ fn sendfile_response(
         },
     );
     if response.status() == StatusCode::NOT_FOUND {
-        tracing::error!("X-Accel-Redirect/X-Sendfile names {target:?}, which is not a file under {}", root.display());
+        tracing::error!(
+            "X-Accel-Redirect/X-Sendfile names {target:?}, which is not a file under {}",
+            root.display()
+        );
     }
     for (name, value) in app_headers.iter() {
-        let ours = matches!(name.as_str(), "x-accel-redirect" | "x-sendfile" | "content-length" | "content-encoding")
-            || response.headers().contains_key(name);
+        let ours = matches!(
+            name.as_str(),
+            "x-accel-redirect" | "x-sendfile" | "content-length" | "content-encoding"
+        ) || response.headers().contains_key(name);
         if !ours {
             response.headers_mut().append(name.clone(), value.clone());
         }
@@ -259,4 +286,3 @@ const PATH_SET: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
     .add(b'<')
     .add(b'>')
     .add(b'\\');
-

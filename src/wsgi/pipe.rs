@@ -41,7 +41,10 @@ pub enum BodyPlan {
     },
     /// `X-Accel-Redirect` (a path under the route's `sendfile_root`) or
     /// `X-Sendfile` (an absolute path inside it): served as a static file.
-    Sendfile { accel: bool, target: http::HeaderValue },
+    Sendfile {
+        accel: bool,
+        target: http::HeaderValue,
+    },
 }
 
 /// The producer learns this when the client is gone.
@@ -223,9 +226,7 @@ impl http_body::Body for PipeBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        self.0
-            .poll_chunk(cx)
-            .map(|c| c.map(|r| r.map(Frame::data)))
+        self.0.poll_chunk(cx).map(|c| c.map(|r| r.map(Frame::data)))
     }
 }
 
@@ -254,7 +255,9 @@ mod tests {
                 })
                 .unwrap();
             for i in 0..100 {
-                producer.send_chunk(Bytes::from(vec![i as u8; 10_000])).unwrap();
+                producer
+                    .send_chunk(Bytes::from(vec![i as u8; 10_000]))
+                    .unwrap();
             }
             producer.finish();
         });

@@ -26,8 +26,15 @@ struct Running {
     tag: Arc<str>,
 }
 
+struct Queue {
+    jobs: VecDeque<Job>,
+    /// Python threads asleep on `work`; a push wakes one only if there is
+    /// one (a futex wake per request would cost a syscall each).
+    sleepers: usize,
+}
+
 struct Shared {
-    queue: Mutex<VecDeque<Job>>,
+    queue: Mutex<Queue>,
     work: Condvar,
     running: Vec<Mutex<Option<Running>>>,
     completed: AtomicU64,
@@ -50,7 +57,10 @@ impl Pool {
     /// Starts the threads; `apps[job.app]` is what a job calls.
     pub fn start(settings: PoolSettings, apps: Arc<Vec<Py<PyAny>>>, base: Arc<Py<PyDict>>) -> Self {
         let shared = Arc::new(Shared {
-            queue: Mutex::new(VecDeque::new()),
+            queue: Mutex::new(Queue {
+                jobs: VecDeque::new(),
+                sleepers: 0,
+            }),
             work: Condvar::new(),
             running: (0..settings.threads).map(|_| Mutex::new(None)).collect(),
             completed: AtomicU64::new(0),
@@ -73,12 +83,13 @@ impl Pool {
     }
 
     pub fn submit(&self, job: Job) {
-        self.shared
-            .queue
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push_back(job);
-        self.shared.work.notify_one();
+        let mut queue = self.shared.lock_queue();
+        queue.jobs.push_back(job);
+        let wake = queue.sleepers > 0;
+        drop(queue);
+        if wake {
+            self.shared.work.notify_one();
+        }
     }
 
     /// Notified once when `--max-requests` is reached.
@@ -88,22 +99,30 @@ impl Pool {
 }
 
 impl Shared {
+    fn lock_queue(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn try_pop(&self) -> Option<Job> {
-        self.queue.lock().unwrap_or_else(|e| e.into_inner()).pop_front()
+        self.lock_queue().jobs.pop_front()
     }
 
     fn pop_blocking(&self) -> Job {
-        let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        let mut queue = self.lock_queue();
         loop {
-            if let Some(job) = queue.pop_front() {
+            if let Some(job) = queue.jobs.pop_front() {
                 return job;
             }
+            queue.sleepers += 1;
             queue = self.work.wait(queue).unwrap_or_else(|e| e.into_inner());
+            queue.sleepers -= 1;
         }
     }
 
     fn set_running(&self, index: usize, running: Option<Running>) {
-        *self.running[index].lock().unwrap_or_else(|e| e.into_inner()) = running;
+        *self.running[index]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = running;
     }
 }
 

@@ -138,7 +138,9 @@ pub fn send_chunk(py: Python<'_>, responder: &Shared, data: Bytes) -> Result<(),
         let pipe = r.pipe.clone();
         drop(r);
         if pipe.has_room() {
-            return pipe.send_chunk(data).map_err(|Disconnected| SendError::Disconnected);
+            return pipe
+                .send_chunk(data)
+                .map_err(|Disconnected| SendError::Disconnected);
         }
         (pipe, data)
     };
@@ -242,7 +244,9 @@ fn latin1_bytes(text: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<u8>> {
         .ok_or_else(|| PyValueError::new_err(format!("{what} must be latin-1: {text:?}")))
 }
 
-fn parse_status(status: &Bound<'_, PyAny>) -> PyResult<(StatusCode, Option<hyper::ext::ReasonPhrase>)> {
+fn parse_status(
+    status: &Bound<'_, PyAny>,
+) -> PyResult<(StatusCode, Option<hyper::ext::ReasonPhrase>)> {
     let bytes = latin1_bytes(status, "status")?;
     let bad = || {
         PyValueError::new_err(format!(
@@ -266,7 +270,9 @@ fn parse_status(status: &Bound<'_, PyAny>) -> PyResult<(StatusCode, Option<hyper
 
 fn parse_headers(headers: &Bound<'_, PyAny>) -> PyResult<(HeaderMap, Option<u64>)> {
     if !headers.is_instance_of::<pyo3::types::PyList>() {
-        return Err(PyTypeError::new_err("response headers must be a list of (name, value) tuples"));
+        return Err(PyTypeError::new_err(
+            "response headers must be a list of (name, value) tuples",
+        ));
     }
     let mut map = HeaderMap::new();
     let mut content_length = None;
@@ -276,10 +282,15 @@ fn parse_headers(headers: &Bound<'_, PyAny>) -> PyResult<(HeaderMap, Option<u64>
             .cast::<PyTuple>()
             .ok()
             .filter(|t| t.len() == 2)
-            .ok_or_else(|| PyTypeError::new_err("each response header must be a (name, value) tuple"))?;
+            .ok_or_else(|| {
+                PyTypeError::new_err("each response header must be a (name, value) tuple")
+            })?;
         let name_bytes = latin1_bytes(&pair.get_item(0)?, "header name")?;
         let name = HeaderName::from_bytes(&name_bytes).map_err(|_| {
-            PyValueError::new_err(format!("invalid header name {:?}", String::from_utf8_lossy(&name_bytes)))
+            PyValueError::new_err(format!(
+                "invalid header name {:?}",
+                String::from_utf8_lossy(&name_bytes)
+            ))
         })?;
         if HOP_BY_HOP.contains(&name.as_str()) {
             return Err(PyValueError::new_err(format!(
@@ -287,7 +298,10 @@ fn parse_headers(headers: &Bound<'_, PyAny>) -> PyResult<(HeaderMap, Option<u64>
             )));
         }
         let value_bytes = latin1_bytes(&pair.get_item(1)?, "header value")?;
-        if value_bytes.iter().any(|&b| b == b'\r' || b == b'\n' || b == 0) {
+        if value_bytes
+            .iter()
+            .any(|&b| b == b'\r' || b == b'\n' || b == 0)
+        {
             return Err(PyValueError::new_err(format!(
                 "header {name} has CR, LF or NUL in its value"
             )));
