@@ -149,7 +149,7 @@ fn decide_inner(
     let rel = resolve::parse_rel(req.rel, opts.dotfiles)?;
     let found = cache.locate(
         &opts.root,
-        opts.root.join(&rel.path),
+        resolve::join(&opts.root, &rel.path),
         opts.symlinks_outside_root,
     )?;
     // 2. method

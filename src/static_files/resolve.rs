@@ -18,9 +18,9 @@
 //!
 //! Invalid UTF-8 is fine: Linux names are bytes and we build `OsStr`s from them.
 
-use std::ffi::OsStr;
+use std::ffi::OsString;
 use std::fs::{File, FileType};
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::SystemTime;
@@ -48,10 +48,18 @@ pub struct RelPath {
 
 /// Steps 1–4: decode and normalise `rel` ("" or starting with `/`).
 pub fn parse_rel(rel: &str, dotfiles: bool) -> Result<RelPath, StaticError> {
-    let mut segments: Vec<Vec<u8>> = Vec::new();
+    // Decoded segments joined by `/`, built in one buffer: no decoded
+    // segment holds a `/` (refused below), so `..` cuts at the last one.
+    let mut buf: Vec<u8> = Vec::with_capacity(rel.len());
     let mut trailing_slash = rel.is_empty() || rel.ends_with('/');
     for raw in rel.split('/') {
-        let seg: Vec<u8> = percent_decode_str(raw).collect();
+        let mark = buf.len();
+        if mark > 0 {
+            buf.push(b'/');
+        }
+        let start = buf.len();
+        buf.extend(percent_decode_str(raw));
+        let seg = &buf[start..];
         if seg.contains(&0) {
             return Err(StaticError::BadPath("NUL byte"));
         }
@@ -61,19 +69,22 @@ pub fn parse_rel(rel: &str, dotfiles: bool) -> Result<RelPath, StaticError> {
         if seg.contains(&b'/') {
             return Err(StaticError::NotFound);
         }
-        match seg.as_slice() {
-            b"" => {}
-            b"." => trailing_slash = true,
-            b".." => {
-                if segments.pop().is_none() {
-                    return Err(StaticError::BadPath("`..` above the root"));
-                }
+        match seg {
+            b"" => buf.truncate(mark),
+            b"." => {
+                buf.truncate(mark);
                 trailing_slash = true;
             }
-            _ => {
-                trailing_slash = false;
-                segments.push(seg);
+            b".." => {
+                buf.truncate(mark);
+                if buf.is_empty() {
+                    return Err(StaticError::BadPath("`..` above the root"));
+                }
+                let cut = buf.iter().rposition(|&b| b == b'/').unwrap_or(0);
+                buf.truncate(cut);
+                trailing_slash = true;
             }
+            _ => trailing_slash = false,
         }
     }
     // A trailing empty segment (`/a/`) ends the loop with `trailing_slash`
@@ -81,19 +92,24 @@ pub fn parse_rel(rel: &str, dotfiles: bool) -> Result<RelPath, StaticError> {
     if rel.ends_with('/') {
         trailing_slash = true;
     }
-    if !dotfiles && segments.iter().any(|s| s.first() == Some(&b'.')) {
+    if !dotfiles && buf.split(|&b| b == b'/').any(|s| s.first() == Some(&b'.')) {
         return Err(StaticError::Hidden);
     }
-    let is_root = segments.is_empty();
-    let path = segments
-        .iter()
-        .map(|s| OsStr::from_bytes(s))
-        .collect::<PathBuf>();
     Ok(RelPath {
-        path,
+        is_root: buf.is_empty(),
+        path: PathBuf::from(OsString::from_vec(buf)),
         trailing_slash,
-        is_root,
     })
+}
+
+/// `root` joined with `rel`, allocated once.
+pub fn join(root: &Path, rel: &Path) -> PathBuf {
+    let mut path = PathBuf::with_capacity(root.as_os_str().len() + 1 + rel.as_os_str().len());
+    path.push(root);
+    if !rel.as_os_str().is_empty() {
+        path.push(rel);
+    }
+    path
 }
 
 /// What a lexical path names on disk.
@@ -310,6 +326,7 @@ pub fn is_plain_name(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::ffi::OsStrExt;
 
     fn ok(rel: &str) -> RelPath {
         parse_rel(rel, false).unwrap()
@@ -378,6 +395,18 @@ mod tests {
         assert_eq!(ok("/caf%C3%A9").path, PathBuf::from("café"));
         let p = ok("/%FF%FE");
         assert_eq!(p.path.as_os_str().as_bytes(), b"\xff\xfe");
+    }
+
+    #[test]
+    fn join_allocates_the_joined_path() {
+        let root = Path::new("/srv/www");
+        assert_eq!(join(root, Path::new("a/b")), PathBuf::from("/srv/www/a/b"));
+        assert_eq!(join(root, Path::new("")), PathBuf::from("/srv/www"));
+        assert_eq!(ok("/a/b/../../c").path, PathBuf::from("c"));
+        assert_eq!(ok("/a/bb/..").path, PathBuf::from("a"));
+        assert_eq!(status("/a/../.."), 400);
+        // As before: only the names left after `..` count as dotfiles.
+        assert_eq!(ok("/.git/../x").path, PathBuf::from("x"));
     }
 
     #[test]
