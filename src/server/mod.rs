@@ -65,6 +65,8 @@ pub struct Shared {
     shutdown: watch::Receiver<bool>,
     open_connections: Cell<usize>,
     all_closed: Notify,
+    /// The static handler's open-file cache (per worker, like all of this).
+    static_cache: crate::static_files::Cache,
 }
 
 impl Shared {
@@ -94,6 +96,7 @@ impl Shared {
             shutdown,
             open_connections: Cell::new(0),
             all_closed: Notify::new(),
+            static_cache: crate::static_files::Cache::new(),
         })
     }
 }

@@ -112,7 +112,7 @@ async fn respond(req: Request<Incoming>, ctx: &RequestContext) -> Response<Body>
             query: req.uri().query(),
             rel: matched.rel,
         };
-        let outcome = static_files::decide(opts, &static_req);
+        let outcome = static_files::decide(opts, &shared.static_cache, &static_req);
         // try-files: a missing file goes on to the route's handler.
         if !(outcome.is_not_found() && route.handler.is_some()) {
             return static_files::render(outcome, &static_req);
