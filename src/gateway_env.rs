@@ -237,10 +237,12 @@ mod tests {
 
     fn vars(req: http::Request<()>, map: &Mapping<'_>, peer: Peer) -> Vec<Var> {
         let (parts, ()) = req.into_parts();
+        let cache = crate::static_files::Cache::new();
         let mount = Mount {
             script_name: "/cgi-bin",
             max_body_size: 0,
             peer,
+            static_cache: &cache,
         };
         meta_variables(&GatewayRequest::from_parts(&parts), map, &mount)
     }

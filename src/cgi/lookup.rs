@@ -67,12 +67,12 @@ pub fn lookup(opts: &CgiOptions, rel: &str) -> Result<Lookup, CgiError> {
             return Err(CgiError::NotFound);
         }
         let found = locate(&opts.dir, cur.join(seg), false).map_err(from_static)?;
-        if found.meta.is_dir() {
+        if found.is_dir() {
             cur = found.lexical;
             continue;
         }
         // 3. The script.
-        if !found.meta.is_file() {
+        if !found.is_file() {
             return Err(CgiError::NotFound);
         }
         check_executable(&found.lexical)?;
@@ -94,7 +94,7 @@ pub fn lookup(opts: &CgiOptions, rel: &str) -> Result<Lookup, CgiError> {
         return Ok(Lookup::AddSlash);
     }
     let found = locate(&opts.dir, cur.join(index), false).map_err(from_static)?;
-    if !found.meta.is_file() {
+    if !found.is_file() {
         return Err(CgiError::NotFound);
     }
     check_executable(&found.lexical)?;

@@ -67,6 +67,8 @@ pub struct Shared {
     open_connections: Cell<usize>,
     all_closed: Notify,
     wsgi: Option<WsgiRuntime>,
+    /// The static handler's open-file cache (per worker, like all of this).
+    static_cache: crate::static_files::Cache,
 }
 
 impl Shared {
@@ -101,6 +103,7 @@ impl Shared {
             open_connections: Cell::new(0),
             all_closed: Notify::new(),
             wsgi,
+            static_cache: crate::static_files::Cache::new(),
         })
     }
 }

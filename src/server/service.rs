@@ -37,6 +37,8 @@ pub struct Mount<'a> {
     pub script_name: &'a str,
     pub max_body_size: u64,
     pub peer: Peer,
+    /// The worker's open-file cache, for handlers that answer with a file.
+    pub static_cache: &'a static_files::Cache,
 }
 
 static SERVER: HeaderValue = HeaderValue::from_static("portico");
@@ -112,7 +114,7 @@ async fn respond(req: Request<Incoming>, ctx: &RequestContext) -> Response<Body>
             query: req.uri().query(),
             rel: matched.rel,
         };
-        let outcome = static_files::decide(opts, &static_req);
+        let outcome = static_files::decide(opts, &shared.static_cache, &static_req);
         // try-files: a missing file goes on to the route's handler.
         if !(outcome.is_not_found() && route.handler.is_some()) {
             return static_files::render(outcome, &static_req);
@@ -126,6 +128,7 @@ async fn respond(req: Request<Incoming>, ctx: &RequestContext) -> Response<Body>
         },
         max_body_size: route.max_body_size,
         peer: ctx.peer,
+        static_cache: &shared.static_cache,
     };
     match &route.handler {
         Some(Handler::Cgi(opts)) => cgi::serve(opts, &mount, req).await,

@@ -15,7 +15,8 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::header::{
-    HeaderMap, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, IF_UNMODIFIED_SINCE,
+    HeaderMap, HeaderValue, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE,
+    IF_UNMODIFIED_SINCE,
 };
 
 /// The validators of the representation being served.
@@ -26,6 +27,9 @@ pub struct Validators {
     /// Modification time truncated to whole seconds; None when it cannot be
     /// written as an HTTP date (before 1970 or after 9999).
     pub last_modified: Option<SystemTime>,
+    /// The two as header values, formatted once (the cache keeps them).
+    pub etag_value: Option<HeaderValue>,
+    pub last_modified_value: Option<HeaderValue>,
 }
 
 impl Validators {
@@ -43,6 +47,10 @@ impl Validators {
             .filter(|d| d.as_secs() < MAX_HTTP_DATE_SECS)
             .map(|d| UNIX_EPOCH + Duration::from_secs(d.as_secs()));
         Validators {
+            etag_value: HeaderValue::from_str(&etag).ok(),
+            last_modified_value: last_modified
+                .and_then(http_date)
+                .and_then(|d| HeaderValue::from_str(&d).ok()),
             etag,
             last_modified,
         }
@@ -178,7 +186,6 @@ fn parse_tags(s: &str) -> Option<Tags> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::HeaderValue;
 
     const ETAG: &str = "\"abc\"";
 
@@ -186,6 +193,8 @@ mod tests {
         Validators {
             etag: ETAG.into(),
             last_modified: Some(UNIX_EPOCH + Duration::from_secs(1_000_000_000)),
+            etag_value: None,
+            last_modified_value: None,
         }
     }
 

@@ -6,7 +6,10 @@
 //!    front, so Content-Length is always set;
 //! 2. each `poll_frame` yields the next literal, or reads at most
 //!    [`CHUNK_SIZE`] bytes of the current file range with a positional
-//!    `read_at` (no shared cursor to keep in sync);
+//!    `pread` (no shared cursor, so one handle serves many responses) into
+//!    uninitialised memory of a buffer reused once hyper has sent the last
+//!    chunk; a file whose bytes are in memory ([`Source::Memory`]) is sliced
+//!    instead, with no copy and no syscall;
 //! 3. a read that returns 0 before the range is done means the file shrank:
 //!    the stream ends with an error so hyper cuts the connection instead of
 //!    sending a short body that looks complete.
@@ -20,16 +23,26 @@ use std::collections::VecDeque;
 use std::fs::File;
 use std::io;
 use std::ops::Range;
-use std::os::unix::fs::FileExt;
+use std::os::fd::AsRawFd;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http_body::{Frame, SizeHint};
 
 /// Bytes read per frame: big enough to amortise the syscall, small enough
 /// that a slow client holding a few of them costs little.
 pub const CHUNK_SIZE: usize = 128 * 1024;
+
+/// Where a file's bytes come from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// An open handle, shared (reads are positional).
+    File(Rc<File>),
+    /// The whole file, read once.
+    Memory(Bytes),
+}
 
 #[derive(Debug)]
 enum Segment {
@@ -40,30 +53,58 @@ enum Segment {
 /// The body of a 200 or 206 file response.
 #[derive(Debug)]
 pub struct FileBody {
-    file: File,
+    source: Source,
     segments: VecDeque<Segment>,
     remaining: u64,
+    /// Reused for reads: its memory comes back once hyper drops a chunk.
+    buf: BytesMut,
 }
 
 impl FileBody {
     /// One contiguous range (the whole file, or a single-range 206).
-    pub fn single(file: File, range: Range<u64>) -> Self {
+    pub fn single(source: Source, range: Range<u64>) -> Self {
         let remaining = range.end - range.start;
         let mut segments = VecDeque::new();
         if remaining > 0 {
             segments.push_back(Segment::File(range));
         }
+        FileBody::new(source, segments, remaining)
+    }
+
+    fn new(source: Source, mut segments: VecDeque<Segment>, remaining: u64) -> Self {
+        if let Source::Memory(bytes) = &source {
+            for seg in segments.iter_mut() {
+                if let Segment::File(r) = seg {
+                    let end = (r.end as usize).min(bytes.len());
+                    let start = (r.start as usize).min(end);
+                    *seg = Segment::Literal(bytes.slice(start..end));
+                }
+            }
+        }
         FileBody {
-            file,
+            source,
             segments,
             remaining,
+            buf: BytesMut::new(),
+        }
+    }
+
+    /// The whole body when it is one buffer in memory (no stream needed).
+    pub fn into_full(mut self) -> Result<Bytes, Self> {
+        match (self.segments.len(), self.segments.front()) {
+            (0, _) => Ok(Bytes::new()),
+            (1, Some(Segment::Literal(_))) => match self.segments.pop_front() {
+                Some(Segment::Literal(b)) => Ok(b),
+                _ => unreachable!("checked above"),
+            },
+            _ => Err(self),
         }
     }
 
     /// A `multipart/byteranges` body (RFC 9110 §14.6) for `ranges` of a file
     /// of `total` bytes; each part carries `content_type`.
     pub fn multipart(
-        file: File,
+        source: Source,
         ranges: &[Range<u64>],
         total: u64,
         content_type: &str,
@@ -87,11 +128,7 @@ impl FileBody {
         let tail = format!("\r\n--{boundary}--\r\n");
         remaining += tail.len() as u64;
         segments.push_back(Segment::Literal(Bytes::from(tail)));
-        FileBody {
-            file,
-            segments,
-            remaining,
-        }
+        FileBody::new(source, segments, remaining)
     }
 
     /// Exact body length, for Content-Length.
@@ -108,13 +145,27 @@ impl FileBody {
         let Some(Segment::File(range)) = self.segments.front_mut() else {
             return Ok(Bytes::new());
         };
+        let Source::File(file) = &self.source else {
+            return Err(io::Error::other("file range over an in-memory body"));
+        };
         let want = (range.end - range.start).min(CHUNK_SIZE as u64) as usize;
-        let mut buf = vec![0u8; want];
+        // Reclaims the previous chunk's memory if hyper has dropped it.
+        self.buf.reserve(want);
+        let spare = self.buf.spare_capacity_mut();
         let n = loop {
-            match self.file.read_at(&mut buf, range.start) {
-                Ok(n) => break n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
+            let offset = i64::try_from(range.start).map_err(io::Error::other)?;
+            // SAFETY: pread writes at most `want` bytes into the spare
+            // capacity (at least `want` long after `reserve`), and we only
+            // mark as initialised the `n` bytes it reports written.
+            let r = unsafe {
+                nix::libc::pread(file.as_raw_fd(), spare.as_mut_ptr().cast(), want, offset)
+            };
+            if r >= 0 {
+                break r as usize;
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
             }
         };
         if n == 0 {
@@ -123,12 +174,14 @@ impl FileBody {
                 format!("file shrank while sending: byte {} is gone", range.start),
             ));
         }
-        buf.truncate(n);
+        // SAFETY: the kernel initialised `n <= want <= spare.len()` bytes.
+        unsafe { self.buf.set_len(n) };
+        let chunk = self.buf.split().freeze();
         range.start += n as u64;
         if range.start == range.end {
             self.segments.pop_front();
         }
-        Ok(Bytes::from(buf))
+        Ok(chunk)
     }
 }
 
@@ -176,11 +229,34 @@ mod tests {
     use http_body::Body as _;
     use http_body_util::BodyExt;
 
-    fn file_with(content: &[u8]) -> (tempfile::NamedTempFile, File) {
+    fn file_with(content: &[u8]) -> (tempfile::NamedTempFile, Source) {
         let mut f = tempfile::NamedTempFile::new().unwrap();
         io::Write::write_all(&mut f, content).unwrap();
         let opened = File::open(f.path()).unwrap();
-        (f, opened)
+        (f, Source::File(Rc::new(opened)))
+    }
+
+    #[tokio::test]
+    async fn memory_source_is_sliced() {
+        let mem = Source::Memory(Bytes::from_static(b"0123456789"));
+        let body = FileBody::single(mem.clone(), 0..10);
+        assert_eq!(&body.into_full().unwrap()[..], b"0123456789");
+        let body = FileBody::single(mem.clone(), 2..4);
+        assert_eq!(&body.into_full().unwrap()[..], b"23");
+        let body = FileBody::multipart(mem, &[0..2, 5..7], 10, "text/plain", "XYZ");
+        let got = body
+            .into_full()
+            .unwrap_err()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes();
+        assert!(std::str::from_utf8(&got)
+            .unwrap()
+            .contains("\r\n\r\n56\r\n"));
+        // A file source is never a full buffer.
+        let (_t, f) = file_with(b"abc");
+        assert!(FileBody::single(f, 0..3).into_full().is_err());
     }
 
     #[tokio::test]

@@ -2,7 +2,9 @@
 //!
 //! `decide` runs these steps, in order (each in its own file):
 //! 1. path safety (`resolve`): decode once, normalise lexically inside the
-//!    root, hide dotfiles, then check the real path is inside the root;
+//!    root, hide dotfiles, then check the real path is inside the root —
+//!    through the worker's open-file cache (`cache`), which remembers that
+//!    answer, the open file and its headers for a few seconds;
 //! 2. method: GET and HEAD only, else 405 with `Allow`. Checked after the
 //!    lookup so a POST to a path with no file is a 404, which try-files
 //!    hands to the app, while a POST to a real file is a 405;
@@ -11,10 +13,12 @@
 //! 4. only regular files: FIFOs, sockets, devices → 404, never opened;
 //! 5. precompressed sibling chosen by Accept-Encoding (`encoding`);
 //! 6. open (O_NONBLOCK, O_NOFOLLOW) and take the validators from the open
-//!    file: strong ETag and Last-Modified (`conditional`);
+//!    file: strong ETag and Last-Modified (`conditional`); done in step 1's
+//!    lookup, so a cache hit reuses the handle and the formatted headers;
 //! 7. preconditions in RFC 9110 §13.2.2 order → 412 or 304 (`conditional`);
 //! 8. Range, if GET and If-Range allows it → 206 / multipart / 416 (`ranges`);
-//! 9. the body streams from the open file in chunks (`file_body`).
+//! 9. the body streams from the open file in chunks (`file_body`), or is
+//!    the cached bytes of a small file.
 //!
 //! `render` then turns every outcome, errors included, into a response in
 //! one place; `serve` is `render(decide(..))`. Nothing here panics or fails
@@ -27,6 +31,7 @@
 //! variant: parts of a compressed stream are useless to a client and the
 //! Content-Encoding of a multipart body would be ambiguous.
 
+mod cache;
 mod conditional;
 mod encoding;
 mod error;
@@ -37,10 +42,9 @@ pub(crate) mod resolve;
 #[cfg(test)]
 mod tests;
 
-use std::fs::File;
 use std::ops::Range;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
+use std::rc::Rc;
 use std::time::SystemTime;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -49,12 +53,13 @@ use http::{Method, Response, StatusCode};
 use crate::body::Body;
 use crate::config::StaticOptions;
 
+pub use cache::Cache;
 use conditional::{http_date, Precondition, Validators};
 use encoding::{AcceptEncoding, Coding};
 pub use error::StaticError;
 use file_body::FileBody;
 use ranges::RangeDecision;
-use resolve::Found;
+use resolve::Node;
 
 /// What the static handler needs from a request.
 pub struct StaticRequest<'a> {
@@ -72,13 +77,14 @@ pub struct StaticRequest<'a> {
 #[derive(Debug)]
 pub struct Representation {
     /// Of the original file, also when a compressed variant is sent.
-    content_type: String,
+    content_type: HeaderValue,
     coding: Option<Coding>,
     /// Length of the selected (maybe compressed) file.
     len: u64,
-    validators: Validators,
-    cache_control: Option<String>,
-    expires: Option<String>,
+    /// Shared with the cache entry when no coding applies.
+    validators: Rc<Validators>,
+    cache_control: Option<HeaderValue>,
+    expires: Option<HeaderValue>,
     vary: bool,
 }
 
@@ -122,29 +128,37 @@ impl Outcome {
 
 /// `range` of an already open file as a streamed body (for
 /// `wsgi.file_wrapper`, which hands portico an open file).
-pub fn file_range_body(file: File, range: Range<u64>) -> Body {
-    Body::stream(FileBody::single(file, range))
+pub fn file_range_body(file: std::fs::File, range: Range<u64>) -> Body {
+    Body::stream(FileBody::single(
+        file_body::Source::File(std::rc::Rc::new(file)),
+        range,
+    ))
 }
 
 /// `render(decide(..))`.
-pub fn serve(opts: &StaticOptions, req: &StaticRequest<'_>) -> Response<Body> {
-    render(decide(opts, req), req)
+pub fn serve(opts: &StaticOptions, cache: &Cache, req: &StaticRequest<'_>) -> Response<Body> {
+    render(decide(opts, cache, req), req)
 }
 
-/// Steps 1–9 of the module doc; never fails outward.
-pub fn decide(opts: &StaticOptions, req: &StaticRequest<'_>) -> Outcome {
-    match decide_inner(opts, req) {
+/// Steps 1–9 of the module doc; never fails outward. `cache` is the
+/// worker's (one per thread: it is not `Sync`).
+pub fn decide(opts: &StaticOptions, cache: &Cache, req: &StaticRequest<'_>) -> Outcome {
+    match decide_inner(opts, cache, req) {
         Ok(outcome) => outcome,
         Err(e) => Outcome::Error(e),
     }
 }
 
-fn decide_inner(opts: &StaticOptions, req: &StaticRequest<'_>) -> Result<Outcome, StaticError> {
+fn decide_inner(
+    opts: &StaticOptions,
+    cache: &Cache,
+    req: &StaticRequest<'_>,
+) -> Result<Outcome, StaticError> {
     // 1. path safety
     let rel = resolve::parse_rel(req.rel, opts.dotfiles)?;
-    let found = resolve::locate(
+    let found = cache.locate(
         &opts.root,
-        opts.root.join(&rel.path),
+        resolve::join(&opts.root, &rel.path),
         opts.symlinks_outside_root,
     )?;
     // 2. method
@@ -152,16 +166,16 @@ fn decide_inner(opts: &StaticOptions, req: &StaticRequest<'_>) -> Result<Outcome
         return Err(StaticError::MethodNotAllowed);
     }
     // 3. directory
-    let found = if found.meta.is_dir() {
+    let found = if found.is_dir() {
         // The raw path decides: relative links in an index page resolve
         // against the URL the browser shows, which must end in `/`.
         if !req.path.ends_with('/') {
             return Ok(Outcome::Redirect(redirect_location(req)?));
         }
-        match find_index(opts, &found)? {
+        match find_index(opts, cache, &found)? {
             Some(index) => index,
             None if opts.autoindex => {
-                let html = listing::render(&found.canonical, req.path, rel.is_root, opts.dotfiles)?;
+                let html = listing::render(&found.path, req.path, rel.is_root, opts.dotfiles)?;
                 return Ok(Outcome::Listing(html));
             }
             None => return Err(StaticError::NoIndex),
@@ -173,31 +187,34 @@ fn decide_inner(opts: &StaticOptions, req: &StaticRequest<'_>) -> Result<Outcome
         found
     };
     // 4. only regular files
-    if !found.meta.is_file() {
+    if !found.is_file() {
         return Err(StaticError::NotRegular);
     }
-    serve_file(opts, req, found)
+    serve_file(opts, cache, req, found)
 }
 
 /// Steps 5–9 for a regular file inside the root.
 fn serve_file(
     opts: &StaticOptions,
+    cache: &Cache,
     req: &StaticRequest<'_>,
-    found: Found,
+    found: Rc<Node>,
 ) -> Result<Outcome, StaticError> {
-    let content_type = content_type_for(&found.lexical);
+    let original = found.file.as_ref().ok_or(StaticError::NotRegular)?;
+    let content_type = original.content_type.clone();
     // 5. precompressed sibling
-    let (found, coding) = choose_variant(opts, req.headers, found);
-    // 6. open, validators from the open handle (the path may change under us)
-    let file = open_regular(&found.canonical)?;
-    let meta = file
-        .metadata()
-        .map_err(|e| StaticError::from_io("reading metadata of", &found.canonical, e))?;
-    let len = meta.len();
-    let validators = Validators::new(meta.modified().ok(), len, coding.map(Coding::token));
+    let (found, coding) = choose_variant(opts, cache, req.headers, found);
+    // 6. the handle opened at lookup, validators from it (the path may have
+    //    changed since)
+    let file = found.file.as_ref().ok_or(StaticError::NotRegular)?;
+    let len = file.len;
+    let validators = match coding {
+        None => file.validators.clone(),
+        Some(c) => Rc::new(Validators::new(file.mtime, len, Some(c.token()))),
+    };
     let (cache_control, expires) = match opts.expires {
         Some(d) => (
-            Some(format!("max-age={}", d.as_secs())),
+            Some(HeaderValue::from_str(&format!("max-age={}", d.as_secs()))),
             SystemTime::now().checked_add(d).and_then(http_date),
         ),
         None => (None, None),
@@ -207,8 +224,8 @@ fn serve_file(
         coding,
         len,
         validators,
-        cache_control,
-        expires,
+        cache_control: cache_control.and_then(Result::ok),
+        expires: expires.and_then(|e| HeaderValue::from_str(&e).ok()),
         vary: opts.precompressed,
     };
     // 7. preconditions
@@ -231,21 +248,25 @@ fn serve_file(
         RangeDecision::Partial(r) if r.len() == 1 => {
             let r = r[0].clone();
             Outcome::File {
-                body: FileBody::single(file, r.clone()),
+                body: FileBody::single(file.source(), r.clone()),
                 part: Part::Single(r),
                 rep,
             }
         }
         RangeDecision::Partial(r) if rep.coding.is_none() => {
             let boundary = new_boundary();
+            let ct = rep
+                .content_type
+                .to_str()
+                .unwrap_or("application/octet-stream");
             Outcome::File {
-                body: FileBody::multipart(file, &r, len, &rep.content_type, &boundary),
+                body: FileBody::multipart(file.source(), &r, len, ct, &boundary),
                 part: Part::Multi { boundary },
                 rep,
             }
         }
         RangeDecision::Full | RangeDecision::Partial(_) => Outcome::File {
-            body: FileBody::single(file, 0..len),
+            body: FileBody::single(file.source(), 0..len),
             part: Part::Whole,
             rep,
         },
@@ -255,14 +276,18 @@ fn serve_file(
 
 /// Step 3: the first configured index that is a regular file. A missing
 /// name is skipped; any other failure (403, 500) is the answer.
-fn find_index(opts: &StaticOptions, dir: &Found) -> Result<Option<Found>, StaticError> {
+fn find_index(
+    opts: &StaticOptions,
+    cache: &Cache,
+    dir: &Node,
+) -> Result<Option<Rc<Node>>, StaticError> {
     for name in opts.index.iter().filter(|n| resolve::is_plain_name(n)) {
-        match resolve::locate(
+        match cache.locate(
             &opts.root,
             dir.lexical.join(name),
             opts.symlinks_outside_root,
         ) {
-            Ok(f) if f.meta.is_file() => return Ok(Some(f)),
+            Ok(f) if f.is_file() => return Ok(Some(f)),
             Ok(_) => {}
             Err(e) if e.is_not_found() => {}
             Err(e) => return Err(e),
@@ -275,18 +300,19 @@ fn find_index(opts: &StaticOptions, dir: &Found) -> Result<Option<Found>, Static
 /// checks as the original (a sibling symlinked out of the root is skipped).
 fn choose_variant(
     opts: &StaticOptions,
+    cache: &Cache,
     headers: &HeaderMap,
-    found: Found,
-) -> (Found, Option<Coding>) {
-    if !opts.precompressed {
+    found: Rc<Node>,
+) -> (Rc<Node>, Option<Coding>) {
+    if !opts.precompressed || !headers.contains_key(header::ACCEPT_ENCODING) {
         return (found, None);
     }
     for coding in AcceptEncoding::from_headers(headers).ranked() {
         let mut name = found.lexical.clone().into_os_string();
         name.push(".");
         name.push(coding.extension());
-        match resolve::locate(&opts.root, PathBuf::from(name), opts.symlinks_outside_root) {
-            Ok(v) if v.meta.is_file() => return (v, Some(coding)),
+        match cache.locate(&opts.root, PathBuf::from(name), opts.symlinks_outside_root) {
+            Ok(v) if v.is_file() => return (v, Some(coding)),
             Ok(_) => {}
             Err(e) if e.is_not_found() => {}
             Err(e) => tracing::debug!(error = %e, "precompressed sibling skipped"),
@@ -295,28 +321,9 @@ fn choose_variant(
     (found, None)
 }
 
-/// Step 6: open read-only without blocking (a FIFO swapped in after the
-/// stat must not hang us) and without following a final symlink (the path is
-/// canonical, so one appearing now is a race), then re-check the type.
-fn open_regular(path: &std::path::Path) -> Result<File, StaticError> {
-    use nix::libc;
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
-        .open(path)
-        .map_err(|e| StaticError::from_io("opening", path, e))?;
-    let meta = file
-        .metadata()
-        .map_err(|e| StaticError::from_io("reading metadata of", path, e))?;
-    if !meta.is_file() {
-        return Err(StaticError::NotRegular);
-    }
-    Ok(file)
-}
-
 /// Content-Type from the extension of the name the URL used. Textual types
 /// get `charset=utf-8`: the web's default and what our sites are written in.
-fn content_type_for(path: &std::path::Path) -> String {
+fn content_type_for(path: &std::path::Path) -> HeaderValue {
     let mime = mime_guess::from_path(path).first_or_octet_stream();
     let textual = mime.type_() == mime_guess::mime::TEXT
         || matches!(mime.suffix(), Some(s) if s == mime_guess::mime::JSON || s == mime_guess::mime::XML)
@@ -328,11 +335,12 @@ fn content_type_for(path: &std::path::Path) -> String {
                 | "application/xml"
                 | "application/x-javascript"
         );
-    if textual {
-        format!("{}; charset=utf-8", mime.essence_str())
+    let value = if textual {
+        HeaderValue::from_str(&format!("{}; charset=utf-8", mime.essence_str()))
     } else {
-        mime.essence_str().to_string()
-    }
+        HeaderValue::from_str(mime.essence_str())
+    };
+    value.unwrap_or(HeaderValue::from_static("application/octet-stream"))
 }
 
 /// Step 3: the request path plus `/`, query kept. Leading slashes (and
@@ -367,16 +375,16 @@ pub fn render(outcome: Outcome, req: &StaticRequest<'_>) -> Response<Body> {
     let h = res.headers_mut();
     let status = match outcome {
         Outcome::File { rep, part, body } => {
-            put(h, header::ACCEPT_RANGES, "bytes");
+            h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
             representation_headers(h, &rep);
-            put(h, header::CONTENT_LENGTH, &body.len().to_string());
+            h.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
             let status = match part {
                 Part::Whole => {
-                    put(h, header::CONTENT_TYPE, &rep.content_type);
+                    h.insert(header::CONTENT_TYPE, rep.content_type);
                     StatusCode::OK
                 }
                 Part::Single(r) => {
-                    put(h, header::CONTENT_TYPE, &rep.content_type);
+                    h.insert(header::CONTENT_TYPE, rep.content_type);
                     let cr = format!("bytes {}-{}/{}", r.start, r.end - 1, rep.len);
                     put(h, header::CONTENT_RANGE, &cr);
                     StatusCode::PARTIAL_CONTENT
@@ -388,7 +396,10 @@ pub fn render(outcome: Outcome, req: &StaticRequest<'_>) -> Response<Body> {
                 }
             };
             if !head {
-                *res.body_mut() = Body::stream(body);
+                *res.body_mut() = match body.into_full() {
+                    Ok(bytes) => Body::full(bytes),
+                    Err(stream) => Body::stream(stream),
+                };
             }
             status
         }
@@ -448,18 +459,23 @@ fn representation_headers(h: &mut HeaderMap, rep: &Representation) {
 /// ETag, Last-Modified, Cache-Control, Expires, Vary (RFC 9110 §15.4.5 asks
 /// a 304 for those a 200 would carry).
 fn validator_and_cache_headers(h: &mut HeaderMap, rep: &Representation) {
-    put(h, header::ETAG, &rep.validators.etag);
-    if let Some(lm) = rep.validators.last_modified.and_then(http_date) {
-        put(h, header::LAST_MODIFIED, &lm);
+    match &rep.validators.etag_value {
+        Some(etag) => {
+            h.insert(header::ETAG, etag.clone());
+        }
+        None => put(h, header::ETAG, &rep.validators.etag),
+    }
+    if let Some(lm) = &rep.validators.last_modified_value {
+        h.insert(header::LAST_MODIFIED, lm.clone());
     }
     if let Some(cc) = &rep.cache_control {
-        put(h, header::CACHE_CONTROL, cc);
+        h.insert(header::CACHE_CONTROL, cc.clone());
     }
     if let Some(exp) = &rep.expires {
-        put(h, header::EXPIRES, exp);
+        h.insert(header::EXPIRES, exp.clone());
     }
     if rep.vary {
-        put(h, header::VARY, "accept-encoding");
+        h.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
     }
 }
 

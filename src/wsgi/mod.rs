@@ -172,7 +172,7 @@ impl WsgiRuntime {
                     .sendfile_root
                     .as_ref()
                     .expect("sendfile only when a root is set");
-                return sendfile_response(root, accel, &target, &parts, head.headers);
+                return sendfile_response(root, mount.static_cache, accel, &target, &parts, head.headers);
             }
         };
         *response.status_mut() = head.status;
@@ -213,6 +213,7 @@ async fn read_small_body(parts: &Parts, body: Incoming, limit: u64) -> Result<So
 /// validators; the app's other headers are kept.
 fn sendfile_response(
     root: &std::path::Path,
+    cache: &static_files::Cache,
     accel: bool,
     target: &HeaderValue,
     parts: &Parts,
@@ -250,6 +251,7 @@ fn sendfile_response(
     };
     let mut response = static_files::serve(
         &opts,
+        cache,
         &StaticRequest {
             method: &method,
             headers: &parts.headers,

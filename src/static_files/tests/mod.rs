@@ -18,6 +18,9 @@ mod paths;
 struct Site {
     _dir: tempfile::TempDir,
     opts: StaticOptions,
+    /// One cache for the whole test, as a worker has (no test changes a
+    /// file it has already requested: the TTL would hide the change).
+    cache: Cache,
 }
 
 impl Site {
@@ -35,6 +38,7 @@ impl Site {
                 precompressed: false,
                 expires: None,
             },
+            cache: Cache::new(),
         }
     }
 
@@ -81,7 +85,7 @@ async fn request(site: &Site, method: Method, path: &str, headers: &[(HeaderName
         query,
         rel: path,
     };
-    let res = serve(&site.opts, &req);
+    let res = serve(&site.opts, &site.cache, &req);
     let (parts, body) = res.into_parts();
     let body = body.collect().await.unwrap().to_bytes().to_vec();
     Reply {
@@ -104,7 +108,7 @@ fn decide_for(site: &Site, path: &str) -> Outcome {
         query: None,
         rel: path,
     };
-    decide(&site.opts, &req)
+    decide(&site.opts, &site.cache, &req)
 }
 
 // ---- basics ----
@@ -297,7 +301,7 @@ async fn through_hyper() {
                         query: req.uri().query(),
                         rel: &path,
                     };
-                    Ok::<_, std::convert::Infallible>(serve(&opts, &sreq))
+                    Ok::<_, std::convert::Infallible>(serve(&opts, &Cache::new(), &sreq))
                 }
             });
             let _ = hyper::server::conn::http1::Builder::new()

@@ -83,7 +83,7 @@ async fn fifo_is_refused_without_blocking() {
         query: None,
         rel: "/null",
     };
-    assert_eq!(serve(&opts, &req).status(), 404);
+    assert_eq!(serve(&opts, &Cache::new(), &req).status(), 404);
 }
 
 #[tokio::test]
@@ -195,7 +195,7 @@ async fn root_of_route() {
         query: None,
         rel: "",
     };
-    let res = serve(&site.opts, &req);
+    let res = serve(&site.opts, &site.cache, &req);
     assert_eq!(res.status(), 301);
     assert_eq!(res.headers()[LOCATION], "/static/");
     assert_eq!(get(&site, "/", &[]).await.body, b"home");
