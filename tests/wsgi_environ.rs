@@ -84,6 +84,19 @@ fn path_info_is_percent_decoded_as_latin1_and_raw_uri_is_as_sent() {
 }
 
 #[test]
+fn non_ascii_bytes_in_query_and_headers_are_latin1() {
+    let t = TestDir::new();
+    let server = serve_app(&t, "probe:application", &[]);
+    let (env, _) = environ_of(
+        server.addr,
+        b"GET /environ?q=\xc3\xa9 HTTP/1.1\r\nHost: localhost\r\nX-Latin: caf\xe9\r\n\r\n",
+    );
+    assert_eq!(env["HTTP_X_LATIN"], "caf\u{e9}");
+    assert_eq!(env["QUERY_STRING"], "q=\u{c3}\u{a9}", "{env}");
+    assert_eq!(env["REQUEST_URI"], "/environ?q=\u{c3}\u{a9}", "{env}");
+}
+
+#[test]
 fn script_name_is_the_route_prefix_from_the_config_file() {
     let t = TestDir::new();
     copy_fixtures(&t);
@@ -96,6 +109,9 @@ fn script_name_is_the_route_prefix_from_the_config_file() {
     assert_eq!(env["SCRIPT_NAME"], "/app");
     assert_eq!(env["PATH_INFO"], "/caf\u{c3}\u{a9}");
     assert_eq!(env["REQUEST_URI"], "/app/caf%C3%A9?x=1");
+    let env = get_environ(server.addr, "/app", &[]);
+    assert_eq!(env["SCRIPT_NAME"], "/app");
+    assert_eq!(env["PATH_INFO"], "");
     let env = get_environ(server.addr, "/app/environ", &[]);
     assert_eq!(env["SCRIPT_NAME"], "/app");
     assert_eq!(env["PATH_INFO"], "/environ");
@@ -186,6 +202,32 @@ fn forwarded_headers_are_trusted_from_allowed_peers() {
     assert_eq!(env["HTTP_HOST"], "example.org", "{env}");
     assert_eq!(env["SERVER_NAME"], "example.org", "{env}");
     assert_eq!(env["SERVER_PORT"], "443", "{env}");
+    // REMOTE_PORT belongs with REMOTE_ADDR: never the proxy's port beside
+    // the forwarded client's address.
+    let (env, local) = environ_of(
+        server.addr,
+        b"GET /environ HTTP/1.1\r\nHost: localhost\r\nX-Forwarded-For: 203.0.113.7\r\n\r\n",
+    );
+    assert_eq!(env["REMOTE_ADDR"], "203.0.113.7");
+    assert_ne!(
+        env.get("REMOTE_PORT").and_then(Value::as_str),
+        Some(local.port().to_string().as_str()),
+        "REMOTE_PORT of the proxy mixed with the forwarded REMOTE_ADDR: {env}"
+    );
+}
+
+#[test]
+fn rfc7239_forwarded_header_is_trusted_from_allowed_peers() {
+    let t = TestDir::new();
+    let server = serve_app(&t, "probe:application", &[]);
+    let env = get_environ(
+        server.addr,
+        "/environ",
+        &["Forwarded: for=\"[2001:db8::1]:4711\";proto=https;host=fwd.example"],
+    );
+    assert_eq!(env["REMOTE_ADDR"], "2001:db8::1", "{env}");
+    assert_eq!(env["wsgi.url_scheme"], "https", "{env}");
+    assert_eq!(env["HTTP_HOST"], "fwd.example", "{env}");
 }
 
 #[test]

@@ -33,7 +33,17 @@ fn logged(server: &Server, needles: &[&str]) -> bool {
 fn invalid_status_crlf_and_hop_by_hop_headers_are_500_and_logged() {
     let t = TestDir::new();
     let server = responses(&t);
-    for path in ["/bad-status", "/crlf-header", "/hop-by-hop", "/twice"] {
+    for path in [
+        "/bad-status",
+        "/crlf-header",
+        "/hop-by-hop",
+        "/non-latin1-header",
+        "/nul-header",
+        "/bad-header-name",
+        "/twice",
+        "/no-start-response",
+        "/yields-str",
+    ] {
         let ex = raw_get(server.addr, path);
         let res = ex.first();
         assert_eq!(res.status, 500, "{path}: {}", server.logs());
@@ -295,6 +305,61 @@ fn file_wrapper_sends_a_10_mib_file_intact() {
     assert_eq!(res.status, 200, "{}", server.logs());
     assert_eq!(res.header("content-length"), Some("10485760"));
     assert!(res.body == data, "file_wrapper body differs");
+}
+
+#[test]
+fn file_wrapper_sends_file_likes_and_starts_at_the_file_position() {
+    let t = TestDir::new();
+    let data: Vec<u8> = (0..100_000u32).map(|i| (i * 13 % 256) as u8).collect();
+    t.write("big.bin", &data);
+    let server = responses(&t);
+    let res = get(server.addr, "/file-wrapper-bytesio", &[]);
+    assert_eq!(res.status, 200, "{}", server.logs());
+    assert_eq!(res.body, b"0123456789".repeat(1000));
+    let res = get(server.addr, "/file-wrapper-offset", &[]);
+    assert_eq!(res.status, 200, "{}", server.logs());
+    assert_eq!(res.header("content-length"), Some("99000"));
+    assert!(
+        res.body == data[1000..],
+        "file_wrapper ignored the file position"
+    );
+}
+
+#[test]
+fn http10_client_gets_a_close_delimited_stream() {
+    let t = TestDir::new();
+    let server = serve_app(&t, "probe:application", &[]);
+    let mut s = connect(server.addr);
+    s.write_all(b"GET /stream?n=3 HTTP/1.0\r\n\r\n").unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let mut bytes = Vec::new();
+    let closed = s.read_to_end(&mut bytes).is_ok();
+    let text = String::from_utf8_lossy(&bytes);
+    assert!(
+        closed,
+        "HTTP/1.0 without Content-Length must end by closing: {text:?}"
+    );
+    assert!(text.starts_with("HTTP/1.0 200"), "{text}");
+    assert!(
+        !text.to_ascii_lowercase().contains("transfer-encoding"),
+        "{text}"
+    );
+    assert!(text.ends_with("\r\n\r\nchunk0chunk1chunk2"), "{text:?}");
+}
+
+#[test]
+fn x_accel_redirect_cannot_escape_the_sendfile_root() {
+    let t = TestDir::new();
+    let server = sendfile_server(&t, true);
+    t.write("outside.txt", "SECRET outside the sendfile root");
+    for to in ["/../outside.txt", "/%2e%2e/outside.txt", "../outside.txt"] {
+        let res = get(server.addr, &format!("/accel?to={to}"), &[]);
+        assert!(
+            !res.text().contains("SECRET"),
+            "X-Accel-Redirect {to} served a file outside the root"
+        );
+        assert!(res.status >= 400, "{to}: {}", res.status);
+    }
 }
 
 fn sendfile_server(t: &TestDir, root: bool) -> Server {
