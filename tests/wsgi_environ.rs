@@ -243,3 +243,18 @@ fn forwarded_headers_are_ignored_from_other_peers() {
     assert_eq!(env["wsgi.url_scheme"], "http", "{env}");
     assert_eq!(env["HTTP_HOST"], "localhost", "{env}");
 }
+
+#[test]
+fn http2_requests_reach_the_app_with_their_authority() {
+    let t = TestDir::new();
+    let server = serve_app(&t, "probe:application", &[]);
+    let res = crate::util::client::get_h2c(server.addr, "/environ?h2=1");
+    assert_eq!(res.status, 200);
+    let env = json(&res.body);
+    assert_eq!(env["SERVER_PROTOCOL"], "HTTP/2", "{env}");
+    assert_eq!(env["HTTP_HOST"], server.addr.to_string(), "{env}");
+    assert_eq!(env["SERVER_PORT"], server.addr.port().to_string(), "{env}");
+    assert_eq!(env["PATH_INFO"], "/environ");
+    assert_eq!(env["QUERY_STRING"], "h2=1");
+    assert_eq!(env["REQUEST_URI"], "/environ?h2=1", "{env}");
+}

@@ -177,3 +177,56 @@ fn chunked_body_over_max_body_size_is_413() {
     let got = exchange(server.addr, &chunked("/read-all", &[&chunk[..500]]), 1);
     assert_eq!(got[0]["parts"][0].as_str().unwrap().len(), 500);
 }
+
+#[test]
+fn a_slow_upload_holds_neither_the_gil_nor_other_requests() {
+    let t = TestDir::new();
+    let server = serve_app(&t, "inputs:application", &["--threads", "2"]);
+    let mut slow = connect(server.addr);
+    slow.write_all(b"POST /read-all HTTP/1.1\r\nHost: localhost\r\nContent-Length: 200000\r\n\r\n")
+        .unwrap();
+    slow.write_all(&[b'a'; 1000]).unwrap();
+    // The app is now blocked in wsgi.input.read() waiting for the rest.
+    std::thread::sleep(Duration::from_millis(300));
+    for _ in 0..3 {
+        let start = std::time::Instant::now();
+        let got = exchange(server.addr, &post("/read-all", b"quick"), 1);
+        assert_eq!(got[0]["parts"], j!(["quick", ""]));
+        assert!(
+            start.elapsed() < Duration::from_millis(500),
+            "another request waited {:?} behind a slow upload",
+            start.elapsed()
+        );
+    }
+    slow.write_all(&vec![b'a'; 199_000]).unwrap();
+    let ex = read_responses(&mut slow, 1, Duration::from_secs(5));
+    assert_eq!(
+        json(&ex.first().body)["parts"][0].as_str().unwrap().len(),
+        200_000
+    );
+}
+
+#[test]
+fn a_client_leaving_mid_upload_frees_the_python_thread() {
+    let t = TestDir::new();
+    let server = serve_app(&t, "inputs:application", &["--threads", "1"]);
+    {
+        let mut s = connect(server.addr);
+        s.write_all(
+            b"POST /read-all HTTP/1.1\r\nHost: localhost\r\nContent-Length: 200000\r\n\r\n",
+        )
+        .unwrap();
+        s.write_all(&[b'a'; 1000]).unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The only Python thread must give up on the dead upload and serve again.
+    let start = std::time::Instant::now();
+    let got = exchange(server.addr, &post("/read-all", b"after"), 1);
+    assert_eq!(got[0]["parts"], j!(["after", ""]));
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "next request waited {:?}",
+        start.elapsed()
+    );
+    assert_eq!(server.workers().len(), 1);
+}

@@ -154,6 +154,28 @@ fn a_sleeping_view_stalls_neither_static_files_nor_other_views() {
 }
 
 #[test]
+fn a_sleeping_view_with_one_thread_does_not_stall_static_files() {
+    let t = TestDir::new();
+    t.write("public/file.txt", "static\n");
+    let server = serve_app(
+        &t,
+        "probe:application",
+        &["--threads", "1", "--static", "/=public"],
+    );
+    let addr = server.addr;
+    let sleeper = std::thread::spawn(move || get(addr, "/sleep?s=2", &[]));
+    std::thread::sleep(Duration::from_millis(300));
+    let start = Instant::now();
+    assert_eq!(get(addr, "/file.txt", &[]).text(), "static\n");
+    assert!(
+        start.elapsed() < Duration::from_millis(500),
+        "static file took {:?} while the only Python thread slept",
+        start.elapsed()
+    );
+    assert_eq!(sleeper.join().unwrap().text(), "slept");
+}
+
+#[test]
 fn a_killed_worker_is_replaced_and_service_continues() {
     let t = TestDir::new();
     let server = serve_live(&t, &["-w", "2"]);
