@@ -5,6 +5,7 @@
 pub mod client;
 pub mod fixture;
 pub mod raw;
+pub mod wsgi;
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
@@ -96,8 +97,19 @@ pub fn bin() -> &'static str {
 impl Server {
     /// Starts `portico ARGS` in `dir` and waits for `listeners` lines.
     pub fn start_in(dir: &Path, args: &[&str], listeners: usize) -> Server {
+        Self::start_in_env(dir, args, listeners, &[])
+    }
+
+    /// As [`Server::start_in`], with extra environment variables.
+    pub fn start_in_env(
+        dir: &Path,
+        args: &[&str],
+        listeners: usize,
+        env: &[(&str, &str)],
+    ) -> Server {
         let mut cmd = Command::new(bin());
         cmd.args(args)
+            .envs(env.iter().copied())
             .current_dir(dir)
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
