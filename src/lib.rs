@@ -2,12 +2,15 @@
 //!
 //! The binary (`src/main.rs`) parses the command line and runs either the
 //! master (`master`) or a worker (`server`). A request flows listener →
-//! `router` → handler (`static_files`) → response → access log (`log`).
+//! `router` → handler (`static_files`, `cgi`, `wsgi`) → response → access log
+//! (`log`).
+//! `gateway_env` builds the CGI/1.1 meta-variables that gateways share.
 
 pub mod body;
 pub mod cgi;
 pub mod config;
 pub mod forwarded;
+pub mod gateway_env;
 pub mod log;
 pub mod master;
 pub mod router;

@@ -4,6 +4,7 @@
 mod util;
 
 mod access_log;
+mod cgi;
 mod cli;
 mod conformance;
 mod limits;

@@ -1,16 +1,197 @@
-//! CGI gateway (RFC 3875): not built yet; answers 501.
+//! CGI gateway (RFC 3875): one process per request.
+//!
+//! `serve` runs these steps, in order (each in its own file):
+//! 1. find the script under the route's directory (`lookup`): 404, 403,
+//!    400, or a 301 to add a directory's slash;
+//! 2. prepare the body (`input`): streamed with a Content-Length, else
+//!    de-chunked and buffered up to `max_body_size` (413 past it);
+//! 3. take a process slot (`slots`): none free → 503 with `Retry-After`.
+//!    After the body is buffered, so that a slow uploader holds no slot;
+//! 4. build the environment from an empty one (`env`, on top of the shared
+//!    `gateway_env`);
+//! 5. spawn the script in its own process group, log its stderr, reap it
+//!    (`process`), and write the body to its stdin (`input`);
+//! 6. read its header block (`output`): too large, malformed, or the
+//!    output ends first → 502; silent for `cgi_timeout` → group killed, 504;
+//! 7. parse the block (`head`) and decide what it means (`response`):
+//!    document, client redirect, nph, or a local redirect, which goes back
+//!    to step 1 for the new path (GET, no body) at most [`MAX_REDIRECTS`]
+//!    times;
+//! 8. render (`response`): the body streams from the script's stdout as it
+//!    writes it; HEAD drains it. Errors render as their status in the same
+//!    place.
+//!
+//! Scope decisions (docs/cgi.md): a local redirect is followed internally
+//! only when its path names a script of the same CGI route; any other local
+//! path is answered with a 302 to it (the client's next request then goes
+//! through the router: static files, other routes). An nph script's status
+//! line and fields are forwarded as written (reason phrase included), its
+//! body byte for byte, and the connection is closed after; hyper still
+//! frames the response, so "unchanged" means the same status, fields and
+//! body bytes, not the same framing.
 
-use http::{Request, Response, StatusCode};
+mod env;
+mod error;
+mod head;
+mod input;
+mod lookup;
+mod output;
+mod process;
+mod response;
+mod slots;
+
+use std::rc::Rc;
+
+use http::request::Parts;
+use http::{Method, Request, Response};
 use hyper::body::Incoming;
 
 use crate::body::Body;
 use crate::config::CgiOptions;
-use crate::server::{status_page, Mount};
+use crate::gateway_env::GatewayRequest;
+use crate::server::Mount;
 
-pub async fn serve(
-    _opts: &CgiOptions,
-    _mount: &Mount<'_>,
-    _req: Request<Incoming>,
-) -> Response<Body> {
-    status_page(StatusCode::NOT_IMPLEMENTED)
+pub use error::CgiError;
+use input::Input;
+use lookup::{Lookup, Script};
+use output::Output;
+use process::Tag;
+use response::Outcome;
+
+/// Local redirects followed for one request before giving up (500).
+pub const MAX_REDIRECTS: usize = 10;
+
+pub async fn serve(opts: &CgiOptions, mount: &Mount<'_>, req: Request<Incoming>) -> Response<Body> {
+    let (parts, body) = req.into_parts();
+    let request = format!(
+        "{} {}",
+        parts.method,
+        parts
+            .uri
+            .path_and_query()
+            .map_or_else(|| parts.uri.path(), |pq| pq.as_str())
+    );
+    let mut script = String::from("-");
+    match run(opts, mount, &parts, body, &request, &mut script).await {
+        Ok(res) => res,
+        Err(err) => {
+            err.log(&script, &request);
+            response::render_error(&err)
+        }
+    }
+}
+
+/// Steps 1–8; `label` names the script being run, for the error log.
+async fn run(
+    opts: &CgiOptions,
+    mount: &Mount<'_>,
+    parts: &Parts,
+    body: Incoming,
+    request: &str,
+    label: &mut String,
+) -> Result<Response<Body>, CgiError> {
+    let original = GatewayRequest::from_parts(parts);
+    let head_only = parts.method == Method::HEAD;
+    // 1. Lookup.
+    let rel = below(mount, parts.uri.path()).ok_or(CgiError::NotFound)?;
+    let mut script = match lookup::lookup(opts, rel)? {
+        Lookup::Script(s) => s,
+        Lookup::AddSlash => {
+            return Ok(response::render_add_slash(
+                parts.uri.path(),
+                parts.uri.query(),
+            ))
+        }
+    };
+    *label = script.path.display().to_string();
+    // 2. The body (before the slot: a slow uploader must not hold one).
+    let mut input = input::prepare(&parts.headers, body, mount.max_body_size).await?;
+    // 3. A slot.
+    let slots = slots::for_route(opts, mount.script_name);
+    let mut slot = slots
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| CgiError::Busy(opts.max_processes))?;
+    let mut redirected: Option<http::uri::PathAndQuery> = None;
+    for hop in 0.. {
+        let req = match &redirected {
+            None => GatewayRequest { ..original },
+            Some(target) => GatewayRequest {
+                method: &Method::GET,
+                path: target.path(),
+                query: target.query(),
+                ..original
+            },
+        };
+        // 4. Environment.
+        let content_length = input.len();
+        let vars = env::build(&req, &script, opts, mount, content_length);
+        // 5. Spawn, feed stdin.
+        let tag = Rc::new(Tag {
+            script: label.clone(),
+            request: request.to_string(),
+        });
+        let running =
+            process::spawn(&script, vars, content_length.is_some(), slot, tag.clone()).await?;
+        if let Some(stdin) = running.stdin {
+            input::feed(
+                std::mem::replace(&mut input, Input::None),
+                stdin,
+                running.activity.clone(),
+            );
+        }
+        let mut output = Output::new(
+            running.stdout,
+            running.guard,
+            running.activity,
+            opts.timeout,
+            tag,
+        );
+        // 6. Header block.
+        let block = output.read_head().await?;
+        // 7. Parse, decide.
+        let nph = is_nph(&script);
+        let head = head::parse(&block, nph)?;
+        let target = match response::decide(head, nph) {
+            // 8. Render.
+            Outcome::Respond(answer) => {
+                return Ok(response::render(answer, output, head_only, parts.version))
+            }
+            Outcome::LocalRedirect(target) => target,
+        };
+        output.finish();
+        if hop == MAX_REDIRECTS {
+            return Err(CgiError::TooManyRedirects(MAX_REDIRECTS));
+        }
+        // Back to step 1 for the new path, under this route only.
+        let next = below(mount, target.path()).and_then(|rel| lookup::lookup(opts, rel).ok());
+        let Some(Lookup::Script(next)) = next else {
+            tracing::debug!(request, location = %target, "CGI local redirect outside the route: 302");
+            return Ok(response::render_redirect(&target));
+        };
+        script = next;
+        *label = script.path.display().to_string();
+        // The previous script may still be exiting: wait for its slot.
+        slot = tokio::time::timeout(opts.timeout, slots.clone().acquire_owned())
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .ok_or(CgiError::Busy(opts.max_processes))?;
+        redirected = Some(target);
+    }
+    unreachable!("the loop returns")
+}
+
+/// The path below the route prefix ("" or starting with `/`), if it is one.
+fn below<'p>(mount: &Mount<'_>, path: &'p str) -> Option<&'p str> {
+    let rest = path.strip_prefix(mount.script_name)?;
+    (rest.is_empty() || rest.starts_with('/')).then_some(rest)
+}
+
+/// Non-parsed-header scripts are named `nph-*` (RFC 3875 §5).
+fn is_nph(script: &Script) -> bool {
+    script
+        .path
+        .file_name()
+        .is_some_and(|n| n.as_encoded_bytes().starts_with(b"nph-"))
 }

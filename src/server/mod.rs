@@ -20,7 +20,7 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{watch, Notify, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
-use conn::Peer;
+pub use conn::Peer;
 pub use listener::BoundListener;
 pub use service::{status_page, Mount};
 

@@ -33,7 +33,7 @@ mod error;
 mod file_body;
 mod listing;
 mod ranges;
-mod resolve;
+pub(crate) mod resolve;
 #[cfg(test)]
 mod tests;
 

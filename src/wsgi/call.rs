@@ -246,6 +246,7 @@ pub fn error_head(status: StatusCode) -> Head {
     headers.insert(CONTENT_LENGTH, HeaderValue::from(text.len()));
     Head {
         status,
+        reason: None,
         headers,
         body: BodyPlan::Full(Bytes::from(text)),
     }

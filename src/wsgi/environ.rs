@@ -24,6 +24,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyTuple};
 
 use crate::forwarded::ClientView;
+use crate::gateway_env::{env_name, protocol, split_host};
 
 /// The keys that never change within a worker.
 pub fn base(py: Python<'_>, multithread: bool, multiprocess: bool, file_wrapper: Bound<'_, PyAny>) -> PyResult<Py<PyDict>> {
@@ -79,7 +80,7 @@ pub fn build<'py>(
     let client = req.client;
     set(intern!(py, "REMOTE_ADDR"), &client.remote_addr)?;
     if let Some(port) = client.remote_port {
-        set(intern!(py, "REMOTE_PORT"), itoa(port).as_str())?;
+        set(intern!(py, "REMOTE_PORT"), &port.to_string())?;
     }
     let scheme = if client.https { "https" } else { "http" };
     set(intern!(py, "wsgi.url_scheme"), scheme)?;
@@ -110,7 +111,7 @@ fn add_headers(py: Python<'_>, env: &Bound<'_, PyDict>, headers: &HeaderMap) -> 
             // Set above, from the trusted view of the request.
             header::HOST => continue,
             _ if name.as_str().contains('_') => continue,
-            _ => PyString::new(py, &meta_name(name.as_str())),
+            _ => PyString::new(py, &env_name(name.as_str())),
         };
         let mut values = headers.get_all(name).iter();
         let first = values.next().map_or(&[][..], |v| v.as_bytes());
@@ -130,17 +131,6 @@ fn add_headers(py: Python<'_>, env: &Bound<'_, PyDict>, headers: &HeaderMap) -> 
     Ok(())
 }
 
-/// `x-forwarded-for` → `HTTP_X_FORWARDED_FOR`.
-pub fn meta_name(header: &str) -> String {
-    let mut out = String::with_capacity(5 + header.len());
-    out.push_str("HTTP_");
-    out.extend(header.chars().map(|c| match c {
-        '-' => '_',
-        c => c.to_ascii_uppercase(),
-    }));
-    out
-}
-
 /// Bytes as a latin-1 native string (PEP 3333's rule for environ values).
 pub fn latin1<'py>(py: Python<'py>, bytes: &[u8]) -> Bound<'py, PyString> {
     match std::str::from_utf8(bytes) {
@@ -149,52 +139,19 @@ pub fn latin1<'py>(py: Python<'py>, bytes: &[u8]) -> Bound<'py, PyString> {
     }
 }
 
-fn protocol(version: http::Version) -> &'static str {
-    match version {
-        http::Version::HTTP_10 => "HTTP/1.0",
-        http::Version::HTTP_2 => "HTTP/2",
-        http::Version::HTTP_3 => "HTTP/3",
-        http::Version::HTTP_09 => "HTTP/0.9",
-        _ => "HTTP/1.1",
-    }
-}
-
-fn itoa(n: u16) -> String {
-    n.to_string()
-}
-
 /// SERVER_NAME and SERVER_PORT from the Host (or the local address).
 fn server_name_port(host: Option<&str>, local: Option<SocketAddr>, https: bool) -> (String, String) {
     let default_port = if https { "443" } else { "80" };
-    if let Some(host) = host {
-        let (name, port) = if let Some(rest) = host.strip_prefix('[') {
-            match rest.split_once(']') {
-                Some((v6, tail)) => (v6, tail.strip_prefix(':')),
-                None => (host, None),
-            }
-        } else {
-            match host.rsplit_once(':') {
-                Some((n, p)) if p.bytes().all(|b| b.is_ascii_digit()) => (n, Some(p)),
-                _ => (host, None),
-            }
-        };
-        return (name.to_string(), port.unwrap_or(default_port).to_string());
-    }
-    match local {
-        Some(addr) => (addr.ip().to_string(), addr.port().to_string()),
-        None => ("localhost".into(), default_port.into()),
+    match (host.map(split_host), local) {
+        (Some((Some(name), port)), _) => (name.to_string(), port.unwrap_or(default_port).to_string()),
+        (_, Some(addr)) => (addr.ip().to_string(), addr.port().to_string()),
+        _ => ("localhost".into(), default_port.into()),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn meta_names() {
-        assert_eq!(meta_name("x-forwarded-for"), "HTTP_X_FORWARDED_FOR");
-        assert_eq!(meta_name("accept"), "HTTP_ACCEPT");
-    }
 
     #[test]
     fn server_name_from_host() {

@@ -158,6 +158,9 @@ impl WsgiRuntime {
         };
         *response.status_mut() = head.status;
         *response.headers_mut() = head.headers;
+        if let Some(reason) = head.reason {
+            response.extensions_mut().insert(reason);
+        }
         response
     }
 }

@@ -20,6 +20,8 @@ use http_body::Frame;
 /// What the app answered before its body.
 pub struct Head {
     pub status: StatusCode,
+    /// The app's reason phrase when it is not the standard one (HTTP/1 only).
+    pub reason: Option<hyper::ext::ReasonPhrase>,
     pub headers: HeaderMap,
     pub body: BodyPlan,
 }
@@ -246,6 +248,7 @@ mod tests {
             producer
                 .send_head(Head {
                     status: StatusCode::OK,
+                    reason: None,
                     headers: HeaderMap::new(),
                     body: BodyPlan::Stream,
                 })
@@ -274,6 +277,7 @@ mod tests {
         let pipe = Pipe::new();
         pipe.send_head(Head {
             status: StatusCode::OK,
+            reason: None,
             headers: HeaderMap::new(),
             body: BodyPlan::Stream,
         })

@@ -37,6 +37,7 @@ pub struct Responder {
     pub pipe: Arc<Pipe>,
     /// Set by start_response, taken when the head is sent.
     pub pending: Option<(StatusCode, HeaderMap)>,
+    pub reason: Option<hyper::ext::ReasonPhrase>,
     /// `start_response` was called at least once.
     pub started: bool,
     pub head_sent: bool,
@@ -57,6 +58,7 @@ impl Responder {
         Arc::new(Mutex::new(Responder {
             pipe,
             pending: None,
+            reason: None,
             started: false,
             head_sent: false,
             content_length: None,
@@ -72,6 +74,7 @@ impl Responder {
         self.pipe
             .send_head(Head {
                 status,
+                reason: self.reason.take(),
                 headers,
                 body: plan,
             })
@@ -177,10 +180,11 @@ impl StartResponse {
                 _ => {}
             }
         }
-        let status = parse_status(status)?;
+        let (status, reason) = parse_status(status)?;
         let (headers, content_length) = parse_headers(headers)?;
         let mut r = lock(&self.responder);
         r.pending = Some((status, headers));
+        r.reason = reason;
         r.content_length = content_length;
         r.started = true;
         Ok(Write {
@@ -238,7 +242,7 @@ fn latin1_bytes(text: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<u8>> {
         .ok_or_else(|| PyValueError::new_err(format!("{what} must be latin-1: {text:?}")))
 }
 
-fn parse_status(status: &Bound<'_, PyAny>) -> PyResult<StatusCode> {
+fn parse_status(status: &Bound<'_, PyAny>) -> PyResult<(StatusCode, Option<hyper::ext::ReasonPhrase>)> {
     let bytes = latin1_bytes(status, "status")?;
     let bad = || {
         PyValueError::new_err(format!(
@@ -249,10 +253,15 @@ fn parse_status(status: &Bound<'_, PyAny>) -> PyResult<StatusCode> {
     if bytes.len() < 4 || bytes[3] != b' ' || bytes.iter().any(|&b| b < 0x20 && b != b'\t') {
         return Err(bad());
     }
-    StatusCode::from_bytes(&bytes[..3])
+    let code = StatusCode::from_bytes(&bytes[..3])
         .ok()
         .filter(|s| s.as_u16() >= 100)
-        .ok_or_else(bad)
+        .ok_or_else(bad)?;
+    let reason = &bytes[4..];
+    let custom = (code.canonical_reason().map(str::as_bytes) != Some(reason))
+        .then(|| hyper::ext::ReasonPhrase::try_from(reason).ok())
+        .flatten();
+    Ok((code, custom))
 }
 
 fn parse_headers(headers: &Bound<'_, PyAny>) -> PyResult<(HeaderMap, Option<u64>)> {

@@ -1,0 +1,118 @@
+//! The CGI handler's one error enum and how each variant maps to a status.
+//!
+//! Steps, in order: pick the status (`status`), log what an operator must
+//! see (`log`); `render` in `response` is the only place that turns one into
+//! a response.
+
+use std::io;
+use std::path::PathBuf;
+
+use http::StatusCode;
+
+/// Everything that stops a script from answering. Each variant documents
+/// its status.
+#[derive(Debug, thiserror::Error)]
+pub enum CgiError {
+    /// 400: the decoded path holds NUL or a backslash, or climbs above the
+    /// directory with `..`.
+    #[error("bad request path: {0}")]
+    BadPath(&'static str),
+    /// 404: no executable file on the path (also a dotfile segment, a
+    /// directory without an index script, anything not a regular file).
+    #[error("no script on this path")]
+    NotFound,
+    /// 403: the script exists but is not executable by us, the OS refused
+    /// access, or a symlink leads outside the CGI directory.
+    #[error("script refused: {0}")]
+    Forbidden(String),
+    /// 503 with `Retry-After`: `cgi_max_processes` scripts already run in
+    /// this worker for this route.
+    #[error("all {0} CGI process slots busy")]
+    Busy(usize),
+    /// 413 (connection closed): a chunked body grew past `max_body_size`.
+    #[error("request body over {0} bytes")]
+    BodyTooLarge(u64),
+    /// 400: the client's body broke off (or was malformed) while buffering.
+    #[error("reading the request body: {0}")]
+    BodyRead(String),
+    /// 500: the script could not be started (bad interpreter, ENOEXEC...).
+    #[error("cannot run {path}: {source}")]
+    Spawn { path: PathBuf, source: io::Error },
+    /// 502: the script's header block is larger than the limit.
+    #[error("header block over {0} bytes")]
+    HeadTooLarge(usize),
+    /// 502: a malformed header line, a bad `Status`, a name or value with
+    /// CR, LF or NUL, or no header field at all.
+    #[error("bad header from script: {0}")]
+    BadHead(String),
+    /// 502: the script closed its output before a complete header block.
+    #[error("script ended before a complete header block ({0} bytes read)")]
+    EndedEarly(usize),
+    /// 502: reading the script's output failed.
+    #[error("reading script output: {0}")]
+    Read(io::Error),
+    /// 504: no output for `cgi_timeout`; the process group was killed.
+    #[error("no output for {0:?}; process group killed")]
+    Timeout(std::time::Duration),
+    /// 500: local redirects went round more than the hop limit.
+    #[error("more than {0} local redirects")]
+    TooManyRedirects(usize),
+}
+
+impl CgiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            CgiError::BadPath(_) | CgiError::BodyRead(_) => StatusCode::BAD_REQUEST,
+            CgiError::NotFound => StatusCode::NOT_FOUND,
+            CgiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            CgiError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
+            CgiError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            CgiError::Spawn { .. } | CgiError::TooManyRedirects(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+            CgiError::HeadTooLarge(_)
+            | CgiError::BadHead(_)
+            | CgiError::EndedEarly(_)
+            | CgiError::Read(_) => StatusCode::BAD_GATEWAY,
+            CgiError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// Script and server failures are logged with the script and request;
+    /// client mistakes are not (any client could fill the log).
+    pub fn log(&self, script: &str, request: &str) {
+        match self {
+            CgiError::BadPath(_)
+            | CgiError::NotFound
+            | CgiError::BodyTooLarge(_)
+            | CgiError::BodyRead(_) => {}
+            CgiError::Forbidden(_) => {
+                tracing::debug!(script, request, error = %self, "CGI script refused")
+            }
+            CgiError::Busy(_) => {
+                tracing::warn!(script, request, error = %self, "CGI request refused: 503")
+            }
+            _ => tracing::error!(script, request, error = %self, "CGI script failed"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses() {
+        assert_eq!(CgiError::NotFound.status(), 404);
+        assert_eq!(CgiError::Forbidden("x".into()).status(), 403);
+        assert_eq!(CgiError::Busy(1).status(), 503);
+        assert_eq!(CgiError::BodyTooLarge(1).status(), 413);
+        assert_eq!(CgiError::HeadTooLarge(1).status(), 502);
+        assert_eq!(CgiError::EndedEarly(0).status(), 502);
+        assert_eq!(
+            CgiError::Timeout(std::time::Duration::from_secs(1)).status(),
+            504
+        );
+        assert_eq!(CgiError::TooManyRedirects(10).status(), 500);
+    }
+}
