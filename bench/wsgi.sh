@@ -223,7 +223,7 @@ check_server() { # SERVER CASE
 
 # ---------------------------------------------------------------- measuring
 # wrk units -> plain numbers: requests/s as is, latency in ms.
-parse_wrk() { # FILE -> "rps p99ms non2xx errors requests"
+parse_wrk() { # FILE -> "rps p99ms non2xx errors readerrors requests"
     awk '
         function ms(v,   n, u) { n = v + 0; u = v; sub(/^[0-9.]+/, "", u)
             if (u == "us") return n / 1000; if (u == "ms") return n
@@ -232,9 +232,9 @@ parse_wrk() { # FILE -> "rps p99ms non2xx errors requests"
         / requests in /              { n = $1 }
         $1 == "99%"                  { p99 = ms($2) }
         /Non-2xx or 3xx responses:/  { bad = $NF }
-        /Socket errors:/             { gsub(/,/, ""); err = $4 + $6 + $8 + $10 }
+        /Socket errors:/             { gsub(/,/, ""); err = $4 + $8 + $10; rerr = $6 }
         END { if (rps == "") exit 1
-              printf "%s %.3f %d %d %d\n", rps, p99, bad + 0, err + 0, n + 0 }
+              printf "%s %.3f %d %d %d %d\n", rps, p99, bad + 0, err + 0, rerr + 0, n + 0 }
     ' "$1"
 }
 
@@ -282,6 +282,7 @@ run_wrk() { # SERVER CASE SECONDS OUT
 declare -A RPS P99 CPU MEM
 WARNINGS=()
 ROUND_LINES=()
+UWSGI_CLOSES=
 log "wrk -t1 -c$CONNECTIONS -d${DURATION}s --timeout ${TIMEOUT}s --latency, $ROUNDS round(s), workers=$WORKERS threads=$THREADS"
 for c in "${CASE_LIST[@]}"; do
     log "case $c (${APP[$c]}): starting ${SERVER_LIST[*]}"
@@ -298,10 +299,17 @@ for c in "${CASE_LIST[@]}"; do
             t0=$(cpu_ticks "$s")
             run_wrk "$s" "$c" "$DURATION" "$out"
             t1=$(cpu_ticks "$s")
-            read -r rps p99 bad err n < <(parse_wrk "$out") || { cat "$out" >&2; die "cannot parse wrk output"; }
+            read -r rps p99 bad err rerr n < <(parse_wrk "$out") || { cat "$out" >&2; die "cannot parse wrk output"; }
             cpu=$(awk -v d=$((t1 - t0)) -v hz="$CLK_TCK" -v n="$n" 'BEGIN { printf "%.2f", (n > 0 ? d * 1e6 / hz / n : 0) }')
             (( bad == 0 )) || WARNINGS+=("$s $c round $r: $bad non-2xx/3xx responses")
-            (( err == 0 )) || WARNINGS+=("$s $c round $r: $err socket errors (connect/read/write/timeout)")
+            (( err == 0 )) || WARNINGS+=("$s $c round $r: $err socket errors (connect/write/timeout)")
+            # uWSGI's --http-socket closes the connection after every response
+            # (see below): wrk counts each close as a read error, and reconnects.
+            if [[ $s == uwsgi ]]; then
+                UWSGI_CLOSES+=$((rerr * 100 / (n > 0 ? n : 1)))" "
+            elif (( rerr > 0 )); then
+                WARNINGS+=("$s $c round $r: $rerr read errors")
+            fi
             RPS[$s.$c]+="$rps " P99[$s.$c]+="$p99 " CPU[$s.$c]+="$cpu "
             line=$(printf 'round %d  %-8s %-8s %9.0f req/s  p99 %8.2f ms  server CPU %7.2f us/req' \
                 "$r" "$s" "$c" "$rps" "$p99" "$cpu")
@@ -345,6 +353,11 @@ done
 echo
 echo "Rounds:"
 printf '  %s\n' "${ROUND_LINES[@]}"
+if [[ -n $UWSGI_CLOSES ]]; then
+    echo
+    echo "uWSGI closed the connection after a response (wrk: read errors per 100 requests, per run): $UWSGI_CLOSES"
+    echo "(uWSGI 2.0's --http-socket ignores --http-keepalive: every request pays a new connection.)"
+fi
 if ((${#WARNINGS[@]})); then
     echo
     printf 'WARNING: %s\n' "${WARNINGS[@]}"
