@@ -76,10 +76,17 @@ pub fn build<'py>(
         intern!(py, "PATH_INFO"),
         latin1(py, &percent_decode_str(path_info).collect::<Vec<u8>>()),
     )?;
-    set(intern!(py, "QUERY_STRING"), uri.query().unwrap_or(""))?;
-    let target = uri.path_and_query().map_or(path, |pq| pq.as_str());
-    set(intern!(py, "REQUEST_URI"), target)?;
-    set(intern!(py, "RAW_URI"), target)?;
+    // The target is bytes on the wire; PEP 3333 wants them as latin-1.
+    let query = uri.query().unwrap_or("");
+    env.set_item(intern!(py, "QUERY_STRING"), latin1(py, query.as_bytes()))?;
+    let origin_form = uri.path_and_query().map_or(path, |pq| pq.as_str());
+    env.set_item(intern!(py, "REQUEST_URI"), latin1(py, origin_form.as_bytes()))?;
+    // RAW_URI is the target as sent: absolute-form keeps scheme and authority.
+    let raw = match uri.scheme() {
+        Some(_) => latin1(py, uri.to_string().as_bytes()),
+        None => latin1(py, origin_form.as_bytes()),
+    };
+    env.set_item(intern!(py, "RAW_URI"), raw)?;
     set(intern!(py, "SERVER_PROTOCOL"), protocol(parts.version))?;
 
     let client = req.client;

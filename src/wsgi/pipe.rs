@@ -64,6 +64,9 @@ struct State {
     failed: bool,
     consumer_gone: bool,
     waker: Option<Waker>,
+    /// The last poll returned data: before an error, yield once so hyper
+    /// flushes that data to the client ahead of the cut.
+    just_sent: bool,
 }
 
 #[derive(Default)]
@@ -164,9 +167,14 @@ impl Pipe {
         let mut state = self.lock();
         if let Some(chunk) = state.chunks.pop_front() {
             state.buffered -= chunk.len();
+            state.just_sent = true;
             drop(state);
             self.space.notify_one();
             return Poll::Ready(Some(Ok(chunk)));
+        }
+        if state.failed && std::mem::take(&mut state.just_sent) {
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
         }
         if state.failed {
             state.failed = false;
