@@ -80,7 +80,10 @@ pub fn build<'py>(
     let query = uri.query().unwrap_or("");
     env.set_item(intern!(py, "QUERY_STRING"), latin1(py, query.as_bytes()))?;
     let origin_form = uri.path_and_query().map_or(path, |pq| pq.as_str());
-    env.set_item(intern!(py, "REQUEST_URI"), latin1(py, origin_form.as_bytes()))?;
+    env.set_item(
+        intern!(py, "REQUEST_URI"),
+        latin1(py, origin_form.as_bytes()),
+    )?;
     // RAW_URI is the target as sent: absolute-form keeps scheme and authority.
     let raw = match uri.scheme() {
         Some(_) => latin1(py, uri.to_string().as_bytes()),

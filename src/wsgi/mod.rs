@@ -172,7 +172,14 @@ impl WsgiRuntime {
                     .sendfile_root
                     .as_ref()
                     .expect("sendfile only when a root is set");
-                return sendfile_response(root, mount.static_cache, accel, &target, &parts, head.headers);
+                return sendfile_response(
+                    root,
+                    mount.static_cache,
+                    accel,
+                    &target,
+                    &parts,
+                    head.headers,
+                );
             }
         };
         *response.status_mut() = head.status;
