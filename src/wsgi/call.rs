@@ -111,11 +111,15 @@ fn send_iterable(
 
 /// A list or tuple of bytes: one buffer, one message, a Content-Length.
 fn send_whole(py: Python<'_>, responder: &Shared, items: &Bound<'_, PyAny>) -> PyResult<()> {
-    let mut body = BytesMut::new();
-    for item in items.try_iter()? {
-        body.extend_from_slice(&body_bytes(&item?)?);
-    }
-    let body = body.freeze();
+    let body = if items.len()? == 1 {
+        body_bytes(&items.get_item(0)?)?
+    } else {
+        let mut body = BytesMut::new();
+        for item in items.try_iter()? {
+            body.extend_from_slice(&body_bytes(&item?)?);
+        }
+        body.freeze()
+    };
     let mut r = lock(responder);
     match r.content_length {
         None => {}

@@ -213,11 +213,49 @@ impl Write {
 /// A body item: must be bytes (PEP 3333 forbids str).
 pub fn body_bytes(item: &Bound<'_, PyAny>) -> PyResult<Bytes> {
     match item.cast::<pyo3::types::PyBytes>() {
+        Ok(b) if b.as_bytes().len() >= BORROW_AT_LEAST => {
+            Ok(Bytes::from_owner(BorrowedPyBytes::new(b)))
+        }
         Ok(b) => Ok(Bytes::copy_from_slice(b.as_bytes())),
         Err(_) => Err(PyTypeError::new_err(format!(
             "WSGI body items must be bytes, not {}",
             item.get_type().name()?
         ))),
+    }
+}
+
+/// Below this, copying a chunk is cheaper than sharing the Python object.
+const BORROW_AT_LEAST: usize = 4096;
+
+/// A Python `bytes` object's buffer, shared without copying: `bytes` are
+/// immutable and the buffer lives as long as the object, which this holds.
+struct BorrowedPyBytes {
+    _owner: Py<pyo3::types::PyBytes>,
+    ptr: *const u8,
+    len: usize,
+}
+
+impl BorrowedPyBytes {
+    fn new(bytes: &Bound<'_, pyo3::types::PyBytes>) -> Self {
+        let data = bytes.as_bytes();
+        BorrowedPyBytes {
+            ptr: data.as_ptr(),
+            len: data.len(),
+            _owner: bytes.clone().unbind(),
+        }
+    }
+}
+
+// SAFETY: the pointer targets the immutable buffer of a `bytes` object that
+// `_owner` keeps alive; reading it needs no GIL, and dropping `_owner` off a
+// Python thread is handled by PyO3 (the decref is deferred to the next holder
+// of the GIL).
+unsafe impl Send for BorrowedPyBytes {}
+
+impl AsRef<[u8]> for BorrowedPyBytes {
+    fn as_ref(&self) -> &[u8] {
+        // SAFETY: see the `Send` impl: valid and immutable for our lifetime.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
     }
 }
 
