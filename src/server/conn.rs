@@ -25,6 +25,7 @@ use tokio::time::Instant;
 
 use super::service::{self, RequestContext};
 use super::Shared;
+use crate::body::RequestBody;
 
 /// Where a connection is between requests; drives the watchdog.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -49,7 +50,7 @@ pub struct ConnState {
 }
 
 impl ConnState {
-    fn new(header_timeout: Duration, keepalive_timeout: Duration) -> Self {
+    pub(crate) fn new(header_timeout: Duration, keepalive_timeout: Duration) -> Self {
         ConnState {
             phase: Cell::new(Phase::Idle {
                 since: Instant::now(),
@@ -204,7 +205,9 @@ where
         state: state.clone(),
         peer,
     });
-    let svc = hyper::service::service_fn(move |req| service::handle(req, ctx.clone()));
+    let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+        service::handle(req.map(RequestBody::Http), ctx.clone())
+    });
     let mut conn = pin!(shared.http.serve_connection(io, svc));
     let mut shutdown = shared.shutdown.clone();
     let mut shutting_down = *shutdown.borrow();
