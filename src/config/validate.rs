@@ -750,4 +750,51 @@ mod tests {
         assert!(normalize_prefix("assets").is_err());
         assert!(normalize_prefix("/a/../b").is_err());
     }
+
+    fn listeners_of(file: &str, cli: Cli) -> Result<Vec<ListenerConfig>, ConfigError> {
+        Builder {
+            cli: &cli,
+            file: file::parse(file).unwrap(),
+            origin: "test.toml".into(),
+            base_dir: PathBuf::new(),
+        }
+        .listeners()
+    }
+
+    #[test]
+    fn uwsgi_listeners_from_file_and_flags() {
+        let file = "[[listen]]\naddress = \"127.0.0.1:8000\"\n\
+                    [[listen]]\naddress = \"unix:/run/a.sock\"\nprotocol = \"uwsgi\"\n";
+        let l = listeners_of(file, Cli::default()).unwrap();
+        let protocols: Vec<_> = l.iter().map(|l| l.protocol).collect();
+        assert_eq!(protocols, [Protocol::Http, Protocol::Uwsgi]);
+        // --uwsgi-socket replaces the file's uwsgi listeners only.
+        let cli = Cli {
+            uwsgi_socket: vec!["127.0.0.1:3031".into()],
+            ..Cli::default()
+        };
+        let l = listeners_of(file, cli).unwrap();
+        assert_eq!(l.len(), 2);
+        assert_eq!(
+            l[1].addr,
+            ListenAddr::Tcp("127.0.0.1:3031".parse().unwrap())
+        );
+        assert_eq!(l[1].protocol, Protocol::Uwsgi);
+        // Alone, --uwsgi-socket opens no HTTP listener.
+        let cli = Cli {
+            uwsgi_socket: vec!["unix:/run/b.sock".into()],
+            ..Cli::default()
+        };
+        let l = listeners_of("", cli).unwrap();
+        assert_eq!(l.len(), 1);
+        assert_eq!(l[0].protocol, Protocol::Uwsgi);
+        // No listener at all: the default HTTP one.
+        assert_eq!(
+            listeners_of("", Cli::default()).unwrap()[0].protocol,
+            Protocol::Http
+        );
+        let bad = "[[listen]]\naddress = \"127.0.0.1:1\"\nprotocol = \"fastcgi\"\n";
+        let err = listeners_of(bad, Cli::default()).unwrap_err().to_string();
+        assert!(err.contains("listen[0].protocol"), "{err}");
+    }
 }

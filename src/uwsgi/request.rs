@@ -7,7 +7,8 @@
 //! 4. headers from `HTTP_*` (`HTTP_X_FOO` → `x-foo`, repeated vars
 //!    appended), `CONTENT_TYPE`, `CONTENT_LENGTH` (the body's framing: the
 //!    only length believed; `HTTP_CONTENT_LENGTH` and
-//!    `HTTP_TRANSFER_ENCODING` are dropped); a Host from `SERVER_NAME` and
+//!    `HTTP_TRANSFER_ENCODING` are dropped; of several `HTTP_HOST`, the
+//!    first); a Host from `SERVER_NAME` and
 //!    `SERVER_PORT` when the front sent no `HTTP_HOST`;
 //! 5. the client as the front saw it: `REMOTE_ADDR`/`REMOTE_PORT`, `HTTPS`
 //!    (or `REQUEST_SCHEME`/`UWSGI_SCHEME` = https) become the request's
@@ -120,6 +121,11 @@ pub fn decide(vars: Vec<Var>, socket: Peer) -> Result<Decided, ProtocolError> {
                     .map_err(|_| bad(format!("{key} is not a header name")))?;
                 let value = HeaderValue::from_bytes(&value)
                     .map_err(|_| bad(format!("{key} holds a forbidden byte")))?;
+                // nginx may send HTTP_HOST both as a param ($host, checked)
+                // and as the client's header: the first one wins.
+                if name == header::HOST && headers.contains_key(header::HOST) {
+                    continue;
+                }
                 headers.append(name, value);
             }
         }
