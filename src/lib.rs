@@ -2,7 +2,7 @@
 //!
 //! The binary (`src/main.rs`) parses the command line and runs either the
 //! master (`master`) or a worker (`server`). A request flows listener →
-//! `router` → handler (`static_files`, `cgi`, `wsgi`) → response → access log
+//! `router` → handler (`static_files`, `cgi`, `wsgi`, `proxy`) → response → access log
 //! (`log`).
 //! `gateway_env` builds the CGI/1.1 meta-variables that gateways share.
 
@@ -13,6 +13,7 @@ pub mod forwarded;
 pub mod gateway_env;
 pub mod log;
 pub mod master;
+pub mod proxy;
 pub mod router;
 pub mod server;
 pub mod static_files;

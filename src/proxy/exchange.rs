@@ -1,0 +1,224 @@
+//! One request's way to a response head, across servers if need be:
+//!
+//! 1. pick a server (`Pool::pick`; never one already tried);
+//! 2. take an idle connection to it, or open one (`connect_timeout`); a
+//!    failed connect marks a failure and goes on to the next server;
+//! 3. send the request and wait for the response head; the wait ends after
+//!    `read_timeout` without a byte moving either way (→ 504, not retried);
+//! 4. on a failure before the head: a request hyper hands back unsent is
+//!    sent again anywhere; one that may have reached the app is sent again
+//!    only when its method is idempotent and it has no body (bodies stream
+//!    and are never kept for a second try). A failure on a reused
+//!    keep-alive connection is the server closing it, not a server fault:
+//!    the retry takes a fresh connection and the server is not blamed.
+
+use std::future::Future;
+use std::pin::pin;
+use std::rc::Rc;
+use std::time::Duration;
+
+use http::{HeaderMap, Method, Request, Response, Uri};
+use hyper::body::Incoming;
+use tokio::time::Instant;
+
+use super::body::{Progress, RequestBody};
+use super::client::{self, Activity, Conn, ConnectError};
+use super::error::ProxyError;
+use super::pool::{Lease, Pool};
+use crate::config::UpstreamUrl;
+
+/// What a body-less idempotent request needs to be sent again.
+pub struct Replay {
+    pub method: Method,
+    pub uri: Uri,
+    pub headers: HeaderMap,
+}
+
+impl Replay {
+    fn build(&self) -> Request<RequestBody> {
+        let mut req = Request::new(RequestBody::empty());
+        *req.method_mut() = self.method.clone();
+        *req.uri_mut() = self.uri.clone();
+        *req.headers_mut() = self.headers.clone();
+        req
+    }
+}
+
+pub struct Exchanged {
+    pub response: Response<Incoming>,
+    /// The server and the connection the response arrives on.
+    pub lease: Lease,
+}
+
+pub async fn exchange(
+    pool: &Rc<Pool>,
+    mut req: Request<RequestBody>,
+    replay: Option<Replay>,
+    progress: &Progress,
+    client_key: &[u8],
+) -> Result<Exchanged, ProxyError> {
+    let cfg = &pool.config;
+    let mut tried = vec![false; pool.servers.len()];
+    let mut fresh_only = false;
+    let mut last_error = None;
+    while let Some(i) = pool.pick(&tried, client_key) {
+        let server = &pool.servers[i];
+        let label = server.label.as_str();
+        let mut lease = Lease::new(pool.clone(), i);
+        if matches!(
+            server.config.url,
+            UpstreamUrl::Uwsgi { .. } | UpstreamUrl::UwsgiUnix(_)
+        ) {
+            tracing::error!("upstream {label}: uwsgi upstreams not available yet");
+            tried[i] = true;
+            last_error = Some(ProxyError::UwsgiUnavailable(label.to_string()));
+            continue;
+        }
+        let conn = match open(pool, i, fresh_only).await {
+            Ok(conn) => conn,
+            Err(e) => {
+                tracing::warn!(
+                    "upstream `{}` server {label}: {e}; trying the next server",
+                    cfg.name
+                );
+                tried[i] = true;
+                pool.failed(i, &e.to_string());
+                continue;
+            }
+        };
+        let reused = conn.reused;
+        let activity = conn.activity.clone();
+        let mut sender = conn.sender;
+        let sent = sender.try_send_request(req);
+        lease.conn = Some(Conn {
+            sender,
+            activity: activity.clone(),
+            reused,
+        });
+        let Some(outcome) = head_within(sent, &activity, progress, cfg.read_timeout).await else {
+            lease.discard();
+            pool.failed(i, "read timeout");
+            tracing::error!(
+                "upstream `{}` server {label}: no response within read_timeout ({:?}); 504",
+                cfg.name,
+                cfg.read_timeout
+            );
+            return Err(ProxyError::Timeout {
+                server: label.to_string(),
+                after: cfg.read_timeout,
+                what: "read_timeout",
+            });
+        };
+        let mut err = match outcome {
+            Ok(response) => {
+                pool.succeeded(i);
+                return Ok(Exchanged { response, lease });
+            }
+            Err(err) => err,
+        };
+        lease.discard();
+        if progress.too_large.get() {
+            return Err(ProxyError::BodyTooLarge);
+        }
+        let message = err.error().to_string();
+        if reused {
+            fresh_only = true;
+        } else {
+            tried[i] = true;
+            pool.failed(i, &message);
+        }
+        if let Some(unsent) = err.take_message() {
+            tracing::debug!("upstream {label}: request not sent ({message}); sending it again");
+            req = unsent;
+            continue;
+        }
+        if is_timeout(err.error()) {
+            tracing::error!(
+                "upstream `{}` server {label}: a write stalled for send_timeout ({:?}); 504",
+                cfg.name,
+                cfg.send_timeout
+            );
+            return Err(ProxyError::Timeout {
+                server: label.to_string(),
+                after: cfg.send_timeout,
+                what: "send_timeout",
+            });
+        }
+        match &replay {
+            Some(replay) if !progress.started.get() => {
+                tracing::warn!(
+                    "upstream `{}` server {label}: {message}; retrying the idempotent request",
+                    cfg.name
+                );
+                req = replay.build();
+            }
+            _ => {
+                tracing::error!(
+                    "upstream `{}` server {label}: {message}; not retried (the request may have \
+                     reached the app); 502",
+                    cfg.name
+                );
+                return Err(ProxyError::Exchange {
+                    server: label.to_string(),
+                    message,
+                });
+            }
+        }
+    }
+    let err = last_error.unwrap_or_else(|| ProxyError::NoServer(cfg.name.clone()));
+    tracing::error!("{err}; 502");
+    Err(err)
+}
+
+/// An idle connection to server `i` that is still usable, or a new one.
+async fn open(pool: &Pool, i: usize, fresh_only: bool) -> Result<Conn, ConnectError> {
+    let server = &pool.servers[i];
+    let cfg = &pool.config;
+    if !fresh_only {
+        while let Some(mut conn) = server.idle.take() {
+            // Ready at once unless the previous response's end is still
+            // being processed by the connection task.
+            let ready = tokio::time::timeout(cfg.connect_timeout, conn.sender.ready()).await;
+            if matches!(ready, Ok(Ok(()))) {
+                return Ok(conn);
+            }
+        }
+    }
+    client::connect(&server.config.url, cfg.connect_timeout, cfg.send_timeout).await
+}
+
+/// Waits for the response head; `None` once neither the upstream socket nor
+/// the client's request body has moved a byte for `limit`.
+async fn head_within<F: Future>(
+    fut: F,
+    activity: &Activity,
+    progress: &Progress,
+    limit: Duration,
+) -> Option<F::Output> {
+    let mut fut = pin!(fut);
+    let deadline = || Instant::from_std(activity.last()).max(progress.last.get()) + limit;
+    loop {
+        let until = deadline();
+        tokio::select! {
+            out = &mut fut => return Some(out),
+            _ = tokio::time::sleep_until(until) => {
+                if Instant::now() >= deadline() {
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+fn is_timeout(err: &hyper::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::TimedOut {
+                return true;
+            }
+        }
+        source = e.source();
+    }
+    false
+}
