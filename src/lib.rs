@@ -4,6 +4,8 @@
 //! master (`master`) or a worker (`server`). A request flows listener →
 //! `router` → handler (`static_files`, `cgi`, `wsgi`, `proxy`) → response → access log
 //! (`log`).
+//! A listener may speak the uwsgi protocol instead of HTTP (`uwsgi`, which
+//! also holds the client side for proxying to uwsgi servers).
 //! `gateway_env` builds the CGI/1.1 meta-variables that gateways share.
 
 pub mod body;
@@ -17,4 +19,5 @@ pub mod proxy;
 pub mod router;
 pub mod server;
 pub mod static_files;
+pub mod uwsgi;
 pub mod wsgi;

@@ -15,6 +15,7 @@ mod routing;
 mod static_files;
 mod streaming;
 mod tls;
+mod uwsgi;
 mod wsgi_conformance;
 mod wsgi_environ;
 mod wsgi_frameworks;

@@ -748,3 +748,56 @@ fn upstream_config_errors_name_the_key() {
     let err = check("[[upstream]]\nname = \"a\"\nservers = [{ url = \"http://x:1/app\" }]\n");
     assert!(err.contains("upstream[0].servers[0].url"), "{err}");
 }
+
+#[test]
+fn portico_fronts_portico_over_uwsgi_tcp_and_unix() {
+    let t = TestDir::new();
+    crate::util::wsgi::copy_fixtures(&t);
+    let sock = t.join("app.sock");
+    let was = Server::start_in(
+        t.path(),
+        &[
+            "uwsgiapp:application",
+            "-w",
+            "1",
+            "-b",
+            "127.0.0.1:0",
+            "--uwsgi-socket",
+            "127.0.0.1:0",
+            "--uwsgi-socket",
+            &format!("unix:{}", sock.display()),
+        ],
+        3,
+    );
+    let tcp = was.listeners[1].1;
+    let dead = dead_port();
+    let s = front(
+        &t,
+        "f.toml",
+        &format!(
+            "[[upstream]]\nname = \"was\"\nservers = [{{ url = \"uwsgi://{tcp}\" }}, \
+             {{ url = \"uwsgi+unix:{}\" }}, {{ url = \"uwsgi://{dead}\" }}]\n\
+             [[route]]\npath = \"/\"\nproxy = \"was\"\n",
+            sock.display()
+        ),
+    );
+    for _ in 0..6 {
+        let r = get(s.addr, "/echo?q=1", &[("host", "site.example")]);
+        assert_eq!(r.status, 200, "{}\n{}", s.logs(), was.logs());
+        let env = json(&r.body);
+        assert_eq!(env["PATH_INFO"], "/echo");
+        assert_eq!(env["QUERY_STRING"], "q=1");
+        assert_eq!(env["headers"]["HTTP_X_FORWARDED_FOR"], "127.0.0.1");
+        assert_eq!(env["headers"]["HTTP_HOST"], "site.example");
+    }
+    let r = request(s.addr, "POST", "/raw", &[], b"uwsgi body".to_vec());
+    assert_eq!((r.status, r.body.as_slice()), (200, &b"uwsgi body"[..]));
+    // A chunked body has no length for the uwsgi packet.
+    let mut c = connect(s.addr);
+    c.write_all(
+        b"POST /raw HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+    )
+    .unwrap();
+    let (head, _) = read_head(&mut c, Duration::from_secs(10));
+    assert_eq!(head.status, 411, "{}", s.logs());
+}

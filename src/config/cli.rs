@@ -67,6 +67,13 @@ pub struct Cli {
     #[arg(short = 'b', long = "bind", value_name = "ADDR")]
     pub bind: Vec<String>,
 
+    /// Address of a listener speaking the uwsgi protocol (for a front
+    /// server's `uwsgi_pass`): HOST:PORT or unix:PATH. Repeatable; replaces
+    /// the config file's uwsgi listeners. Alone (without --bind), portico
+    /// opens no HTTP listener.
+    #[arg(long = "uwsgi-socket", value_name = "ADDR")]
+    pub uwsgi_socket: Vec<String>,
+
     /// Serve directory DIR at URL prefix PREFIX (`/=./public`,
     /// `/assets=./build/assets`). Repeatable; a prefix also in the config file
     /// replaces that route.

@@ -66,6 +66,8 @@ pub struct FileServer {
 #[serde(deny_unknown_fields)]
 pub struct FileListener {
     pub address: String,
+    /// `http` (the default) or `uwsgi`.
+    pub protocol: Option<String>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
 }

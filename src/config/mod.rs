@@ -76,6 +76,28 @@ impl std::fmt::Display for ListenAddr {
 pub struct ListenerConfig {
     pub addr: ListenAddr,
     pub tls: Option<TlsFiles>,
+    pub protocol: Protocol,
+}
+
+/// What a listener speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Protocol {
+    /// HTTP/1.1 and HTTP/2 (h2c, or ALPN with TLS).
+    #[default]
+    Http,
+    /// The uwsgi protocol (a front server's `uwsgi_pass`); never TLS.
+    Uwsgi,
+}
+
+impl Protocol {
+    /// The URL scheme printed in `listening on` lines.
+    pub fn scheme(self, tls: bool) -> &'static str {
+        match (self, tls) {
+            (Protocol::Uwsgi, _) => "uwsgi",
+            (Protocol::Http, true) => "https",
+            (Protocol::Http, false) => "http",
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -227,6 +227,8 @@ impl Builder<'_> {
         })
     }
 
+    /// `--bind` replaces the file's HTTP listeners and `--uwsgi-socket` its
+    /// uwsgi ones; with no listener at all, HTTP on [`DEFAULT_BIND`].
     fn listeners(&self) -> Result<Vec<ListenerConfig>, ConfigError> {
         let cli_tls = match (&self.cli.tls_cert, &self.cli.tls_key) {
             (Some(cert), Some(key)) => Some(TlsFiles {
@@ -236,37 +238,68 @@ impl Builder<'_> {
             _ => None,
         };
         let mut listeners = Vec::new();
-        if !self.cli.bind.is_empty() {
-            for text in &self.cli.bind {
-                let addr = parse_listen_addr(text).map_err(|m| cli_err("--bind", m))?;
-                listeners.push(ListenerConfig {
-                    addr,
-                    tls: cli_tls.clone(),
-                });
+        for (i, l) in self.file.listen.iter().enumerate() {
+            let key = format!("listen[{i}]");
+            let protocol = match l.protocol.as_deref() {
+                None | Some("http") => Protocol::Http,
+                Some("uwsgi") => Protocol::Uwsgi,
+                Some(other) => {
+                    return Err(self.file_err(
+                        &format!("{key}.protocol"),
+                        format!("`{other}` is not `http` or `uwsgi`"),
+                    ))
+                }
+            };
+            let replaced = match protocol {
+                Protocol::Http => !self.cli.bind.is_empty(),
+                Protocol::Uwsgi => !self.cli.uwsgi_socket.is_empty(),
+            };
+            if replaced {
+                continue;
             }
-        } else if !self.file.listen.is_empty() {
-            for (i, l) in self.file.listen.iter().enumerate() {
-                let key = format!("listen[{i}]");
-                let addr = parse_listen_addr(&l.address)
-                    .map_err(|m| self.file_err(&format!("{key}.address"), m))?;
-                let tls = match (&l.tls_cert, &l.tls_key) {
-                    (Some(cert), Some(key_file)) => Some(TlsFiles {
-                        cert: check_file(&self.base_dir.join(cert))
-                            .map_err(|m| self.file_err(&format!("{key}.tls_cert"), m))?,
-                        key: check_file(&self.base_dir.join(key_file))
-                            .map_err(|m| self.file_err(&format!("{key}.tls_key"), m))?,
-                    }),
-                    (None, None) => cli_tls.clone(),
-                    _ => {
-                        return Err(self.file_err(&key, "tls_cert and tls_key must be set together"))
-                    }
-                };
-                listeners.push(ListenerConfig { addr, tls });
+            let addr = parse_listen_addr(&l.address)
+                .map_err(|m| self.file_err(&format!("{key}.address"), m))?;
+            let tls = match (&l.tls_cert, &l.tls_key) {
+                (Some(cert), Some(key_file)) => Some(TlsFiles {
+                    cert: check_file(&self.base_dir.join(cert))
+                        .map_err(|m| self.file_err(&format!("{key}.tls_cert"), m))?,
+                    key: check_file(&self.base_dir.join(key_file))
+                        .map_err(|m| self.file_err(&format!("{key}.tls_key"), m))?,
+                }),
+                (None, None) if protocol == Protocol::Http => cli_tls.clone(),
+                (None, None) => None,
+                _ => return Err(self.file_err(&key, "tls_cert and tls_key must be set together")),
+            };
+            if protocol == Protocol::Uwsgi && tls.is_some() {
+                return Err(self.file_err(&key, "a uwsgi listener cannot use TLS"));
             }
-        } else {
+            listeners.push(ListenerConfig {
+                addr,
+                tls,
+                protocol,
+            });
+        }
+        for text in &self.cli.bind {
+            let addr = parse_listen_addr(text).map_err(|m| cli_err("--bind", m))?;
+            listeners.push(ListenerConfig {
+                addr,
+                tls: cli_tls.clone(),
+                protocol: Protocol::Http,
+            });
+        }
+        for text in &self.cli.uwsgi_socket {
+            let addr = parse_listen_addr(text).map_err(|m| cli_err("--uwsgi-socket", m))?;
+            listeners.push(ListenerConfig {
+                addr,
+                tls: None,
+                protocol: Protocol::Uwsgi,
+            });
+        }
+        if listeners.is_empty() {
             listeners.push(ListenerConfig {
                 addr: parse_listen_addr(DEFAULT_BIND).expect("default address parses"),
                 tls: cli_tls,
+                protocol: Protocol::Http,
             });
         }
         Ok(listeners)
@@ -769,5 +802,53 @@ mod tests {
         assert_eq!(normalize_prefix("/assets/").unwrap(), "/assets");
         assert!(normalize_prefix("assets").is_err());
         assert!(normalize_prefix("/a/../b").is_err());
+    }
+
+    fn listeners_of(file: &str, cli: Cli) -> Result<Vec<ListenerConfig>, ConfigError> {
+        Builder {
+            cli: &cli,
+            file: file::parse(file).unwrap(),
+            origin: "test.toml".into(),
+            base_dir: PathBuf::new(),
+            upstreams: RefCell::new(Vec::new()),
+        }
+        .listeners()
+    }
+
+    #[test]
+    fn uwsgi_listeners_from_file_and_flags() {
+        let file = "[[listen]]\naddress = \"127.0.0.1:8000\"\n\
+                    [[listen]]\naddress = \"unix:/run/a.sock\"\nprotocol = \"uwsgi\"\n";
+        let l = listeners_of(file, Cli::default()).unwrap();
+        let protocols: Vec<_> = l.iter().map(|l| l.protocol).collect();
+        assert_eq!(protocols, [Protocol::Http, Protocol::Uwsgi]);
+        // --uwsgi-socket replaces the file's uwsgi listeners only.
+        let cli = Cli {
+            uwsgi_socket: vec!["127.0.0.1:3031".into()],
+            ..Cli::default()
+        };
+        let l = listeners_of(file, cli).unwrap();
+        assert_eq!(l.len(), 2);
+        assert_eq!(
+            l[1].addr,
+            ListenAddr::Tcp("127.0.0.1:3031".parse().unwrap())
+        );
+        assert_eq!(l[1].protocol, Protocol::Uwsgi);
+        // Alone, --uwsgi-socket opens no HTTP listener.
+        let cli = Cli {
+            uwsgi_socket: vec!["unix:/run/b.sock".into()],
+            ..Cli::default()
+        };
+        let l = listeners_of("", cli).unwrap();
+        assert_eq!(l.len(), 1);
+        assert_eq!(l[0].protocol, Protocol::Uwsgi);
+        // No listener at all: the default HTTP one.
+        assert_eq!(
+            listeners_of("", Cli::default()).unwrap()[0].protocol,
+            Protocol::Http
+        );
+        let bad = "[[listen]]\naddress = \"127.0.0.1:1\"\nprotocol = \"fastcgi\"\n";
+        let err = listeners_of(bad, Cli::default()).unwrap_err().to_string();
+        assert!(err.contains("listen[0].protocol"), "{err}");
     }
 }

@@ -18,6 +18,7 @@ use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
 use super::pool::Lease;
+use crate::body::RequestBody;
 
 /// What the exchange needs to know about the request body while hyper's
 /// connection task streams it.
@@ -32,27 +33,27 @@ pub struct Progress {
     pub last: Cell<Instant>,
 }
 
-/// The request body sent upstream.
-pub struct RequestBody {
-    inner: Option<Incoming>,
+/// The client's request body on its way upstream.
+pub struct OutgoingBody {
+    inner: Option<RequestBody>,
     limit: u64,
     seen: u64,
     progress: Rc<Progress>,
 }
 
-impl RequestBody {
+impl OutgoingBody {
     pub fn empty() -> Self {
         Self::new(None, u64::MAX).0
     }
 
     /// `None` for a request without a body.
-    pub fn new(inner: Option<Incoming>, limit: u64) -> (Self, Rc<Progress>) {
+    pub fn new(inner: Option<RequestBody>, limit: u64) -> (Self, Rc<Progress>) {
         let progress = Rc::new(Progress {
             started: Cell::new(false),
             too_large: Cell::new(false),
             last: Cell::new(Instant::now()),
         });
-        let body = RequestBody {
+        let body = OutgoingBody {
             inner: inner.filter(|b| !b.is_end_stream()),
             limit,
             seen: 0,
@@ -62,7 +63,7 @@ impl RequestBody {
     }
 }
 
-impl http_body::Body for RequestBody {
+impl http_body::Body for OutgoingBody {
     type Data = Bytes;
     type Error = io::Error;
 
@@ -93,7 +94,7 @@ impl http_body::Body for RequestBody {
             }
             Poll::Ready(Some(Err(e))) => {
                 this.progress.started.set(true);
-                Poll::Ready(Some(Err(io::Error::other(e))))
+                Poll::Ready(Some(Err(e)))
             }
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => Poll::Pending,
@@ -190,5 +191,56 @@ impl http_body::Body for UpstreamBody {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+/// A uwsgi response body, holding its server's lease until it is done.
+pub struct Leased {
+    pub inner: crate::body::Body,
+    /// Held (not read): the server counts the request in flight until dropped.
+    pub _lease: Lease,
+}
+
+impl http_body::Body for Leased {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The request body lent to one uwsgi attempt: when the attempt fails
+/// before reaching the app, the body (untouched) is taken back for the next.
+pub struct Lent(pub Rc<std::cell::RefCell<OutgoingBody>>);
+
+impl http_body::Body for Lent {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        Pin::new(&mut *self.0.borrow_mut()).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.borrow().is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.0.borrow().size_hint()
     }
 }

@@ -24,7 +24,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
 use tokio::time::Sleep;
 
-use super::body::RequestBody;
+use super::body::OutgoingBody;
 use crate::config::UpstreamUrl;
 
 /// An idle connection older than this is closed rather than reused.
@@ -53,7 +53,7 @@ impl Activity {
 
 /// An open connection ready for a request.
 pub struct Conn {
-    pub sender: SendRequest<RequestBody>,
+    pub sender: SendRequest<OutgoingBody>,
     pub activity: Arc<Activity>,
     /// It served a request before: the server may have closed it meanwhile.
     pub reused: bool,

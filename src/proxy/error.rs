@@ -28,17 +28,23 @@ pub enum ProxyError {
     /// streamed upstream: 413.
     #[error("request body larger than max_body_size")]
     BodyTooLarge,
-    /// The upstream speaks uwsgi and this build has no uwsgi client yet: 502.
-    #[error("upstream {0}: uwsgi upstreams not available yet")]
-    UwsgiUnavailable(String),
+    /// A uwsgi server failed after it may have seen the request; the
+    /// status is the uwsgi client's (502, 504 on a timeout, 400 when the
+    /// client's body broke off).
+    #[error(transparent)]
+    Uwsgi(crate::uwsgi::UwsgiError),
+    /// A body without a declared length (chunked) for a uwsgi server, whose
+    /// protocol needs the length up front: 411.
+    #[error("upstream {0}: a request body for a uwsgi server needs a Content-Length")]
+    LengthRequired(String),
 }
 
 impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
-            ProxyError::NoServer(_)
-            | ProxyError::Exchange { .. }
-            | ProxyError::UwsgiUnavailable(_) => StatusCode::BAD_GATEWAY,
+            ProxyError::NoServer(_) | ProxyError::Exchange { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::Uwsgi(err) => err.status(),
+            ProxyError::LengthRequired(_) => StatusCode::LENGTH_REQUIRED,
             ProxyError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         }

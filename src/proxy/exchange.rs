@@ -11,7 +11,12 @@
 //!    and are never kept for a second try). A failure on a reused
 //!    keep-alive connection is the server closing it, not a server fault:
 //!    the retry takes a fresh connection and the server is not blamed.
+//!
+//! A uwsgi server gets one request per connection through
+//! `crate::uwsgi::send`; the body is lent to each attempt and taken back
+//! when the attempt failed before reaching the app.
 
+use std::cell::RefCell;
 use std::future::Future;
 use std::pin::pin;
 use std::rc::Rc;
@@ -21,11 +26,14 @@ use http::{HeaderMap, Method, Request, Response, Uri};
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
-use super::body::{Progress, RequestBody};
+use super::body::{Lent, OutgoingBody, Progress};
 use super::client::{self, Activity, Conn, ConnectError};
 use super::error::ProxyError;
 use super::pool::{Lease, Pool};
+use crate::body::Body;
 use crate::config::UpstreamUrl;
+use crate::gateway_env::Var;
+use crate::uwsgi;
 
 /// What a body-less idempotent request needs to be sent again.
 pub struct Replay {
@@ -35,8 +43,8 @@ pub struct Replay {
 }
 
 impl Replay {
-    fn build(&self) -> Request<RequestBody> {
-        let mut req = Request::new(RequestBody::empty());
+    fn build(&self) -> Request<OutgoingBody> {
+        let mut req = Request::new(OutgoingBody::empty());
         *req.method_mut() = self.method.clone();
         *req.uri_mut() = self.uri.clone();
         *req.headers_mut() = self.headers.clone();
@@ -44,35 +52,91 @@ impl Replay {
     }
 }
 
+/// What a uwsgi server needs besides the body: the request as CGI vars.
+pub struct UwsgiRequest {
+    pub vars: Vec<Var>,
+    /// The body has no declared length, which the uwsgi protocol needs.
+    pub length_unknown: bool,
+}
+
+pub enum UpstreamResponse {
+    Http(Response<Incoming>),
+    /// The uwsgi client's response, its body already streaming.
+    Uwsgi(Response<Body>),
+}
+
 pub struct Exchanged {
-    pub response: Response<Incoming>,
+    pub response: UpstreamResponse,
     /// The server and the connection the response arrives on.
     pub lease: Lease,
 }
 
 pub async fn exchange(
     pool: &Rc<Pool>,
-    mut req: Request<RequestBody>,
+    mut req: Request<OutgoingBody>,
     replay: Option<Replay>,
     progress: &Progress,
     client_key: &[u8],
+    uwsgi_request: Option<&UwsgiRequest>,
 ) -> Result<Exchanged, ProxyError> {
     let cfg = &pool.config;
     let mut tried = vec![false; pool.servers.len()];
     let mut fresh_only = false;
-    let mut last_error = None;
     while let Some(i) = pool.pick(&tried, client_key) {
         let server = &pool.servers[i];
         let label = server.label.as_str();
         let mut lease = Lease::new(pool.clone(), i);
-        if matches!(
-            server.config.url,
-            UpstreamUrl::Uwsgi { .. } | UpstreamUrl::UwsgiUnix(_)
-        ) {
-            tracing::error!("upstream {label}: uwsgi upstreams not available yet");
+        if let Some(target) = uwsgi_target(&server.config.url) {
+            let Some(u) = uwsgi_request else {
+                return Err(ProxyError::NoServer(cfg.name.clone()));
+            };
+            if u.length_unknown {
+                return Err(ProxyError::LengthRequired(label.to_string()));
+            }
+            let (parts, body) = req.into_parts();
+            let lent = Rc::new(RefCell::new(body));
+            let timeouts = uwsgi::Timeouts {
+                connect: cfg.connect_timeout,
+                send: cfg.send_timeout,
+                read: cfg.read_timeout,
+            };
+            let sent = uwsgi::send(&target, u.vars.clone(), Lent(lent.clone()), &timeouts).await;
+            let body =
+                Rc::try_unwrap(lent).map_or_else(|_| OutgoingBody::empty(), RefCell::into_inner);
+            req = Request::from_parts(parts, body);
+            let err = match sent {
+                Ok(response) => {
+                    pool.succeeded(i);
+                    return Ok(Exchanged {
+                        response: UpstreamResponse::Uwsgi(response),
+                        lease,
+                    });
+                }
+                Err(err) => err,
+            };
             tried[i] = true;
-            last_error = Some(ProxyError::UwsgiUnavailable(label.to_string()));
-            continue;
+            pool.failed(i, &err.to_string());
+            if progress.too_large.get() {
+                return Err(ProxyError::BodyTooLarge);
+            }
+            if !err.reached_upstream() {
+                tracing::warn!("upstream `{}`: {err}; trying the next server", cfg.name);
+                continue;
+            }
+            match &replay {
+                Some(replay) if err.status() != http::StatusCode::GATEWAY_TIMEOUT => {
+                    tracing::warn!(
+                        "upstream `{}`: {err}; retrying the idempotent request",
+                        cfg.name
+                    );
+                    req = replay.build();
+                    continue;
+                }
+                _ => {
+                    tracing::error!("upstream `{}`: {err}; answered {}", cfg.name, err.status());
+                    return Err(ProxyError::Uwsgi(err));
+                }
+            }
         }
         let conn = match open(pool, i, fresh_only).await {
             Ok(conn) => conn,
@@ -112,7 +176,10 @@ pub async fn exchange(
         let mut err = match outcome {
             Ok(response) => {
                 pool.succeeded(i);
-                return Ok(Exchanged { response, lease });
+                return Ok(Exchanged {
+                    response: UpstreamResponse::Http(response),
+                    lease,
+                });
             }
             Err(err) => err,
         };
@@ -165,7 +232,7 @@ pub async fn exchange(
             }
         }
     }
-    let err = last_error.unwrap_or_else(|| ProxyError::NoServer(cfg.name.clone()));
+    let err = ProxyError::NoServer(cfg.name.clone());
     tracing::error!("{err}; 502");
     Err(err)
 }
@@ -207,6 +274,17 @@ async fn head_within<F: Future>(
                 }
             }
         }
+    }
+}
+
+fn uwsgi_target(url: &UpstreamUrl) -> Option<uwsgi::Target> {
+    match url {
+        UpstreamUrl::Uwsgi { host, port } if host.contains(':') => {
+            Some(uwsgi::Target::Tcp(format!("[{host}]:{port}")))
+        }
+        UpstreamUrl::Uwsgi { host, port } => Some(uwsgi::Target::Tcp(format!("{host}:{port}"))),
+        UpstreamUrl::UwsgiUnix(path) => Some(uwsgi::Target::Unix(path.clone())),
+        _ => None,
     }
 }
 

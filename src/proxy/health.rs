@@ -2,12 +2,13 @@
 //! `GET health_uri` to every server each `health_interval` on a new
 //! connection; a status other than `health_status`, or no answer within the
 //! pool's timeouts, marks the server down until a check passes again.
+//! HTTP servers only; uwsgi servers rely on passive health.
 
 use std::rc::Rc;
 
 use http::{header, Request};
 
-use super::body::RequestBody;
+use super::body::OutgoingBody;
 use super::client;
 use super::pool::Pool;
 use crate::config::{HealthCheck, UpstreamUrl};
@@ -36,7 +37,7 @@ async fn probe(pool: &Pool, i: usize, check: &HealthCheck) -> Result<(), String>
     let host = match url {
         UpstreamUrl::Http { .. } => url.to_string().trim_start_matches("http://").to_string(),
         UpstreamUrl::HttpUnix(_) => "localhost".to_string(),
-        // Checked once the uwsgi client is there; until then not judged.
+        // uwsgi servers are judged by passive health only.
         UpstreamUrl::Uwsgi { .. } | UpstreamUrl::UwsgiUnix(_) => return Ok(()),
     };
     let mut conn = client::connect(url, cfg.connect_timeout, cfg.send_timeout)
@@ -45,7 +46,7 @@ async fn probe(pool: &Pool, i: usize, check: &HealthCheck) -> Result<(), String>
     let req = Request::get(check.uri.as_str())
         .header(header::HOST, host)
         .header(header::USER_AGENT, "portico-health-check")
-        .body(RequestBody::empty())
+        .body(OutgoingBody::empty())
         .map_err(|e| e.to_string())?;
     let response = tokio::time::timeout(cfg.read_timeout, conn.sender.send_request(req))
         .await

@@ -31,18 +31,17 @@ use std::rc::Rc;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri};
 use http_body::Body as _;
-use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
-use crate::body::Body;
+use crate::body::{Body, RequestBody};
 use crate::config::{Config, ForwardedAllow, ProxyOptions};
 use crate::forwarded;
 use crate::server::{status_page, Mount};
 
-use body::{RequestBody, UpstreamBody};
+use body::{Leased, OutgoingBody, UpstreamBody};
 use error::ProxyError;
-use exchange::{Exchanged, Replay};
+use exchange::{Exchanged, Replay, UpstreamResponse, UwsgiRequest};
 use pool::{Lease, Pool};
 
 pub use error::ProxyError as Error;
@@ -56,7 +55,7 @@ pub struct Proxy {
 /// What the client gets.
 enum Outcome {
     /// The upstream's head, its body streamed.
-    Stream(Response<UpstreamBody>),
+    Stream(Response<Body>),
     /// `101 Switching Protocols`: the two connections are joined.
     Tunnel {
         head: Response<()>,
@@ -96,7 +95,7 @@ impl Proxy {
         &self,
         opts: &ProxyOptions,
         mount: &Mount<'_>,
-        mut req: Request<Incoming>,
+        mut req: Request<RequestBody>,
     ) -> Response<Body> {
         let pool = &self.pools[opts.upstream];
         let upgrade = headers::upgrade_request(req.version(), req.headers());
@@ -105,10 +104,23 @@ impl Proxy {
         // The client's own headers, for ranges and conditionals on a file
         // the upstream names.
         let client_headers = opts.sendfile_root.is_some().then(|| req.headers().clone());
-        let (upstream_req, replay, progress, client_key) =
-            self.upstream_request(opts, mount, req, upgrade.is_some());
-        let exchanged =
-            exchange::exchange(pool, upstream_req, replay, &progress, &client_key).await;
+        let has_uwsgi = pool.config.servers.iter().any(|s| {
+            matches!(
+                s.url,
+                crate::config::UpstreamUrl::Uwsgi { .. } | crate::config::UpstreamUrl::UwsgiUnix(_)
+            )
+        });
+        let (upstream_req, replay, progress, client_key, uwsgi_request) =
+            self.upstream_request(opts, mount, req, upgrade.is_some(), has_uwsgi);
+        let exchanged = exchange::exchange(
+            pool,
+            upstream_req,
+            replay,
+            &progress,
+            &client_key,
+            uwsgi_request.as_ref(),
+        )
+        .await;
         let outcome = decide(opts, exchanged, client_upgrade, pool.config.read_timeout);
         render(
             outcome,
@@ -118,19 +130,23 @@ impl Proxy {
         )
     }
 
-    /// Step 2: the request as the upstream gets it, what a retry needs, and
-    /// the balancing key (the client's address).
+    /// Step 2: the request as the upstream gets it, what a retry needs, the
+    /// balancing key (the client's address), and for a pool with uwsgi
+    /// servers the request as uwsgi vars.
+    #[allow(clippy::type_complexity)]
     fn upstream_request(
         &self,
         opts: &ProxyOptions,
         mount: &Mount<'_>,
-        req: Request<Incoming>,
+        req: Request<RequestBody>,
         upgrade: bool,
+        uwsgi: bool,
     ) -> (
-        Request<RequestBody>,
+        Request<OutgoingBody>,
         Option<Replay>,
         Rc<body::Progress>,
         Vec<u8>,
+        Option<UwsgiRequest>,
     ) {
         let (mut parts, incoming) = req.into_parts();
         let peer = mount.peer.addr;
@@ -176,13 +192,24 @@ impl Proxy {
             uri: parts.uri.clone(),
             headers: parts.headers.clone(),
         });
-        let (body, progress) = RequestBody::new(Some(incoming), mount.max_body_size);
+        let uwsgi_request = uwsgi.then(|| {
+            let declared: Option<u64> = parts
+                .headers
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse().ok());
+            UwsgiRequest {
+                vars: crate::uwsgi::client::request_vars(&parts, mount, declared),
+                length_unknown: has_body && declared.is_none(),
+            }
+        });
+        let (body, progress) = OutgoingBody::new(Some(incoming), mount.max_body_size);
         let client_key = view.remote_addr.into_bytes();
         (
             Request::from_parts(parts, body),
             replay,
             progress,
             client_key,
+            uwsgi_request,
         )
     }
 }
@@ -195,30 +222,37 @@ fn decide(
     read_timeout: std::time::Duration,
 ) -> Outcome {
     let Exchanged {
-        mut response,
+        response,
         mut lease,
     } = match exchanged {
         Ok(e) => e,
         Err(err) => return Outcome::Failed(err),
     };
-    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-        let Some(client) = client_upgrade else {
-            return Outcome::Failed(ProxyError::Exchange {
-                server: lease.server_label().to_string(),
-                message: "101 Switching Protocols to a request that asked for no upgrade".into(),
-            });
-        };
-        let upstream = hyper::upgrade::on(&mut response);
-        lease.discard();
-        let (mut parts, _) = response.into_parts();
-        headers::strip_hop_by_hop(&mut parts.headers, true);
-        return Outcome::Tunnel {
-            head: Response::from_parts(parts, ()),
-            client,
-            upstream,
-            lease,
-        };
-    }
+    let mut response = match response {
+        UpstreamResponse::Http(mut response) => {
+            if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+                let Some(client) = client_upgrade else {
+                    return Outcome::Failed(ProxyError::Exchange {
+                        server: lease.server_label().to_string(),
+                        message: "101 Switching Protocols to a request that asked for no upgrade"
+                            .into(),
+                    });
+                };
+                let upstream = hyper::upgrade::on(&mut response);
+                lease.discard();
+                let (mut parts, _) = response.into_parts();
+                headers::strip_hop_by_hop(&mut parts.headers, true);
+                return Outcome::Tunnel {
+                    head: Response::from_parts(parts, ()),
+                    client,
+                    upstream,
+                    lease,
+                };
+            }
+            response.map(UpstreamBodyOrLeased::Http)
+        }
+        UpstreamResponse::Uwsgi(response) => response.map(UpstreamBodyOrLeased::Uwsgi),
+    };
     if opts.sendfile_root.is_some() {
         let named = [("x-accel-redirect", true), ("x-sendfile", false)]
             .into_iter()
@@ -235,12 +269,24 @@ fn decide(
             };
         }
     }
-    let (mut parts, incoming) = response.into_parts();
+    let (mut parts, body) = response.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers, false);
-    Outcome::Stream(Response::from_parts(
-        parts,
-        UpstreamBody::new(incoming, read_timeout, lease),
-    ))
+    let body = match body {
+        UpstreamBodyOrLeased::Http(incoming) => {
+            Body::stream(UpstreamBody::new(incoming, read_timeout, lease))
+        }
+        UpstreamBodyOrLeased::Uwsgi(inner) => Body::stream(Leased {
+            inner,
+            _lease: lease,
+        }),
+    };
+    Outcome::Stream(Response::from_parts(parts, body))
+}
+
+/// The two kinds of upstream body, until the response is decided.
+enum UpstreamBodyOrLeased {
+    Http(hyper::body::Incoming),
+    Uwsgi(Body),
 }
 
 /// Step 5; `request` is the client's method and headers (a file named by
@@ -252,7 +298,7 @@ fn render(
     request: (&Method, &HeaderMap),
 ) -> Response<Body> {
     match outcome {
-        Outcome::Stream(response) => response.map(Body::stream),
+        Outcome::Stream(response) => response,
         Outcome::Tunnel {
             head,
             client,

@@ -26,6 +26,7 @@ use tokio::time::Instant;
 
 use super::service::{self, RequestContext};
 use super::Shared;
+use crate::body::RequestBody;
 
 /// Where a connection is between requests; drives the watchdog.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -70,7 +71,7 @@ pub struct ConnState {
 }
 
 impl ConnState {
-    fn new(header_timeout: Duration, keepalive_timeout: Duration) -> Self {
+    pub(crate) fn new(header_timeout: Duration, keepalive_timeout: Duration) -> Self {
         ConnState {
             phase: SyncCell::new(Phase::Idle {
                 since: Instant::now(),
@@ -225,7 +226,9 @@ where
         state: state.clone(),
         peer,
     });
-    let svc = hyper::service::service_fn(move |req| service::handle(req, ctx.clone()));
+    let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+        service::handle(req.map(RequestBody::Http), ctx.clone())
+    });
     let mut conn = pin!(shared.http.serve_connection_with_upgrades(io, svc));
     let mut shutdown = shared.shutdown.clone();
     let mut shutting_down = *shutdown.borrow();

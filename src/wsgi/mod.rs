@@ -26,12 +26,12 @@ mod streams;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use crate::body::RequestBody;
 use http::header::{self, HeaderValue};
 use http::request::Parts;
 use http::{Request, Response, StatusCode};
 use http_body::Body as _;
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use pyo3::prelude::*;
 
 use crate::body::Body;
@@ -124,7 +124,7 @@ impl WsgiRuntime {
         &self,
         opts: &WsgiOptions,
         mount: &Mount<'_>,
-        req: Request<Incoming>,
+        req: Request<RequestBody>,
     ) -> Response<Body> {
         let (parts, body) = req.into_parts();
         let input = match read_small_body(&parts, body, mount.max_body_size).await {
@@ -193,7 +193,11 @@ impl WsgiRuntime {
 
 /// A body that fits `PREREAD_LIMIT` is read now, unless the client waits
 /// for `100 Continue` (which only the app's first read should send).
-async fn read_small_body(parts: &Parts, body: Incoming, limit: u64) -> Result<Source, StatusCode> {
+async fn read_small_body(
+    parts: &Parts,
+    body: RequestBody,
+    limit: u64,
+) -> Result<Source, StatusCode> {
     if body.is_end_stream() {
         return Ok(Source::Empty);
     }
