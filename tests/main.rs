@@ -10,6 +10,7 @@ mod conformance;
 mod limits;
 mod processes;
 mod protocols;
+mod proxy;
 mod routing;
 mod static_files;
 mod streaming;

@@ -85,6 +85,13 @@ pub struct Cli {
     #[arg(long = "cgi", value_name = "PREFIX=DIR")]
     pub cgi_routes: Vec<String>,
 
+    /// Proxy URL prefix PREFIX to upstream servers (`/api=http://127.0.0.1:9000`,
+    /// `/=http://10.0.0.2:8000,http://10.0.0.3:8000`, `uwsgi://HOST:PORT`,
+    /// `uwsgi+unix:PATH`, `http+unix:PATH`); round robin between them.
+    /// Repeatable; a prefix also in the config file replaces that route.
+    #[arg(long = "proxy", value_name = "PREFIX=URL[,URL...]")]
+    pub proxy_routes: Vec<String>,
+
     /// TOML config file (see docs/config.md).
     #[arg(short = 'c', long = "config", value_name = "FILE")]
     pub config: Option<PathBuf>,

@@ -69,6 +69,8 @@ pub struct Shared {
     open_connections: Cell<usize>,
     all_closed: Notify,
     wsgi: Option<WsgiRuntime>,
+    /// The reverse proxy's upstream pools (health, idle connections).
+    proxy: crate::proxy::Proxy,
     /// The static handler's open-file cache (per worker, like all of this).
     static_cache: crate::static_files::Cache,
 }
@@ -105,6 +107,7 @@ impl Shared {
             open_connections: Cell::new(0),
             all_closed: Notify::new(),
             wsgi,
+            proxy: crate::proxy::Proxy::new(config),
             static_cache: crate::static_files::Cache::new(),
         })
     }

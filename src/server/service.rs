@@ -45,7 +45,7 @@ static SERVER: HeaderValue = HeaderValue::from_static("portico");
 
 pub struct RequestContext {
     pub shared: Rc<Shared>,
-    pub state: Rc<ConnState>,
+    pub state: std::sync::Arc<ConnState>,
     pub peer: Peer,
 }
 
@@ -136,6 +136,7 @@ async fn respond(req: Request<RequestBody>, ctx: &RequestContext) -> Response<Bo
             Some(wsgi) => wsgi.serve(opts, &mount, req).await,
             None => status_page(StatusCode::INTERNAL_SERVER_ERROR),
         },
+        Some(Handler::Proxy(opts)) => shared.proxy.serve(opts, &mount, req).await,
         None => status_page(StatusCode::NOT_FOUND),
     }
 }

@@ -72,7 +72,7 @@ where
     let head_only = req.method() == Method::HEAD;
     let ctx = Rc::new(RequestContext {
         shared: shared.clone(),
-        state: Rc::new(ConnState::new(
+        state: std::sync::Arc::new(ConnState::new(
             limits.header_timeout,
             limits.keepalive_timeout,
         )),

@@ -177,7 +177,7 @@ impl WsgiRuntime {
                     mount.static_cache,
                     accel,
                     &target,
-                    &parts,
+                    (&parts.method, &parts.headers),
                     head.headers,
                 );
             }
@@ -221,15 +221,18 @@ async fn read_small_body(
 
 /// `X-Accel-Redirect: /path` (under the root) or `X-Sendfile: /abs/path`
 /// (inside the root): the static handler serves it with ranges and
-/// validators; the app's other headers are kept.
-fn sendfile_response(
+/// validators; the app's other headers are kept. `request` is the client's
+/// method and headers (for ranges and conditionals). Also used for the
+/// responses of proxied upstreams.
+pub(crate) fn sendfile_response(
     root: &std::path::Path,
     cache: &static_files::Cache,
     accel: bool,
     target: &HeaderValue,
-    parts: &Parts,
+    request: (&http::Method, &http::HeaderMap),
     app_headers: http::HeaderMap,
 ) -> Response<Body> {
+    let (request_method, request_headers) = request;
     let Ok(target) = target.to_str() else {
         return status_page(StatusCode::INTERNAL_SERVER_ERROR);
     };
@@ -255,7 +258,7 @@ fn sendfile_response(
         precompressed: false,
         expires: None,
     };
-    let method = if parts.method == http::Method::HEAD {
+    let method = if request_method == http::Method::HEAD {
         http::Method::HEAD
     } else {
         http::Method::GET
@@ -265,7 +268,7 @@ fn sendfile_response(
         cache,
         &StaticRequest {
             method: &method,
-            headers: &parts.headers,
+            headers: request_headers,
             path: &rel,
             query: None,
             rel: &rel,

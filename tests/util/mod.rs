@@ -34,7 +34,7 @@ pub struct Captured {
 }
 
 impl Captured {
-    fn drain(self: &Arc<Self>, pipe: impl Read + Send + 'static) {
+    pub fn drain(self: &Arc<Self>, pipe: impl Read + Send + 'static) {
         let me = self.clone();
         std::thread::spawn(move || {
             let mut reader = BufReader::new(pipe);
