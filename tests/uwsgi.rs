@@ -6,6 +6,7 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -547,4 +548,143 @@ fn client_errors_say_whether_the_app_was_reached() {
     assert_eq!(err.status(), 502);
     assert!(Target::parse("http://x:1").is_err());
     assert!(Target::parse("uwsgi://nohost").is_err());
+}
+
+/// examples/split/run.sh, in its own process group, stopped on drop.
+struct Split {
+    child: Child,
+    run_dir: PathBuf,
+}
+
+impl Split {
+    fn script() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/split/run.sh")
+    }
+
+    fn restart(&self, backend: &str) {
+        let out = Command::new(Self::script())
+            .args(["restart", backend])
+            .env("PORTICO", crate::util::bin())
+            .env("RUN_DIR", &self.run_dir)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for Split {
+    fn drop(&mut self) {
+        use nix::sys::signal::{killpg, Signal};
+        let group = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = killpg(group, Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // Backends restarted by `run.sh restart` are outside the group.
+        for name in ["b1", "b2"] {
+            if let Ok(pid) = std::fs::read_to_string(self.run_dir.join(format!("{name}.pid"))) {
+                if let Ok(pid) = pid.trim().parse::<i32>() {
+                    let _ =
+                        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGTERM);
+                }
+            }
+        }
+        let _ = killpg(group, Signal::SIGKILL);
+        let _ = self.child.wait();
+    }
+}
+
+/// One GET on a new connection: the body of a 200, or why it failed.
+fn split_get(addr: SocketAddr, path: &str) -> Result<String, String> {
+    let mut s = TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut got = Vec::new();
+    s.read_to_end(&mut got).map_err(|e| format!("read: {e}"))?;
+    let text = String::from_utf8_lossy(&got);
+    if !text.starts_with("HTTP/1.1 200 ") {
+        return Err(text.lines().next().unwrap_or("(nothing)").to_string());
+    }
+    Ok(text.split("\r\n\r\n").nth(1).unwrap_or("").to_string())
+}
+
+/// Which backend answered a proxied GET.
+fn backend_of(addr: SocketAddr, path: &str) -> Result<String, String> {
+    let body = split_get(addr, path)?;
+    let v: Value = serde_json::from_str(&body).map_err(|e| format!("{e}: {body}"))?;
+    Ok(v["backend"].as_str().unwrap_or("?").to_string())
+}
+
+#[test]
+fn split_example_rolling_restart_under_load_fails_no_request() {
+    let t = TestDir::new();
+    let run_dir = t.join("run");
+    let port = free_port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let child = Command::new(Split::script())
+        .env("PORTICO", crate::util::bin())
+        .env("RUN_DIR", &run_dir)
+        .env("FRONT_BIND", addr.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let split = Split { child, run_dir };
+    wait_port(addr, "the split example's front", String::new);
+    let static_file = split_get(addr, "/static/hello.txt").unwrap();
+    assert!(static_file.contains("front portico"), "{static_file}");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load: Vec<_> = (0..4)
+        .map(|i| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let (mut ok, mut failed, mut seen) =
+                    (0, Vec::new(), std::collections::BTreeSet::new());
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    match backend_of(addr, &format!("/load/{i}")) {
+                        Ok(backend) => {
+                            ok += 1;
+                            seen.insert(backend);
+                        }
+                        Err(e) => failed.push(e),
+                    }
+                }
+                (ok, failed, seen)
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    split.restart("b1");
+    std::thread::sleep(Duration::from_millis(500));
+    split.restart("b2");
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut ok, mut failed, mut seen) = (0, Vec::new(), std::collections::BTreeSet::new());
+    for h in load {
+        let (o, f, s) = h.join().unwrap();
+        ok += o;
+        failed.extend(f);
+        seen.extend(s);
+    }
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed: {:?}",
+        failed.len(),
+        ok + failed.len(),
+        &failed[..failed.len().min(5)]
+    );
+    assert!(ok > 100, "only {ok} requests under load");
+    assert_eq!(seen.into_iter().collect::<Vec<_>>(), ["b1", "b2"]);
 }

@@ -38,6 +38,9 @@ stop() { # NAME: graceful stop (in-flight requests finish)
   [ -f "$pidfile" ] || return 0
   local pid; pid=$(cat "$pidfile")
   kill -TERM "$pid" 2>/dev/null || true
+  # Our own child is reaped by wait (a zombie would pass kill -0); one
+  # started by another run.sh is polled.
+  wait "$pid" 2>/dev/null || true
   while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
   rm -f "$pidfile"
 }
