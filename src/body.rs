@@ -1,4 +1,5 @@
-//! The response body type every handler returns.
+//! The body types of a handler: [`Body`] for the responses every handler
+//! returns, [`RequestBody`] for the requests it takes.
 //!
 //! An enum rather than a boxed trait object so the common cases (no body, one
 //! buffer) cost no allocation; streams (files, multipart ranges, later app
@@ -69,6 +70,52 @@ impl http_body::Body for Body {
             Body::Empty => SizeHint::with_exact(0),
             Body::Full(data) => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
             Body::Stream(s) => s.size_hint(),
+        }
+    }
+}
+
+/// The request body every handler takes: hyper's, or the bytes following a
+/// uwsgi packet (`CONTENT_LENGTH` of them, read by the uwsgi connection and
+/// handed over through a small channel, like hyper's own body). `Send`, so
+/// a Python thread can read it.
+pub enum RequestBody {
+    Http(hyper::body::Incoming),
+    Uwsgi(crate::uwsgi::PacketBody),
+}
+
+impl From<hyper::body::Incoming> for RequestBody {
+    fn from(body: hyper::body::Incoming) -> Self {
+        RequestBody::Http(body)
+    }
+}
+
+impl http_body::Body for RequestBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match self.get_mut() {
+            RequestBody::Http(b) => Pin::new(b)
+                .poll_frame(cx)
+                .map(|f| f.map(|r| r.map_err(std::io::Error::other))),
+            RequestBody::Uwsgi(b) => Pin::new(b).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            RequestBody::Http(b) => b.is_end_stream(),
+            RequestBody::Uwsgi(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            RequestBody::Http(b) => b.size_hint(),
+            RequestBody::Uwsgi(b) => b.size_hint(),
         }
     }
 }

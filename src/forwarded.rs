@@ -28,7 +28,8 @@ pub fn client_view(
 ) -> ClientView {
     let mut view = ClientView {
         remote_addr: peer.map_or_else(String::new, |p| p.ip().to_canonical().to_string()),
-        remote_port: peer.map(|p| p.port()),
+        // Port 0: a uwsgi front named the client without its port.
+        remote_port: peer.map(|p| p.port()).filter(|&p| p != 0),
         https: tls,
         host: None,
     };

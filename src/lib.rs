@@ -2,8 +2,10 @@
 //!
 //! The binary (`src/main.rs`) parses the command line and runs either the
 //! master (`master`) or a worker (`server`). A request flows listener →
-//! `router` → handler (`static_files`, `cgi`, `wsgi`) → response → access log
+//! `router` → handler (`static_files`, `cgi`, `wsgi`, `proxy`) → response → access log
 //! (`log`).
+//! A listener may speak the uwsgi protocol instead of HTTP (`uwsgi`, which
+//! also holds the client side for proxying to uwsgi servers).
 //! `gateway_env` builds the CGI/1.1 meta-variables that gateways share.
 
 pub mod body;
@@ -13,7 +15,9 @@ pub mod forwarded;
 pub mod gateway_env;
 pub mod log;
 pub mod master;
+pub mod proxy;
 pub mod router;
 pub mod server;
 pub mod static_files;
+pub mod uwsgi;
 pub mod wsgi;

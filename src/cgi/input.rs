@@ -12,10 +12,10 @@
 //!    everything; a pipe holds only 64 KiB), then closes stdin. A script
 //!    that exits without reading makes the write fail: the rest is dropped.
 
+use crate::body::RequestBody;
 use bytes::{Bytes, BytesMut};
 use http::header;
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use tokio::io::AsyncWriteExt;
 use tokio::process::ChildStdin;
 
@@ -24,7 +24,7 @@ use super::process::Activity;
 
 pub enum Input {
     None,
-    Stream { body: Incoming, len: u64 },
+    Stream { body: RequestBody, len: u64 },
     Buffered(Bytes),
 }
 
@@ -42,7 +42,7 @@ impl Input {
 /// Step 1.
 pub async fn prepare(
     headers: &http::HeaderMap,
-    mut body: Incoming,
+    mut body: RequestBody,
     max_body_size: u64,
 ) -> Result<Input, CgiError> {
     let declared = headers

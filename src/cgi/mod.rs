@@ -42,9 +42,9 @@ mod slots;
 
 use std::rc::Rc;
 
+use crate::body::RequestBody;
 use http::request::Parts;
 use http::{Method, Request, Response};
-use hyper::body::Incoming;
 
 use crate::body::Body;
 use crate::config::CgiOptions;
@@ -61,7 +61,11 @@ use response::Outcome;
 /// Local redirects followed for one request before giving up (500).
 pub const MAX_REDIRECTS: usize = 10;
 
-pub async fn serve(opts: &CgiOptions, mount: &Mount<'_>, req: Request<Incoming>) -> Response<Body> {
+pub async fn serve(
+    opts: &CgiOptions,
+    mount: &Mount<'_>,
+    req: Request<RequestBody>,
+) -> Response<Body> {
     let (parts, body) = req.into_parts();
     let request = format!(
         "{} {}",
@@ -86,7 +90,7 @@ async fn run(
     opts: &CgiOptions,
     mount: &Mount<'_>,
     parts: &Parts,
-    body: Incoming,
+    body: RequestBody,
     request: &str,
     label: &mut String,
 ) -> Result<Response<Body>, CgiError> {

@@ -67,6 +67,13 @@ pub struct Cli {
     #[arg(short = 'b', long = "bind", value_name = "ADDR")]
     pub bind: Vec<String>,
 
+    /// Address of a listener speaking the uwsgi protocol (for a front
+    /// server's `uwsgi_pass`): HOST:PORT or unix:PATH. Repeatable; replaces
+    /// the config file's uwsgi listeners. Alone (without --bind), portico
+    /// opens no HTTP listener.
+    #[arg(long = "uwsgi-socket", value_name = "ADDR")]
+    pub uwsgi_socket: Vec<String>,
+
     /// Serve directory DIR at URL prefix PREFIX (`/=./public`,
     /// `/assets=./build/assets`). Repeatable; a prefix also in the config file
     /// replaces that route.
@@ -77,6 +84,13 @@ pub struct Cli {
     /// Repeatable; a prefix also in the config file replaces that route.
     #[arg(long = "cgi", value_name = "PREFIX=DIR")]
     pub cgi_routes: Vec<String>,
+
+    /// Proxy URL prefix PREFIX to upstream servers (`/api=http://127.0.0.1:9000`,
+    /// `/=http://10.0.0.2:8000,http://10.0.0.3:8000`, `uwsgi://HOST:PORT`,
+    /// `uwsgi+unix:PATH`, `http+unix:PATH`); round robin between them.
+    /// Repeatable; a prefix also in the config file replaces that route.
+    #[arg(long = "proxy", value_name = "PREFIX=URL[,URL...]")]
+    pub proxy_routes: Vec<String>,
 
     /// TOML config file (see docs/config.md).
     #[arg(short = 'c', long = "config", value_name = "FILE")]

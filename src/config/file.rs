@@ -31,12 +31,43 @@ pub struct FileConfig {
     pub log: FileLog,
     #[serde(default)]
     pub route: Vec<FileRoute>,
+    #[serde(default)]
+    pub upstream: Vec<FileUpstream>,
+}
+
+/// `[[upstream]]`: a named pool of servers a route can `proxy` to.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileUpstream {
+    pub name: String,
+    pub servers: Vec<FileServer>,
+    pub balance: Option<String>,
+    pub health_uri: Option<String>,
+    pub health_interval: Option<Seconds>,
+    pub health_status: Option<u16>,
+    pub connect_timeout: Option<Seconds>,
+    pub read_timeout: Option<Seconds>,
+    pub send_timeout: Option<Seconds>,
+    pub keepalive: Option<usize>,
+}
+
+/// One server of a pool: `{ url = "http://10.0.0.2:8000", weight = 2 }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileServer {
+    pub url: String,
+    pub weight: Option<u32>,
+    pub backup: Option<bool>,
+    pub max_fails: Option<u32>,
+    pub fail_timeout: Option<Seconds>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileListener {
     pub address: String,
+    /// `http` (the default) or `uwsgi`.
+    pub protocol: Option<String>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
 }
@@ -83,6 +114,10 @@ pub struct FileRoute {
     pub cgi_max_processes: Option<usize>,
     pub cgi_path: Option<String>,
     pub cgi_pass_authorization: Option<bool>,
+    /// An `[[upstream]]` name, or upstream URLs (comma-separated).
+    pub proxy: Option<String>,
+    /// Host header sent upstream instead of the client's.
+    pub proxy_host: Option<String>,
 }
 
 /// Reads and parses `path`; the error names the file and the key path

@@ -5,6 +5,7 @@
 mod cli;
 mod file;
 mod units;
+mod upstream;
 mod validate;
 
 use std::net::SocketAddr;
@@ -12,6 +13,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use cli::Cli;
+pub use upstream::{
+    parse_upstream_url, Balance, HealthCheck, ProxyOptions, UpstreamConfig, UpstreamServer,
+    UpstreamUrl,
+};
 pub use validate::load;
 
 /// Everything that can be wrong with what the user wrote; each message names
@@ -48,6 +53,8 @@ pub struct Config {
     pub limits: Limits,
     pub log: LogConfig,
     pub routes: Vec<Route>,
+    /// Pools the `proxy` routes send to (named ones, then inline ones).
+    pub upstreams: Vec<UpstreamConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,6 +76,28 @@ impl std::fmt::Display for ListenAddr {
 pub struct ListenerConfig {
     pub addr: ListenAddr,
     pub tls: Option<TlsFiles>,
+    pub protocol: Protocol,
+}
+
+/// What a listener speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Protocol {
+    /// HTTP/1.1 and HTTP/2 (h2c, or ALPN with TLS).
+    #[default]
+    Http,
+    /// The uwsgi protocol (a front server's `uwsgi_pass`); never TLS.
+    Uwsgi,
+}
+
+impl Protocol {
+    /// The URL scheme printed in `listening on` lines.
+    pub fn scheme(self, tls: bool) -> &'static str {
+        match (self, tls) {
+            (Protocol::Uwsgi, _) => "uwsgi",
+            (Protocol::Http, true) => "https",
+            (Protocol::Http, false) => "http",
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -137,6 +166,7 @@ pub struct Route {
 pub enum Handler {
     Cgi(CgiOptions),
     Wsgi(WsgiOptions),
+    Proxy(ProxyOptions),
 }
 
 /// A WSGI application mounted on a route (its prefix is SCRIPT_NAME).

@@ -1,4 +1,4 @@
-//! Human-friendly durations (`30`, `30s`, `5m`, `1h`, `7d`) and sizes (`1024`,
+//! Human-friendly durations (`30`, `500ms`, `30s`, `5m`, `1h`, `7d`) and sizes (`1024`,
 //! `64k`, `10m`, `1g`) as they appear in the config file and on the command line.
 
 use std::time::Duration;
@@ -18,6 +18,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let n: u64 = digits
         .parse()
         .map_err(|_| format!("`{text}` is not a duration (examples: 30, 30s, 5m, 1h, 7d)"))?;
+    if unit == "ms" {
+        return Ok(Duration::from_millis(n));
+    }
     let factor = match unit {
         "" | "s" => 1,
         "m" => 60,
@@ -25,7 +28,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "d" => 86400,
         _ => {
             return Err(format!(
-                "`{text}`: unknown duration unit `{unit}` (use s, m, h or d)"
+                "`{text}`: unknown duration unit `{unit}` (use ms, s, m, h or d)"
             ))
         }
     };
@@ -101,6 +104,7 @@ mod tests {
             parse_duration("7d").unwrap(),
             Duration::from_secs(7 * 86400)
         );
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
         assert!(parse_duration("5 weeks").is_err());
         assert!(parse_duration("-1").is_err());
     }

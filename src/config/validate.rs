@@ -1,6 +1,7 @@
 //! Second stage: merge the file and the flags, apply defaults, and turn every
 //! raw string into a checked type. Nothing after this reads raw config.
 
+use std::cell::RefCell;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -32,6 +33,7 @@ pub fn load(cli: &Cli) -> Result<Config, ConfigError> {
         file,
         origin,
         base_dir,
+        upstreams: RefCell::new(Vec::new()),
     }
     .build()
 }
@@ -42,6 +44,9 @@ struct Builder<'a> {
     origin: String,
     /// Relative paths in the file are relative to the file's directory.
     base_dir: PathBuf,
+    /// Upstream pools: the `[[upstream]]` tables, then the inline ones that
+    /// routes add while they are validated.
+    upstreams: RefCell<Vec<UpstreamConfig>>,
 }
 
 fn cli_err(key: &str, message: impl Into<String>) -> ConfigError {
@@ -62,6 +67,9 @@ impl Builder<'_> {
     }
 
     fn build(self) -> Result<Config, ConfigError> {
+        let pools =
+            upstream::from_file(&self.file.upstream).map_err(|(k, m)| self.file_err(&k, m))?;
+        self.upstreams.replace(pools);
         let limits = self.limits()?;
         let default_body = match &self.cli.max_body_size {
             Some(text) => parse_size(text).map_err(|m| cli_err("--max-body-size", m))?,
@@ -95,7 +103,9 @@ impl Builder<'_> {
             limits,
             log: self.log()?,
             routes: self.routes(default_body)?,
+            upstreams: Vec::new(),
         };
+        config.upstreams = self.upstreams.take();
         let mut apps: Vec<AppTarget> = Vec::new();
         for route in &mut config.routes {
             if let Some(Handler::Wsgi(wsgi)) = &mut route.handler {
@@ -217,6 +227,8 @@ impl Builder<'_> {
         })
     }
 
+    /// `--bind` replaces the file's HTTP listeners and `--uwsgi-socket` its
+    /// uwsgi ones; with no listener at all, HTTP on [`DEFAULT_BIND`].
     fn listeners(&self) -> Result<Vec<ListenerConfig>, ConfigError> {
         let cli_tls = match (&self.cli.tls_cert, &self.cli.tls_key) {
             (Some(cert), Some(key)) => Some(TlsFiles {
@@ -226,37 +238,68 @@ impl Builder<'_> {
             _ => None,
         };
         let mut listeners = Vec::new();
-        if !self.cli.bind.is_empty() {
-            for text in &self.cli.bind {
-                let addr = parse_listen_addr(text).map_err(|m| cli_err("--bind", m))?;
-                listeners.push(ListenerConfig {
-                    addr,
-                    tls: cli_tls.clone(),
-                });
+        for (i, l) in self.file.listen.iter().enumerate() {
+            let key = format!("listen[{i}]");
+            let protocol = match l.protocol.as_deref() {
+                None | Some("http") => Protocol::Http,
+                Some("uwsgi") => Protocol::Uwsgi,
+                Some(other) => {
+                    return Err(self.file_err(
+                        &format!("{key}.protocol"),
+                        format!("`{other}` is not `http` or `uwsgi`"),
+                    ))
+                }
+            };
+            let replaced = match protocol {
+                Protocol::Http => !self.cli.bind.is_empty(),
+                Protocol::Uwsgi => !self.cli.uwsgi_socket.is_empty(),
+            };
+            if replaced {
+                continue;
             }
-        } else if !self.file.listen.is_empty() {
-            for (i, l) in self.file.listen.iter().enumerate() {
-                let key = format!("listen[{i}]");
-                let addr = parse_listen_addr(&l.address)
-                    .map_err(|m| self.file_err(&format!("{key}.address"), m))?;
-                let tls = match (&l.tls_cert, &l.tls_key) {
-                    (Some(cert), Some(key_file)) => Some(TlsFiles {
-                        cert: check_file(&self.base_dir.join(cert))
-                            .map_err(|m| self.file_err(&format!("{key}.tls_cert"), m))?,
-                        key: check_file(&self.base_dir.join(key_file))
-                            .map_err(|m| self.file_err(&format!("{key}.tls_key"), m))?,
-                    }),
-                    (None, None) => cli_tls.clone(),
-                    _ => {
-                        return Err(self.file_err(&key, "tls_cert and tls_key must be set together"))
-                    }
-                };
-                listeners.push(ListenerConfig { addr, tls });
+            let addr = parse_listen_addr(&l.address)
+                .map_err(|m| self.file_err(&format!("{key}.address"), m))?;
+            let tls = match (&l.tls_cert, &l.tls_key) {
+                (Some(cert), Some(key_file)) => Some(TlsFiles {
+                    cert: check_file(&self.base_dir.join(cert))
+                        .map_err(|m| self.file_err(&format!("{key}.tls_cert"), m))?,
+                    key: check_file(&self.base_dir.join(key_file))
+                        .map_err(|m| self.file_err(&format!("{key}.tls_key"), m))?,
+                }),
+                (None, None) if protocol == Protocol::Http => cli_tls.clone(),
+                (None, None) => None,
+                _ => return Err(self.file_err(&key, "tls_cert and tls_key must be set together")),
+            };
+            if protocol == Protocol::Uwsgi && tls.is_some() {
+                return Err(self.file_err(&key, "a uwsgi listener cannot use TLS"));
             }
-        } else {
+            listeners.push(ListenerConfig {
+                addr,
+                tls,
+                protocol,
+            });
+        }
+        for text in &self.cli.bind {
+            let addr = parse_listen_addr(text).map_err(|m| cli_err("--bind", m))?;
+            listeners.push(ListenerConfig {
+                addr,
+                tls: cli_tls.clone(),
+                protocol: Protocol::Http,
+            });
+        }
+        for text in &self.cli.uwsgi_socket {
+            let addr = parse_listen_addr(text).map_err(|m| cli_err("--uwsgi-socket", m))?;
+            listeners.push(ListenerConfig {
+                addr,
+                tls: None,
+                protocol: Protocol::Uwsgi,
+            });
+        }
+        if listeners.is_empty() {
             listeners.push(ListenerConfig {
                 addr: parse_listen_addr(DEFAULT_BIND).expect("default address parses"),
                 tls: cli_tls,
+                protocol: Protocol::Http,
             });
         }
         Ok(listeners)
@@ -368,7 +411,11 @@ impl Builder<'_> {
                     .cgi_routes
                     .iter()
                     .map(|t| cli_cgi_route(t, default_body).map_err(|m| cli_err("--cgi", m))),
-            );
+            )
+            .chain(self.cli.proxy_routes.iter().map(|t| {
+                self.cli_proxy_route(t, default_body)
+                    .map_err(|m| cli_err("--proxy", m))
+            }));
         let app = match (&self.cli.app, &self.file.app) {
             (Some(text), _) => Some(parse_app_target(text).map_err(|m| cli_err("APP", m))?),
             (None, Some(text)) => {
@@ -394,9 +441,8 @@ impl Builder<'_> {
         for route in cli_routes {
             let route = route?;
             match from_cli.iter_mut().find(|r| r.prefix == route.prefix) {
-                Some(same) => {
-                    merge_try_files(same, route).map_err(|m| cli_err("APP/--static/--cgi", m))?
-                }
+                Some(same) => merge_try_files(same, route)
+                    .map_err(|m| cli_err("APP/--static/--cgi/--proxy", m))?,
                 None => from_cli.push(route),
             }
         }
@@ -453,24 +499,49 @@ impl Builder<'_> {
                 expires: r.expires.map(|s| s.0),
             }),
         };
-        let handler = match (&r.cgi, &r.wsgi) {
-            (Some(_), Some(_)) => {
-                return Err((
-                    "wsgi",
-                    "a route has one handler: cgi or wsgi, not both".into(),
-                ))
-            }
-            (None, Some(target)) => Some(Handler::Wsgi(WsgiOptions {
+        let handlers = [r.cgi.is_some(), r.wsgi.is_some(), r.proxy.is_some()];
+        if handlers.iter().filter(|&&set| set).count() > 1 {
+            return Err((
+                "wsgi",
+                "a route has one handler: cgi, wsgi or proxy, not several".into(),
+            ));
+        }
+        let sendfile_root = r
+            .sendfile_root
+            .as_ref()
+            .map(|d| canonical_dir(&self.base_dir.join(d)))
+            .transpose()
+            .map_err(|m| ("sendfile_root", m))?;
+        if sendfile_root.is_some() && r.wsgi.is_none() && r.proxy.is_none() {
+            return Err((
+                "sendfile_root",
+                "only applies to a route with `wsgi` or `proxy`".into(),
+            ));
+        }
+        if r.proxy_host.is_some() && r.proxy.is_none() {
+            return Err(("proxy_host", "only applies to a route with `proxy`".into()));
+        }
+        let handler = if let Some(target) = &r.wsgi {
+            Some(Handler::Wsgi(WsgiOptions {
                 target: parse_app_target(target).map_err(|m| ("wsgi", m))?,
                 app_id: 0,
-                sendfile_root: r
-                    .sendfile_root
-                    .as_ref()
-                    .map(|d| canonical_dir(&self.base_dir.join(d)))
-                    .transpose()
-                    .map_err(|m| ("sendfile_root", m))?,
-            })),
-            (Some(dir), None) => Some(Handler::Cgi(CgiOptions {
+                sendfile_root,
+            }))
+        } else if let Some(target) = &r.proxy {
+            let host = match &r.proxy_host {
+                Some(h) if h.is_empty() || http::HeaderValue::from_str(h).is_err() => {
+                    return Err(("proxy_host", format!("`{h}` is not a host")))
+                }
+                h => h.clone(),
+            };
+            Some(Handler::Proxy(ProxyOptions {
+                upstream: upstream::resolve(&mut self.upstreams.borrow_mut(), target)
+                    .map_err(|m| ("proxy", m))?,
+                host,
+                sendfile_root,
+            }))
+        } else if let Some(dir) = &r.cgi {
+            Some(Handler::Cgi(CgiOptions {
                 dir: canonical_dir(&self.base_dir.join(dir)).map_err(|m| ("cgi", m))?,
                 index: r.cgi_index.clone(),
                 timeout: r.cgi_timeout.map_or(DEFAULT_CGI_TIMEOUT, |s| s.0),
@@ -480,19 +551,14 @@ impl Builder<'_> {
                     .clone()
                     .unwrap_or_else(|| DEFAULT_CGI_PATH.into()),
                 pass_authorization: r.cgi_pass_authorization.unwrap_or(false),
-            })),
-            (None, None) => None,
+            }))
+        } else {
+            None
         };
-        if r.sendfile_root.is_some() && r.wsgi.is_none() {
-            return Err((
-                "sendfile_root",
-                "only applies to a route with `wsgi`".into(),
-            ));
-        }
         if static_files.is_none() && handler.is_none() {
             return Err((
                 "static",
-                "a route needs a handler (static = \"DIR\", and/or cgi = \"DIR\" or wsgi = \"module:callable\")".to_string(),
+                "a route needs a handler (static = \"DIR\", and/or cgi = \"DIR\", wsgi = \"module:callable\" or proxy = \"UPSTREAM\")".to_string(),
             ));
         }
         if let Some(Handler::Cgi(cgi)) = &handler {
@@ -546,6 +612,26 @@ fn split_prefix_dir(text: &str) -> Result<(String, &str), String> {
         .split_once('=')
         .ok_or_else(|| format!("`{text}` is not PREFIX=DIR"))?;
     Ok((normalize_prefix(prefix)?, dir))
+}
+
+impl Builder<'_> {
+    /// `--proxy PREFIX=URL[,URL...]`: a route to an inline pool.
+    fn cli_proxy_route(&self, text: &str, max_body_size: u64) -> Result<Route, String> {
+        let (prefix, urls) = split_prefix_dir(text)?;
+        let mut pools = self.upstreams.borrow_mut();
+        pools.push(upstream::inline(urls)?);
+        Ok(Route {
+            host: None,
+            prefix,
+            max_body_size,
+            static_files: None,
+            handler: Some(Handler::Proxy(ProxyOptions {
+                upstream: pools.len() - 1,
+                host: None,
+                sendfile_root: None,
+            })),
+        })
+    }
 }
 
 fn cli_cgi_route(text: &str, max_body_size: u64) -> Result<Route, String> {
@@ -716,5 +802,53 @@ mod tests {
         assert_eq!(normalize_prefix("/assets/").unwrap(), "/assets");
         assert!(normalize_prefix("assets").is_err());
         assert!(normalize_prefix("/a/../b").is_err());
+    }
+
+    fn listeners_of(file: &str, cli: Cli) -> Result<Vec<ListenerConfig>, ConfigError> {
+        Builder {
+            cli: &cli,
+            file: file::parse(file).unwrap(),
+            origin: "test.toml".into(),
+            base_dir: PathBuf::new(),
+            upstreams: RefCell::new(Vec::new()),
+        }
+        .listeners()
+    }
+
+    #[test]
+    fn uwsgi_listeners_from_file_and_flags() {
+        let file = "[[listen]]\naddress = \"127.0.0.1:8000\"\n\
+                    [[listen]]\naddress = \"unix:/run/a.sock\"\nprotocol = \"uwsgi\"\n";
+        let l = listeners_of(file, Cli::default()).unwrap();
+        let protocols: Vec<_> = l.iter().map(|l| l.protocol).collect();
+        assert_eq!(protocols, [Protocol::Http, Protocol::Uwsgi]);
+        // --uwsgi-socket replaces the file's uwsgi listeners only.
+        let cli = Cli {
+            uwsgi_socket: vec!["127.0.0.1:3031".into()],
+            ..Cli::default()
+        };
+        let l = listeners_of(file, cli).unwrap();
+        assert_eq!(l.len(), 2);
+        assert_eq!(
+            l[1].addr,
+            ListenAddr::Tcp("127.0.0.1:3031".parse().unwrap())
+        );
+        assert_eq!(l[1].protocol, Protocol::Uwsgi);
+        // Alone, --uwsgi-socket opens no HTTP listener.
+        let cli = Cli {
+            uwsgi_socket: vec!["unix:/run/b.sock".into()],
+            ..Cli::default()
+        };
+        let l = listeners_of("", cli).unwrap();
+        assert_eq!(l.len(), 1);
+        assert_eq!(l[0].protocol, Protocol::Uwsgi);
+        // No listener at all: the default HTTP one.
+        assert_eq!(
+            listeners_of("", Cli::default()).unwrap()[0].protocol,
+            Protocol::Http
+        );
+        let bad = "[[listen]]\naddress = \"127.0.0.1:1\"\nprotocol = \"fastcgi\"\n";
+        let err = listeners_of(bad, Cli::default()).unwrap_err().to_string();
+        assert!(err.contains("listen[0].protocol"), "{err}");
     }
 }

@@ -51,11 +51,7 @@ pub fn bind_all(config: &Config) -> Result<Vec<BoundListener>, MasterError> {
             addr: listener.addr.to_string(),
             source,
         })?;
-        let scheme = if listener.tls.is_some() {
-            "https"
-        } else {
-            "http"
-        };
+        let scheme = listener.protocol.scheme(listener.tls.is_some());
         println!("listening on {scheme}://{}", socket.display_addr());
         bound.push(socket);
     }

@@ -2,7 +2,8 @@
 //!
 //! 1. TLS handshake when the listener has a certificate (bounded by the
 //!    header timeout);
-//! 2. hyper serves HTTP/1.1 or HTTP/2 (prior knowledge or ALPN) on it;
+//! 2. hyper serves HTTP/1.1 or HTTP/2 (prior knowledge or ALPN) on it,
+//!    with HTTP/1.1 upgrades (the proxy tunnels WebSocket connections);
 //! 3. a watchdog enforces our timeouts, which hyper alone cannot express:
 //!    an idle keep-alive connection is closed quietly after the keep-alive
 //!    timeout, and a request head that started arriving but is not complete
@@ -11,11 +12,11 @@
 //! 4. on worker shutdown, hyper's graceful shutdown: idle connections close
 //!    at once, busy ones after their response.
 
-use std::cell::Cell;
 use std::net::SocketAddr;
 use std::os::fd::RawFd;
 use std::pin::{pin, Pin};
 use std::rc::Rc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -25,6 +26,7 @@ use tokio::time::Instant;
 
 use super::service::{self, RequestContext};
 use super::Shared;
+use crate::body::RequestBody;
 
 /// Where a connection is between requests; drives the watchdog.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -37,26 +39,46 @@ enum Phase {
     Busy,
 }
 
+/// A `Cell` that is `Sync`. hyper wants the socket `Send` when upgrades are
+/// on (an upgraded socket is a `Box<dyn Send>`), so the state the socket
+/// wrapper shares must be too; it is only ever touched on the worker's
+/// thread, so the lock is never contended.
+struct SyncCell<T>(Mutex<T>);
+
+impl<T: Copy> SyncCell<T> {
+    fn new(value: T) -> Self {
+        SyncCell(Mutex::new(value))
+    }
+
+    fn get(&self) -> T {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn set(&self, value: T) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = value;
+    }
+}
+
 /// Shared between the socket wrapper, the service and the watchdog of one
 /// connection (all on the same thread).
 pub struct ConnState {
-    phase: Cell<Phase>,
-    in_flight: Cell<usize>,
+    phase: SyncCell<Phase>,
+    in_flight: SyncCell<usize>,
     /// HTTP/2 frames (pings, window updates) arrive between requests, so the
     /// head timeout only applies to HTTP/1.
-    http2: Cell<bool>,
+    http2: SyncCell<bool>,
     keepalive_timeout: Duration,
 }
 
 impl ConnState {
-    fn new(header_timeout: Duration, keepalive_timeout: Duration) -> Self {
+    pub(crate) fn new(header_timeout: Duration, keepalive_timeout: Duration) -> Self {
         ConnState {
-            phase: Cell::new(Phase::Idle {
+            phase: SyncCell::new(Phase::Idle {
                 since: Instant::now(),
                 limit: header_timeout,
             }),
-            in_flight: Cell::new(0),
-            http2: Cell::new(false),
+            in_flight: SyncCell::new(0),
+            http2: SyncCell::new(false),
             keepalive_timeout,
         }
     }
@@ -124,7 +146,7 @@ async fn watchdog(state: &ConnState, header_timeout: Duration) -> Expiry {
 /// connection state.
 pub struct Watched<S> {
     inner: S,
-    state: Rc<ConnState>,
+    state: Arc<ConnState>,
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
@@ -188,10 +210,10 @@ pub struct Peer {
 /// Serves one accepted connection until it closes.
 pub async fn serve<S>(socket: S, peer: Peer, shared: Rc<Shared>)
 where
-    S: AsyncRead + AsyncWrite + Unpin + 'static,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let limits = &shared.limits;
-    let state = Rc::new(ConnState::new(
+    let state = Arc::new(ConnState::new(
         limits.header_timeout,
         limits.keepalive_timeout,
     ));
@@ -204,8 +226,10 @@ where
         state: state.clone(),
         peer,
     });
-    let svc = hyper::service::service_fn(move |req| service::handle(req, ctx.clone()));
-    let mut conn = pin!(shared.http.serve_connection(io, svc));
+    let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+        service::handle(req.map(RequestBody::Http), ctx.clone())
+    });
+    let mut conn = pin!(shared.http.serve_connection_with_upgrades(io, svc));
     let mut shutdown = shared.shutdown.clone();
     let mut shutting_down = *shutdown.borrow();
     if shutting_down {

@@ -20,11 +20,13 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{watch, Notify, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
+pub(crate) use conn::ConnState;
 pub use conn::Peer;
 pub use listener::BoundListener;
+pub(crate) use service::{handle, LoggedBody, RequestContext};
 pub use service::{status_page, Mount};
 
-use crate::config::{Config, Limits};
+use crate::config::{Config, Limits, Protocol};
 use crate::log::AccessLog;
 use crate::router::Router;
 use crate::wsgi::WsgiRuntime;
@@ -60,13 +62,15 @@ where
 /// State shared by every connection of a worker.
 pub struct Shared {
     router: Router,
-    limits: Limits,
+    pub(crate) limits: Limits,
     access_log: AccessLog,
     http: auto::Builder<LocalExec>,
     shutdown: watch::Receiver<bool>,
     open_connections: Cell<usize>,
     all_closed: Notify,
     wsgi: Option<WsgiRuntime>,
+    /// The reverse proxy's upstream pools (health, idle connections).
+    proxy: crate::proxy::Proxy,
     /// The static handler's open-file cache (per worker, like all of this).
     static_cache: crate::static_files::Cache,
 }
@@ -103,6 +107,7 @@ impl Shared {
             open_connections: Cell::new(0),
             all_closed: Notify::new(),
             wsgi,
+            proxy: crate::proxy::Proxy::new(config),
             static_cache: crate::static_files::Cache::new(),
         })
     }
@@ -134,7 +139,13 @@ pub fn run_worker(
                 .map(tls::acceptor)
                 .transpose()?;
             let accepting = Accepting::new(bound)?;
-            tokio::task::spawn_local(accept_loop(accepting, tls, shared.clone(), permits.clone()));
+            tokio::task::spawn_local(accept_loop(
+                accepting,
+                listener_config.protocol,
+                tls,
+                shared.clone(),
+                permits.clone(),
+            ));
         }
         ready();
         tokio::select! {
@@ -186,6 +197,7 @@ impl Accepting {
 
 async fn accept_loop(
     listener: Accepting,
+    protocol: Protocol,
     tls: Option<TlsAcceptor>,
     shared: Rc<Shared>,
     permits: Arc<Semaphore>,
@@ -210,7 +222,7 @@ async fn accept_loop(
                     .open_connections
                     .set(shared.open_connections.get() + 1);
                 tokio::task::spawn_local(async move {
-                    serve_stream(stream, addr, tls, shared.clone()).await;
+                    serve_stream(stream, addr, protocol, tls, shared.clone()).await;
                     drop(permit);
                     shared
                         .open_connections
@@ -248,6 +260,7 @@ async fn accept(listener: &Accepting) -> std::io::Result<(Stream, Option<std::ne
 async fn serve_stream(
     stream: Stream,
     addr: Option<std::net::SocketAddr>,
+    protocol: Protocol,
     tls: Option<TlsAcceptor>,
     shared: Rc<Shared>,
 ) {
@@ -262,6 +275,13 @@ async fn serve_stream(
         tls: tls.is_some(),
         raw_fd: Some(raw_fd),
     };
+    if protocol == Protocol::Uwsgi {
+        match stream {
+            Stream::Tcp(s) => crate::uwsgi::serve(s, peer, shared).await,
+            Stream::Unix(s) => crate::uwsgi::serve(s, peer, shared).await,
+        }
+        return;
+    }
     let Some(acceptor) = tls else {
         match stream {
             Stream::Tcp(s) => conn::serve(s, peer, shared).await,

@@ -15,11 +15,11 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
 
+use crate::body::RequestBody;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body::Frame;
-use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use super::conn::{ConnState, Peer};
@@ -45,12 +45,12 @@ static SERVER: HeaderValue = HeaderValue::from_static("portico");
 
 pub struct RequestContext {
     pub shared: Rc<Shared>,
-    pub state: Rc<ConnState>,
+    pub state: std::sync::Arc<ConnState>,
     pub peer: Peer,
 }
 
 pub async fn handle(
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
     ctx: Rc<RequestContext>,
 ) -> Result<Response<LoggedBody>, Infallible> {
     ctx.state.request_started();
@@ -76,7 +76,7 @@ pub async fn handle(
     }))
 }
 
-async fn respond(req: Request<Incoming>, ctx: &RequestContext) -> Response<Body> {
+async fn respond(req: Request<RequestBody>, ctx: &RequestContext) -> Response<Body> {
     let shared = &*ctx.shared;
     let limits = &shared.limits;
     let target_len = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
@@ -136,6 +136,7 @@ async fn respond(req: Request<Incoming>, ctx: &RequestContext) -> Response<Body>
             Some(wsgi) => wsgi.serve(opts, &mount, req).await,
             None => status_page(StatusCode::INTERNAL_SERVER_ERROR),
         },
+        Some(Handler::Proxy(opts)) => shared.proxy.serve(opts, &mount, req).await,
         None => status_page(StatusCode::NOT_FOUND),
     }
 }
@@ -143,7 +144,7 @@ async fn respond(req: Request<Incoming>, ctx: &RequestContext) -> Response<Body>
 /// What the HTTP parser lets through but RFC 9112 §3.2 refuses: a missing
 /// or repeated Host in HTTP/1.1, `*` outside OPTIONS, authority-form outside
 /// CONNECT (which portico does not tunnel).
-fn refuse_malformed_target(req: &Request<Incoming>) -> Option<Response<Body>> {
+fn refuse_malformed_target(req: &Request<RequestBody>) -> Option<Response<Body>> {
     let hosts = req.headers().get_all(header::HOST).iter().count();
     let needs_host = req.version() == http::Version::HTTP_11;
     if hosts > 1 || (needs_host && hosts == 0) {
@@ -179,7 +180,7 @@ fn refuse_malformed_target(req: &Request<Incoming>) -> Option<Response<Body>> {
     None
 }
 
-fn declared_length(req: &Request<Incoming>) -> Option<u64> {
+fn declared_length(req: &Request<RequestBody>) -> Option<u64> {
     req.headers()
         .get(header::CONTENT_LENGTH)?
         .to_str()
@@ -224,7 +225,7 @@ struct LogFields {
 }
 
 impl LogFields {
-    fn new(req: &Request<Incoming>) -> Self {
+    fn new(req: &Request<RequestBody>) -> Self {
         let text = |name| {
             req.headers()
                 .get(name)

@@ -6,7 +6,8 @@
 //!    PATH_INFO (percent-decoded once, as latin-1), QUERY_STRING,
 //!    REQUEST_URI and RAW_URI (the target as sent), SERVER_PROTOCOL;
 //! 3. who and where: REMOTE_ADDR/REMOTE_PORT, SERVER_NAME/SERVER_PORT,
-//!    `wsgi.url_scheme` (believing forwarding headers only from trusted peers);
+//!    `wsgi.url_scheme` (believing forwarding headers only from trusted peers;
+//!    behind a uwsgi front, the client and server it named);
 //! 4. headers: CONTENT_TYPE and CONTENT_LENGTH, and HTTP_* for the others,
 //!    repeated fields joined with ", " (Cookie with "; "); names with `_`
 //!    are dropped, since `X-User_Id` would alias `X-User-Id`;
@@ -110,7 +111,12 @@ pub fn build<'py>(
                 .and_then(|h| h.to_str().ok())
         })
         .or_else(|| uri.authority().map(|a| a.as_str()));
-    let (name, port) = server_name_port(host, req.local, client.https);
+    let (mut name, mut port) = server_name_port(host, req.local, client.https);
+    // Behind a uwsgi front, the front's SERVER_NAME/SERVER_PORT win.
+    if let Some(front) = parts.extensions.get::<crate::uwsgi::ServerVars>() {
+        name = front.name.clone().unwrap_or(name);
+        port = front.port.clone().unwrap_or(port);
+    }
     set(intern!(py, "SERVER_NAME"), &name)?;
     set(intern!(py, "SERVER_PORT"), &port)?;
     if let Some(host) = host {

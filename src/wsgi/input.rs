@@ -12,9 +12,9 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
+use crate::body::RequestBody;
 use bytes::{Buf, Bytes, BytesMut};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use pyo3::exceptions::PyOSError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
@@ -28,12 +28,12 @@ pub enum Source {
     /// Read in full already (or empty).
     Buffered(Bytes),
     /// Still on the socket.
-    Streaming(Incoming),
+    Streaming(RequestBody),
 }
 
 struct State {
     buf: BytesMut,
-    source: Option<Incoming>,
+    source: Option<RequestBody>,
     /// Bytes taken from the socket so far, for the size limit.
     received: u64,
     limit: u64,

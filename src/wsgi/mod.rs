@@ -26,12 +26,12 @@ mod streams;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use crate::body::RequestBody;
 use http::header::{self, HeaderValue};
 use http::request::Parts;
 use http::{Request, Response, StatusCode};
 use http_body::Body as _;
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use pyo3::prelude::*;
 
 use crate::body::Body;
@@ -124,7 +124,7 @@ impl WsgiRuntime {
         &self,
         opts: &WsgiOptions,
         mount: &Mount<'_>,
-        req: Request<Incoming>,
+        req: Request<RequestBody>,
     ) -> Response<Body> {
         let (parts, body) = req.into_parts();
         let input = match read_small_body(&parts, body, mount.max_body_size).await {
@@ -177,7 +177,7 @@ impl WsgiRuntime {
                     mount.static_cache,
                     accel,
                     &target,
-                    &parts,
+                    (&parts.method, &parts.headers),
                     head.headers,
                 );
             }
@@ -193,7 +193,11 @@ impl WsgiRuntime {
 
 /// A body that fits `PREREAD_LIMIT` is read now, unless the client waits
 /// for `100 Continue` (which only the app's first read should send).
-async fn read_small_body(parts: &Parts, body: Incoming, limit: u64) -> Result<Source, StatusCode> {
+async fn read_small_body(
+    parts: &Parts,
+    body: RequestBody,
+    limit: u64,
+) -> Result<Source, StatusCode> {
     if body.is_end_stream() {
         return Ok(Source::Empty);
     }
@@ -217,15 +221,18 @@ async fn read_small_body(parts: &Parts, body: Incoming, limit: u64) -> Result<So
 
 /// `X-Accel-Redirect: /path` (under the root) or `X-Sendfile: /abs/path`
 /// (inside the root): the static handler serves it with ranges and
-/// validators; the app's other headers are kept.
-fn sendfile_response(
+/// validators; the app's other headers are kept. `request` is the client's
+/// method and headers (for ranges and conditionals). Also used for the
+/// responses of proxied upstreams.
+pub(crate) fn sendfile_response(
     root: &std::path::Path,
     cache: &static_files::Cache,
     accel: bool,
     target: &HeaderValue,
-    parts: &Parts,
+    request: (&http::Method, &http::HeaderMap),
     app_headers: http::HeaderMap,
 ) -> Response<Body> {
+    let (request_method, request_headers) = request;
     let Ok(target) = target.to_str() else {
         return status_page(StatusCode::INTERNAL_SERVER_ERROR);
     };
@@ -251,7 +258,7 @@ fn sendfile_response(
         precompressed: false,
         expires: None,
     };
-    let method = if parts.method == http::Method::HEAD {
+    let method = if request_method == http::Method::HEAD {
         http::Method::HEAD
     } else {
         http::Method::GET
@@ -261,7 +268,7 @@ fn sendfile_response(
         cache,
         &StaticRequest {
             method: &method,
-            headers: &parts.headers,
+            headers: request_headers,
             path: &rel,
             query: None,
             rel: &rel,

@@ -1,0 +1,258 @@
+//! The listener side: one uwsgi request per connection (as nginx's
+//! `uwsgi_pass` and uWSGI use it), in order:
+//!
+//! 1. read the packet within the header timeout (`codec`); any refusal
+//!    closes the connection with a log line, nothing reaches a handler;
+//! 2. turn its vars into an HTTP request (`request`); the client it names
+//!    (`REMOTE_ADDR`...) becomes the request's peer;
+//! 3. run it through the same router and handlers as an HTTP request
+//!    (`server::handle`: limits, routes, static, CGI, WSGI, access log),
+//!    while a pump moves the `CONTENT_LENGTH` body bytes from the socket to
+//!    the handler through a small channel (bounded memory);
+//! 4. write the response as HTTP/1.1 (status line, fields, body) — the
+//!    form every uwsgi front expects. Writing needs no parser, so hyper is
+//!    not involved: the body ends with the connection (or its
+//!    Content-Length, added when the size is known), `Connection: close`;
+//! 5. shut our side down, and give the front a moment to finish sending a
+//!    body nobody read, so that closing does not reset the connection under
+//!    the response it is still reading.
+
+use std::io::Write as _;
+use std::pin::{pin, Pin};
+use std::rc::Rc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::FutureExt;
+use http::header::{self, HeaderValue};
+use http::{Method, Response, StatusCode};
+use http_body::{Body as _, Frame, SizeHint};
+use http_body_util::BodyExt;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+use super::codec::{self, ProtocolError};
+use super::request;
+use crate::body::RequestBody;
+use crate::server::{ConnState, LoggedBody, Peer, RequestContext, Shared};
+
+/// How long an unread request body may take to arrive after the response.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest piece of request body read from the socket at once.
+const CHUNK: u64 = 64 * 1024;
+
+/// Serves one accepted uwsgi connection until it closes.
+pub async fn serve<S>(socket: S, socket_peer: Peer, shared: Rc<Shared>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + 'static,
+{
+    let limits = &shared.limits;
+    let (mut rd, mut wr) = tokio::io::split(socket);
+    // 1. The packet.
+    let limit = limits.max_header_bytes + limits.max_uri_length;
+    let read = tokio::time::timeout(limits.header_timeout, codec::read_packet(&mut rd, limit));
+    let vars = match read.await {
+        Ok(Ok(vars)) => vars,
+        Ok(Err(err)) => return refuse(&socket_peer, &err),
+        Err(_) => return refuse(&socket_peer, &ProtocolError::Timeout),
+    };
+    // 2. The request.
+    let decided = match request::decide(vars, socket_peer) {
+        Ok(d) => d,
+        Err(err) => return refuse(&socket_peer, &err),
+    };
+    // 3. Handler and body pump, side by side.
+    let (tx, rx) = mpsc::channel(1);
+    let body = PacketBody {
+        rx,
+        remaining: decided.content_length,
+    };
+    let req = decided.request.map(|()| RequestBody::Uwsgi(body));
+    let head_only = req.method() == Method::HEAD;
+    let ctx = Rc::new(RequestContext {
+        shared: shared.clone(),
+        state: std::sync::Arc::new(ConnState::new(
+            limits.header_timeout,
+            limits.keepalive_timeout,
+        )),
+        peer: decided.peer,
+    });
+    let respond = async move {
+        let Ok(response) = crate::server::handle(req, ctx).await;
+        // 4. The response, 5. our side shut down.
+        let written = write_response(&mut wr, response, head_only).await;
+        let _ = wr.shutdown().await;
+        written
+    };
+    let mut pump = pin!(pump(&mut rd, tx, decided.content_length));
+    let mut respond = pin!(respond);
+    let mut pumping = true;
+    let written = loop {
+        tokio::select! {
+            written = &mut respond => break written,
+            _ = &mut pump, if pumping => pumping = false,
+        }
+    };
+    if let Err(err) = written {
+        tracing::debug!(peer = ?decided.peer.addr, "uwsgi response cut: {err}");
+    }
+    if pumping {
+        let _ = tokio::time::timeout(DRAIN_TIMEOUT, pump).await;
+    }
+}
+
+fn refuse(peer: &Peer, err: &ProtocolError) {
+    match err {
+        ProtocolError::Closed => tracing::debug!(peer = ?peer.addr, "uwsgi: {err}"),
+        _ => tracing::warn!(peer = ?peer.addr, "uwsgi request refused, connection closed: {err}"),
+    }
+}
+
+/// Moves `len` body bytes from the socket to the handler. When the handler
+/// drops the body unread, the rest is read and discarded.
+async fn pump<R: AsyncRead + Unpin>(
+    rd: &mut R,
+    tx: mpsc::Sender<std::io::Result<Bytes>>,
+    len: u64,
+) {
+    let mut rd = rd.take(len);
+    let mut tx = Some(tx);
+    while rd.limit() > 0 {
+        let mut buf = BytesMut::with_capacity(rd.limit().min(CHUNK) as usize);
+        let result = match rd.read_buf(&mut buf).await {
+            Ok(0) => Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the front server closed the connection inside the request body",
+            )),
+            other => other.map(|_| buf.freeze()),
+        };
+        let failed = result.is_err();
+        if let Some(sender) = &tx {
+            if sender.send(result).await.is_err() {
+                tx = None;
+            }
+        }
+        if failed {
+            return;
+        }
+    }
+}
+
+/// The request body following a packet, as the handler reads it.
+pub struct PacketBody {
+    rx: mpsc::Receiver<std::io::Result<Bytes>>,
+    remaining: u64,
+}
+
+impl http_body::Body for PacketBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        if self.remaining == 0 {
+            return Poll::Ready(None);
+        }
+        match self.rx.poll_recv(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(Ok(data))) => {
+                self.remaining = self.remaining.saturating_sub(data.len() as u64);
+                Poll::Ready(Some(Ok(Frame::data(data))))
+            }
+            Poll::Ready(Some(Err(err))) => {
+                self.remaining = 0;
+                Poll::Ready(Some(Err(err)))
+            }
+            Poll::Ready(None) => {
+                self.remaining = 0;
+                Poll::Ready(Some(Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "uwsgi connection closed inside the request body",
+                ))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.remaining == 0
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.remaining)
+    }
+}
+
+/// Step 4. A first body chunk that is ready at once goes out with the head,
+/// in one write.
+async fn write_response<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    response: Response<LoggedBody>,
+    head_only: bool,
+) -> std::io::Result<()> {
+    let (parts, mut body) = response.into_parts();
+    let status = parts.status;
+    let no_body = head_only
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    let mut out = render_head(&parts, body.size_hint().exact(), no_body);
+    if no_body {
+        return wr.write_all(&out).await;
+    }
+    match body.frame().now_or_never() {
+        Some(None) => return wr.write_all(&out).await,
+        Some(Some(frame)) => {
+            if let Ok(data) = frame?.into_data() {
+                out.extend_from_slice(&data);
+            }
+        }
+        None => {}
+    }
+    wr.write_all(&out).await?;
+    drop(out);
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame?.into_data() {
+            wr.write_all(&data).await?;
+        }
+    }
+    wr.flush().await
+}
+
+/// Status line and fields. Framing fields are ours: Transfer-Encoding and
+/// Connection are dropped (the body ends with the connection), a
+/// Content-Length is added when the size is known.
+fn render_head(parts: &http::response::Parts, exact: Option<u64>, no_body: bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(512);
+    let reason = parts
+        .extensions
+        .get::<hyper::ext::ReasonPhrase>()
+        .map(|r| r.as_bytes())
+        .or_else(|| parts.status.canonical_reason().map(str::as_bytes))
+        .unwrap_or(b"");
+    let _ = write!(out, "HTTP/1.1 {} ", parts.status.as_u16());
+    out.extend_from_slice(reason);
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in &parts.headers {
+        if *name == header::TRANSFER_ENCODING || *name == header::CONNECTION {
+            continue;
+        }
+        push_field(&mut out, name.as_str(), value);
+    }
+    if !no_body && !parts.headers.contains_key(header::CONTENT_LENGTH) {
+        if let Some(len) = exact {
+            push_field(&mut out, "content-length", &HeaderValue::from(len));
+        }
+    }
+    out.extend_from_slice(b"connection: close\r\n\r\n");
+    out
+}
+
+fn push_field(out: &mut Vec<u8>, name: &str, value: &HeaderValue) {
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value.as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
