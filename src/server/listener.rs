@@ -3,7 +3,7 @@
 //! into tokio listeners by each worker.
 
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 
 use socket2::{Domain, Socket, Type};
@@ -68,14 +68,6 @@ impl BoundListener {
             }
         }
     }
-
-    /// A second handle on the same socket, for another accept loop.
-    pub fn try_clone(&self) -> std::io::Result<Self> {
-        Ok(match self {
-            BoundListener::Tcp(l) => BoundListener::Tcp(l.try_clone()?),
-            BoundListener::Unix(l, p) => BoundListener::Unix(l.try_clone()?, p.clone()),
-        })
-    }
 }
 
 /// Parses `PORTICO_LISTEN_FDS` into owned descriptors.
@@ -124,13 +116,4 @@ fn bind_unix(path: &PathBuf) -> std::io::Result<std::os::unix::net::UnixListener
     Ok(std::os::unix::net::UnixListener::from(OwnedFd::from(
         socket,
     )))
-}
-
-impl IntoRawFd for BoundListener {
-    fn into_raw_fd(self) -> RawFd {
-        match self {
-            BoundListener::Tcp(l) => l.into_raw_fd(),
-            BoundListener::Unix(l, _) => l.into_raw_fd(),
-        }
-    }
 }
