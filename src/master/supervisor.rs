@@ -227,13 +227,6 @@ impl Supervisor {
         }
         let code = status.as_ref().ok().and_then(ExitStatus::code);
         if !worker.ready && code == Some(EXIT_APP_LOAD) {
-            if !self.ever_ready {
-                tracing::error!(
-                    "worker {} could not load the application; stopping",
-                    worker.slot
-                );
-                return Err(MasterError::AppLoad);
-            }
             if Some(worker.generation) == self.pending_generation {
                 tracing::error!(
                     "reload failed: the new code could not be loaded; the old workers keep serving"
@@ -242,6 +235,15 @@ impl Supervisor {
                 let failed = worker.generation;
                 self.retire(|w| w.generation == failed);
                 return Ok(());
+            }
+            // Only the first generation's failure stops the master; a
+            // reload's (handled above) never does.
+            if !self.ever_ready {
+                tracing::error!(
+                    "worker {} could not load the application; stopping",
+                    worker.slot
+                );
+                return Err(MasterError::AppLoad);
             }
         }
         let planned = code == Some(0);
