@@ -168,10 +168,10 @@ impl WsgiRuntime {
                 Response::new(static_files::file_range_body(file, offset..offset + len))
             }
             BodyPlan::Sendfile { accel, target } => {
-                let root = opts
-                    .sendfile_root
-                    .as_ref()
-                    .expect("sendfile only when a root is set");
+                // Jobs ask for sendfile only on routes with a root.
+                let Some(root) = opts.sendfile_root.as_ref() else {
+                    return status_page(StatusCode::INTERNAL_SERVER_ERROR);
+                };
                 return sendfile_response(
                     root,
                     mount.static_cache,
