@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # CGI: one process per request, measured. The same hello app as a Python CGI
 # script under portico (--cgi) and under nginx + fcgiwrap (Debian's packages),
-# alternated, plus (TODO) the same app as WSGI under portico once the
-# application server exists. A second case runs the app as a /bin/sh script:
-# a cheaper process, so the gateways' own cost shows more.
+# alternated, plus the same app as a WSGI callable under portico (one worker,
+# one Python thread: the interpreter stays up between requests). A second
+# case runs the app as a /bin/sh script: a cheaper process, so the gateways'
+# own cost shows more.
 #
 #   bash bench/cgi.sh            # from the repository root
 #
@@ -14,6 +15,9 @@
 #   PYTHON=/usr/bin/python3   interpreter in the script's shebang (the same
 #                   file runs under both servers)
 #   CASES="py sh"   which scripts: hello.py and/or hello.sh
+#   WSGI=1          with the py case, also run hello as WSGI under portico
+#                   (`portico hello:application`, after the two CGI servers
+#                   each round); WSGI=0 skips it
 #   NO_BUILD=1      skip `cargo build --release`
 #   KEEP=1          keep the temp directory (configs, logs)
 #
@@ -27,6 +31,8 @@ ROUNDS=${ROUNDS:-3}
 CONNECTIONS=${CONNECTIONS:-16}
 PYTHON=${PYTHON:-/usr/bin/python3}
 CASES=${CASES:-py sh}
+WSGI=${WSGI:-1}
+[[ " $CASES " == *" py "* ]] || WSGI=0
 NO_BUILD=${NO_BUILD:-}
 KEEP=${KEEP:-}
 
@@ -75,6 +81,16 @@ cat >"$TMP/cgi-bin/hello.sh" <<'EOF'
 printf 'Content-Type: text/plain\r\nContent-Length: 13\r\n\r\nHello, world\n'
 EOF
 chmod 755 "$TMP/cgi-bin" "$TMP/cgi-bin/hello.py" "$TMP/cgi-bin/hello.sh"
+# The same app as a WSGI callable (same 13-byte body and headers).
+mkdir -p "$TMP/wsgi"
+cat >"$TMP/wsgi/hello.py" <<'EOF'
+BODY = b"Hello, world\n"
+
+
+def application(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(BODY)))])
+    return [BODY]
+EOF
 
 PIDS=()
 cleanup() {
@@ -165,6 +181,17 @@ setsid "$NGINX" -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" >"$TMP/nginx/stdout.l
 PIDS+=($!)
 N_URL=http://127.0.0.1:$N_PORT/cgi-bin
 
+# portico as the WSGI application server, one worker, one Python thread (its
+# embedded CPython, not $PYTHON: the interpreter it was built against).
+if [[ $WSGI == 1 ]]; then
+    W_PORT=$(free_port)
+    setsid "$PORTICO" hello:application --chdir "$TMP/wsgi" -b "127.0.0.1:$W_PORT" -w 1 --threads 1 \
+        --access-log off >"$TMP/wsgi.log" 2>&1 &
+    PIDS+=($!)
+    W_URL=http://127.0.0.1:$W_PORT/
+    wait_up portico-wsgi "$W_URL" "$TMP/wsgi.log"
+fi
+
 for c in $CASES; do
     wait_up portico "$P_URL/hello.$c" "$TMP/portico.log"
     wait_up nginx+fcgiwrap "$N_URL/hello.$c" "$TMP/nginx/error.log"
@@ -204,6 +231,7 @@ for c in $CASES; do
         else
             run "nginx-fcgiwrap-$c" "$N_URL/hello.$c" "$round"; run "portico-$c" "$P_URL/hello.$c" "$round"
         fi
+        if [[ $c == py && $WSGI == 1 ]]; then run portico-wsgi "$W_URL" "$round"; fi
     done
 done
 
@@ -216,8 +244,8 @@ for c in $CASES; do
     awk -v p="$(median "${RPS[portico-$c]}")" -v n="$(median "${RPS[nginx-fcgiwrap-$c]}")" -v c="$c" \
         'BEGIN { printf "  ratio portico / nginx+fcgiwrap (%s): %.2f\n", c, p / n }'
 done
-# TODO(wsgi): the same hello app as a WSGI callable under portico (one worker,
-# same wrk settings), once the application server lands; print its req/s and
-# p99 here and the ratio WSGI / CGI-python, which is the seed's argument in
-# numbers.
-printf '  %-18s %10s\n' portico-wsgi "TODO (application server not built yet)"
+if [[ $WSGI == 1 ]]; then
+    printf '  %-18s %10s req/s   p99 %8s ms\n' portico-wsgi "$(median "${RPS[portico-wsgi]}")" "$(median "${P99[portico-wsgi]}")"
+    awk -v w="$(median "${RPS[portico-wsgi]}")" -v p="$(median "${RPS[portico-py]}")" \
+        'BEGIN { printf "  ratio portico WSGI / portico CGI (py): %.1f\n", w / p }'
+fi

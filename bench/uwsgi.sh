@@ -5,24 +5,27 @@
 #   portico        portico alone, HTTP (the baseline)
 #   nginx-portico  nginx uwsgi_pass → portico --uwsgi-socket (unix socket)
 #   nginx-uwsgi    nginx uwsgi_pass → uWSGI --uwsgi-socket (unix socket)
+#   nginx-gunicorn nginx proxy_pass (HTTP/1.1, upstream keepalive 16) →
+#                  gunicorn -w 1 -k gthread --threads THREADS (unix socket)
 #   front-portico  portico --proxy → portico --uwsgi-socket (unix socket);
 #                  only when this portico has --proxy
 #
 #   bash bench/uwsgi.sh              # from the repository root
 #
 # Knobs: DURATION=5 ROUNDS=3 CONNECTIONS=64 THREADS=1 (Python threads of the
-# app server) SETUPS="portico nginx-portico nginx-uwsgi front-portico"
-# VENV=bench/.venv (uWSGI from PyPI) NO_BUILD=1 KEEP=1.
+# app server)
+# SETUPS="portico nginx-portico nginx-uwsgi nginx-gunicorn front-portico"
+# VENV=bench/.venv (uWSGI and gunicorn from PyPI) NO_BUILD=1 KEEP=1.
 # Each setup runs in turn, every round (alternated); figures are medians of
-# the rounds: requests/s (with the ratio to nginx-portico), and each
-# round's p99 latency.
+# the rounds: requests/s (with the ratio to nginx-portico), CPU per request
+# of all the setup's processes (user + system), and each round's p99 latency.
 set -euo pipefail
 
 DURATION=${DURATION:-5}
 ROUNDS=${ROUNDS:-3}
 CONNECTIONS=${CONNECTIONS:-64}
 THREADS=${THREADS:-1}
-SETUPS=${SETUPS:-portico nginx-portico nginx-uwsgi front-portico}
+SETUPS=${SETUPS:-portico nginx-portico nginx-uwsgi nginx-gunicorn front-portico}
 VENV=${VENV:-bench/.venv}
 
 die() { echo "uwsgi.sh: $*" >&2; exit 1; }
@@ -33,10 +36,10 @@ for tool in wrk nginx curl; do
 done
 ROOT=$PWD
 [[ $VENV == /* ]] || VENV=$ROOT/$VENV
-if [[ ! -x $VENV/bin/uwsgi ]]; then
-    log "pip install uwsgi (into $VENV)"
+if [[ ! -x $VENV/bin/uwsgi || ! -x $VENV/bin/gunicorn ]]; then
+    log "pip install uwsgi gunicorn (into $VENV)"
     [[ -x $VENV/bin/python ]] || python3 -m venv "$VENV"
-    "$VENV/bin/python" -m pip install -q --disable-pip-version-check uwsgi
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check uwsgi gunicorn
 fi
 [[ -n ${NO_BUILD:-} ]] || { log "cargo build --release"; cargo build --release --quiet; }
 PORTICO=$ROOT/target/release/portico
@@ -57,7 +60,15 @@ wait_http() { # URL
     die "nothing answers $1 (logs in $TMP; KEEP=1 keeps them)"
 }
 
-start_nginx() { # SOCKET
+# nginx in front of SOCKET: uwsgi_pass (the default) or, with a second
+# argument "http", proxy_pass over HTTP/1.1 with an upstream keepalive pool
+# (what one would deploy in front of gunicorn; uwsgi_pass has no keepalive).
+start_nginx() { # SOCKET [http]
+    local upstream='' location="include /etc/nginx/uwsgi_params; uwsgi_pass unix:$1;"
+    if [[ ${2:-} == http ]]; then
+        upstream="upstream app { server unix:$1; keepalive 16; }"
+        location='proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_set_header Host $host;'
+    fi
     mkdir -p "$TMP/nginx/tmp"
     cat >"$TMP/nginx/nginx.conf" <<EOF
 $ROOT_USER
@@ -73,9 +84,10 @@ http {
   proxy_temp_path $TMP/nginx/tmp/proxy;
   fastcgi_temp_path $TMP/nginx/tmp/fastcgi;
   scgi_temp_path $TMP/nginx/tmp/scgi;
+  $upstream
   server {
     listen 127.0.0.1:18400;
-    location / { include /etc/nginx/uwsgi_params; uwsgi_pass unix:$1; }
+    location / { $location }
   }
 }
 EOF
@@ -105,6 +117,11 @@ start() {
             --disable-logging --die-on-term) >"$TMP/app.log" 2>&1 &
         PIDS+=($!)
         start_nginx "$sock" ;;
+    nginx-gunicorn)
+        "$VENV/bin/gunicorn" -w 1 -k gthread --threads "$THREADS" --chdir "$ROOT/bench/apps" \
+            -b "unix:$sock" --log-level warning bench_app:app >"$TMP/app.log" 2>&1 &
+        PIDS+=($!)
+        start_nginx "$sock" http ;;
     front-portico)
         start_app_portico "$sock"
         "$PORTICO" -w 1 --access-log off -b 127.0.0.1:18400 \
@@ -121,28 +138,51 @@ stop_all() {
     rm -f "$TMP/app.sock"
 }
 
+# CPU time (clock ticks, user + system) of every process of the setup: the
+# ones started here and their children (nginx's worker, portico's worker,
+# gunicorn's worker). Per request, it is the whole deployment's cost, much
+# steadier than req/s on a shared machine.
+CLK_TCK=$(getconf CLK_TCK)
+cpu_ticks() {
+    local p t=0 stat f all=()
+    for p in "${PIDS[@]}"; do all+=("$p"); all+=($(pgrep -P "$p" || true)); done
+    for p in "${all[@]}"; do
+        stat=$(cat "/proc/$p/stat" 2>/dev/null) || continue
+        stat=${stat##*) }
+        read -r -a f <<<"$stat"
+        t=$((t + f[11] + f[12]))
+    done
+    echo "$t"
+}
+
 read -r -a LIST <<<"$SETUPS"
-declare -A RPS P99
+declare -A RPS P99 CPU
 for round in $(seq "$ROUNDS"); do
     for s in "${LIST[@]}"; do
         [[ $s == front-portico && -z $HAS_PROXY ]] && continue
         start "$s"
+        t0=$(cpu_ticks)
         wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency http://127.0.0.1:18400/ >"$TMP/wrk.txt"
+        t1=$(cpu_ticks)
         stop_all
         rps=$(awk '/^Requests\/sec/ {print $2}' "$TMP/wrk.txt")
-        RPS[$s]+="$rps "
+        n=$(awk '/ requests in / {print $1}' "$TMP/wrk.txt")
+        grep -q 'Socket errors\|Non-2xx' "$TMP/wrk.txt" && log "$s: $(grep 'Socket errors\|Non-2xx' "$TMP/wrk.txt" | tr -s ' ')"
+        cpu=$(awk -v d=$((t1 - t0)) -v hz="$CLK_TCK" -v n="$n" 'BEGIN { printf "%.1f", (n > 0 ? d * 1e6 / hz / n : 0) }')
+        RPS[$s]+="$rps " CPU[$s]+="$cpu "
         P99[$s]+="$(awk '$1 == "99%" {print $2}' "$TMP/wrk.txt") "
-        log "round $round $s: $rps req/s"
+        log "round $round $s: $rps req/s, CPU $cpu us/req (all processes of the setup)"
     done
 done
 
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 base=$(echo "${RPS[nginx-portico]:-}" | median)
-printf '%-15s %12s %8s  %s\n' setup "req/s" ratio "p99 per round"
+printf '%-15s %12s %8s %12s  %s\n' setup "req/s" ratio "CPU us/req" "p99 per round"
 for s in "${LIST[@]}"; do
     [[ -n ${RPS[$s]:-} ]] || { printf '%-15s %12s\n' "$s" "(skipped)"; continue; }
     r=$(echo "${RPS[$s]}" | median)
+    u=$(echo "${CPU[$s]}" | median)
     p=$(echo "${P99[$s]}" | tr -s ' ' ',' | sed 's/,$//')
     ratio=$([[ -n $base ]] && awk -v a="$r" -v b="$base" 'BEGIN {printf "%.2f", a / b}' || echo -)
-    printf '%-15s %12s %8s  %s\n' "$s" "$r" "$ratio" "$p"
+    printf '%-15s %12s %8s %12s  %s\n' "$s" "$r" "$ratio" "$u" "$p"
 done
