@@ -49,7 +49,7 @@ impl Input {
     pub fn new(source: Source, limit: u64, overflowed: Arc<AtomicBool>) -> Self {
         let (buf, source) = match source {
             Source::Empty => (BytesMut::new(), None),
-            Source::Buffered(bytes) => (BytesMut::from(&bytes[..]), None),
+            Source::Buffered(bytes) => (BytesMut::from(bytes), None),
             Source::Streaming(body) => (BytesMut::new(), Some(body)),
         };
         Input {
