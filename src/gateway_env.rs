@@ -171,6 +171,26 @@ pub fn http_vars(req: &GatewayRequest<'_>, pass_authorization: bool) -> Vec<Var>
     out
 }
 
+/// Response fields that belong to one connection (RFC 9110 §7.6.1, and the
+/// RFC 2616 list PEP 3333 names), which a gateway's program must not set:
+/// CGI drops them from a script's answer, WSGI refuses them in
+/// `start_response`. Fields named by `Connection` are the caller's to add.
+pub fn is_hop_by_hop(name: &http::HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "proxy-connection"
+            | "te"
+            | "trailer"
+            | "trailers"
+            | "transfer-encoding"
+            | "upgrade"
+    )
+}
+
 /// `x-forwarded-for` → `HTTP_X_FORWARDED_FOR`.
 pub fn env_name(header: &str) -> String {
     let mut name = String::with_capacity(header.len() + 5);

@@ -92,7 +92,7 @@ pub fn parse(block: &[u8], nph: bool) -> Result<Head, CgiError> {
             );
             continue;
         }
-        if is_hop_by_hop(&name) {
+        if crate::gateway_env::is_hop_by_hop(&name) {
             continue;
         }
         if name == header::LOCATION {
@@ -169,13 +169,6 @@ fn status_line(line: &[u8]) -> Result<(StatusCode, Vec<u8>), CgiError> {
         .and_then(|r| r.iter().position(|&b| b == b' ').map(|sp| &r[sp + 1..]))
         .ok_or_else(|| bad(format!("bad nph status line `{}`", show(line))))?;
     status_value(rest)
-}
-
-fn is_hop_by_hop(name: &HeaderName) -> bool {
-    matches!(
-        name.as_str(),
-        "keep-alive" | "proxy-connection" | "transfer-encoding" | "te" | "trailer" | "upgrade"
-    )
 }
 
 /// A header line for a log message: lossy, control bytes escaped, short.

@@ -19,19 +19,6 @@ use pyo3::types::{PyString, PyTuple};
 
 use super::pipe::{BodyPlan, Disconnected, Head, Pipe};
 
-/// Fields an application must not set (RFC 9110 §7.6.1).
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "trailers",
-    "transfer-encoding",
-    "upgrade",
-];
-
 /// The response of one request as its Python thread builds it.
 pub struct Responder {
     pub pipe: Arc<Pipe>,
@@ -330,7 +317,7 @@ fn parse_headers(headers: &Bound<'_, PyAny>) -> PyResult<(HeaderMap, Option<u64>
                 String::from_utf8_lossy(&name_bytes)
             ))
         })?;
-        if HOP_BY_HOP.contains(&name.as_str()) {
+        if crate::gateway_env::is_hop_by_hop(&name) {
             return Err(PyValueError::new_err(format!(
                 "hop-by-hop header {name:?} is not allowed in a WSGI response"
             )));
