@@ -36,22 +36,12 @@ WSGI=${WSGI:-1}
 NO_BUILD=${NO_BUILD:-}
 KEEP=${KEEP:-}
 
-die() { echo "cgi.sh: $*" >&2; exit 1; }
-log() { echo "== $*" >&2; }
+. "$(dirname "$0")/lib.sh"
 
 [[ -f Cargo.toml && -d src ]] || die "run from the repository root (bash bench/cgi.sh)"
 [[ -x $PYTHON ]] || die "PYTHON=$PYTHON is not executable"
 
 # ---------------------------------------------------------------- tools
-apt_install() {
-    [[ $(id -u) -eq 0 ]] || die "missing $*; install it (apt-get install $*) or run as root"
-    log "installing $*"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get install -y --no-install-recommends "$@" >/dev/null 2>&1 || {
-        apt-get update >/dev/null
-        apt-get install -y --no-install-recommends "$@" >/dev/null
-    }
-}
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 [[ -x $NGINX ]] || { apt_install nginx-light || apt_install nginx; NGINX=/usr/sbin/nginx; }
 FCGIWRAP=$(command -v fcgiwrap || echo /usr/sbin/fcgiwrap)
@@ -59,12 +49,7 @@ FCGIWRAP=$(command -v fcgiwrap || echo /usr/sbin/fcgiwrap)
 command -v wrk >/dev/null || apt_install wrk
 command -v curl >/dev/null || apt_install curl
 
-if [[ -z $NO_BUILD ]]; then
-    log "cargo build --release"
-    cargo build --release --quiet
-fi
-PORTICO=$PWD/target/release/portico
-[[ -x $PORTICO ]] || die "$PORTICO not found"
+build_portico
 
 # ---------------------------------------------------------------- fixtures
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/portico-cgi-bench.XXXXXX")

@@ -33,8 +33,7 @@ PIN=${PIN:-}
 NO_BUILD=${NO_BUILD:-}
 KEEP=${KEEP:-}
 
-die() { echo "static.sh: $*" >&2; exit 1; }
-log() { echo "== $*" >&2; }
+. "$(dirname "$0")/lib.sh"
 
 [[ -f Cargo.toml && -d src ]] || die "run from the repository root (bash bench/static.sh)"
 for v in DURATION ROUNDS CONNECTIONS WORKERS WARMUP TIMEOUT; do
@@ -52,16 +51,6 @@ find_nginx() {
     return 1
 }
 
-apt_install() {
-    [[ $(id -u) -eq 0 ]] || die "missing $*; install it (apt-get install $*) or run as root"
-    command -v apt-get >/dev/null || die "missing $* and no apt-get to install it"
-    log "installing $*"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get install -y --no-install-recommends "$@" >/dev/null 2>&1 || {
-        apt-get update >/dev/null
-        apt-get install -y --no-install-recommends "$@" >/dev/null
-    }
-}
 
 if ! NGINX=$(find_nginx); then
     apt_install nginx-light 2>/dev/null || apt_install nginx
@@ -78,12 +67,7 @@ if [[ -n $PIN ]]; then
     TASKSET_WRK=(taskset -c "${PIN##*:}")
 fi
 
-if [[ -z $NO_BUILD ]]; then
-    log "cargo build --release"
-    cargo build --release --quiet
-fi
-PORTICO=$PWD/target/release/portico
-[[ -x $PORTICO ]] || die "$PORTICO not found (build it, or unset NO_BUILD)"
+build_portico
 
 # ---------------------------------------------------------------- fixtures
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/portico-bench.XXXXXX")
@@ -127,27 +111,7 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 # A port nothing listens on now (the small race with other programs is accepted).
-free_port() {
-    local port
-    for _ in $(seq 200); do
-        port=$((20000 + RANDOM % 40000))
-        if ! ss -Htln "sport = :$port" 2>/dev/null | grep -q .; then
-            echo "$port"; return 0
-        fi
-    done
-    die "no free port found"
-}
 
-wait_up() { # NAME PID URL LOG
-    local name=$1 pid=$2 url=$3 logf=$4
-    for _ in $(seq 100); do
-        kill -0 "$pid" 2>/dev/null || { cat "$logf" >&2 || true; die "$name exited at start"; }
-        if curl -s -o /dev/null --max-time 1 "$url"; then return 0; fi
-        sleep 0.1
-    done
-    cat "$logf" >&2 || true
-    die "$name did not answer on $url"
-}
 
 # ---------------------------------------------------------------- servers
 P_PORT=$(free_port)

@@ -28,8 +28,7 @@ THREADS=${THREADS:-1}
 SETUPS=${SETUPS:-portico nginx-portico nginx-uwsgi nginx-gunicorn front-portico}
 VENV=${VENV:-bench/.venv}
 
-die() { echo "uwsgi.sh: $*" >&2; exit 1; }
-log() { echo "== $*" >&2; }
+. "$(dirname "$0")/lib.sh"
 [[ -f Cargo.toml && -d bench/apps ]] || die "run from the repository root"
 for tool in wrk nginx curl; do
     command -v $tool >/dev/null || die "$tool missing (apt-get install wrk nginx-light curl)"
@@ -41,8 +40,7 @@ if [[ ! -x $VENV/bin/uwsgi || ! -x $VENV/bin/gunicorn ]]; then
     [[ -x $VENV/bin/python ]] || python3 -m venv "$VENV"
     "$VENV/bin/python" -m pip install -q --disable-pip-version-check uwsgi gunicorn
 fi
-[[ -n ${NO_BUILD:-} ]] || { log "cargo build --release"; cargo build --release --quiet; }
-PORTICO=$ROOT/target/release/portico
+build_portico
 HAS_PROXY=$("$PORTICO" --help | grep -q -- '--proxy' && echo 1 || echo)
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/portico-uwsgi-bench.XXXXXX")
@@ -175,7 +173,7 @@ for round in $(seq "$ROUNDS"); do
     done
 done
 
-median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+median() { tr ' ' '\n' | awk 'NF' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 base=$(echo "${RPS[nginx-portico]:-}" | median)
 printf '%-15s %12s %8s %12s  %s\n' setup "req/s" ratio "CPU us/req" "p99 per round"
 for s in "${LIST[@]}"; do

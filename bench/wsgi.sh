@@ -46,8 +46,7 @@ PIN=${PIN:-}
 NO_BUILD=${NO_BUILD:-}
 KEEP=${KEEP:-}
 
-die() { echo "wsgi.sh: $*" >&2; exit 1; }
-log() { echo "== $*" >&2; }
+. "$(dirname "$0")/lib.sh"
 
 [[ -f Cargo.toml && -d src && -d bench/apps ]] || die "run from the repository root (bash bench/wsgi.sh)"
 for v in DURATION ROUNDS CONNECTIONS WORKERS THREADS WARMUP TIMEOUT; do
@@ -71,16 +70,6 @@ LUA_POST=$ROOT/bench/post10k.lua
 [[ $VENV == /* ]] || VENV=$ROOT/$VENV
 
 # ---------------------------------------------------------------- tools
-apt_install() {
-    [[ $(id -u) -eq 0 ]] || die "missing $*; install it (apt-get install $*) or run as root"
-    command -v apt-get >/dev/null || die "missing $* and no apt-get to install it"
-    log "installing $*"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get install -y --no-install-recommends "$@" >/dev/null 2>&1 || {
-        apt-get update >/dev/null
-        apt-get install -y --no-install-recommends "$@" >/dev/null
-    }
-}
 
 command -v wrk >/dev/null || apt_install wrk
 command -v curl >/dev/null || apt_install curl
@@ -106,12 +95,7 @@ if ! "$VENV/bin/python" -c 'import granian, gunicorn, flask' 2>/dev/null || [[ !
         die "pip install failed (uWSGI builds from source: it needs a C compiler and python3-dev)"
 fi
 
-if [[ -z $NO_BUILD ]]; then
-    log "cargo build --release"
-    cargo build --release --quiet
-fi
-PORTICO=$ROOT/target/release/portico
-[[ -x $PORTICO ]] || die "$PORTICO not found (build it, or unset NO_BUILD)"
+build_portico
 
 # ---------------------------------------------------------------- fixtures
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/portico-wsgi-bench.XXXXXX")
@@ -151,29 +135,7 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 # A port nothing listens on now (the small race with other programs is accepted).
-declare -A TAKEN=()
-free_port() {
-    local port
-    for _ in $(seq 200); do
-        port=$((20000 + RANDOM % 40000))
-        [[ -n ${TAKEN[$port]:-} ]] && continue
-        if ! ss -Htln "sport = :$port" 2>/dev/null | grep -q .; then
-            TAKEN[$port]=1; echo "$port"; return 0
-        fi
-    done
-    die "no free port found"
-}
 
-wait_up() { # NAME PID URL LOG
-    local name=$1 pid=$2 url=$3 logf=$4
-    for _ in $(seq 150); do
-        kill -0 "$pid" 2>/dev/null || { cat "$logf" >&2 || true; die "$name exited at start"; }
-        if curl -s -o /dev/null --max-time 1 "$url"; then return 0; fi
-        sleep 0.1
-    done
-    cat "$logf" >&2 || true
-    die "$name did not answer on $url within 15 s"
-}
 
 declare -A URL=()
 start_server() { # SERVER CASE
