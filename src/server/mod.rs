@@ -149,7 +149,7 @@ pub fn run_worker(
         }
         ready();
         tokio::select! {
-            _ = crate::master::wait_for_stop_signal() => {}
+            _ = wait_for_stop_signal() => {}
             _ = async { recycle.as_ref()?.notified().await; Some(()) }, if recycle.is_some() => {}
         }
         tracing::info!(
@@ -161,6 +161,22 @@ pub fn run_worker(
         drain(&shared, config.graceful_timeout).await;
         Ok(())
     })
+}
+
+/// SIGTERM or SIGINT: the worker stops accepting and drains.
+async fn wait_for_stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop this process with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
 }
 
 async fn drain(shared: &Shared, timeout: Duration) {
