@@ -4,9 +4,10 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
 
 use crate::config::ForwardedAllow;
+use crate::server::Peer;
 
 /// The client as the application should see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,20 +21,19 @@ pub struct ClientView {
     pub host: Option<String>,
 }
 
-pub fn client_view(
-    headers: &HeaderMap,
-    peer: Option<SocketAddr>,
-    tls: bool,
-    trust: &ForwardedAllow,
-) -> ClientView {
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+pub fn client_view(headers: &HeaderMap, peer: &Peer, trust: &ForwardedAllow) -> ClientView {
     let mut view = ClientView {
-        remote_addr: peer.map_or_else(String::new, |p| p.ip().to_canonical().to_string()),
+        remote_addr: peer.ip_text.as_str().to_owned(),
         // Port 0: a uwsgi front named the client without its port.
-        remote_port: peer.map(|p| p.port()).filter(|&p| p != 0),
-        https: tls,
+        remote_port: peer.addr.map(|p| p.port()).filter(|&p| p != 0),
+        https: peer.tls,
         host: None,
     };
-    if !trust.allows(peer.map(|p| p.ip())) {
+    if !trust.allows(peer.addr.map(|p| p.ip())) {
         return view;
     }
     if let Some(forwarded) = last_forwarded_element(headers) {
@@ -41,22 +41,22 @@ pub fn client_view(
         return view;
     }
     if let Some(ip) =
-        header_list(headers, "x-forwarded-for").and_then(|list| rightmost_untrusted(&list, trust))
+        header_list(headers, X_FORWARDED_FOR).and_then(|list| rightmost_untrusted(&list, trust))
     {
         view.remote_addr = ip.to_string();
         view.remote_port = None;
     }
-    if let Some(proto) = header_list(headers, "x-forwarded-proto").and_then(|l| l.last().cloned()) {
+    if let Some(proto) = header_list(headers, X_FORWARDED_PROTO).and_then(|l| l.last().cloned()) {
         view.https = proto.eq_ignore_ascii_case("https");
     }
-    if let Some(host) = header_list(headers, "x-forwarded-host").and_then(|l| l.last().cloned()) {
+    if let Some(host) = header_list(headers, X_FORWARDED_HOST).and_then(|l| l.last().cloned()) {
         view.host = Some(host);
     }
     view
 }
 
 /// Comma-separated values across every field of that name, trimmed.
-fn header_list(headers: &HeaderMap, name: &str) -> Option<Vec<String>> {
+fn header_list(headers: &HeaderMap, name: HeaderName) -> Option<Vec<String>> {
     let mut values = headers.get_all(name).iter().peekable();
     values.peek()?;
     Some(
@@ -96,7 +96,7 @@ fn parse_node(text: &str) -> Option<IpAddr> {
 
 /// The element added by the proxy nearest to us.
 fn last_forwarded_element(headers: &HeaderMap) -> Option<String> {
-    header_list(headers, "forwarded").and_then(|l| l.last().cloned())
+    header_list(headers, http::header::FORWARDED).and_then(|l| l.last().cloned())
 }
 
 fn apply_forwarded(view: &mut ClientView, element: &str) {
@@ -144,7 +144,11 @@ mod tests {
             ("x-forwarded-for", "6.6.6.6"),
             ("x-forwarded-proto", "https"),
         ]);
-        let v = client_view(&h, Some("10.0.0.9:5000".parse().unwrap()), false, &local());
+        let v = client_view(
+            &h,
+            &Peer::new(Some("10.0.0.9:5000".parse().unwrap()), None, false, None),
+            &local(),
+        );
         assert_eq!(v.remote_addr, "10.0.0.9");
         assert!(!v.https);
     }
@@ -156,7 +160,11 @@ mod tests {
             ("x-forwarded-proto", "https"),
             ("x-forwarded-host", "example.com"),
         ]);
-        let v = client_view(&h, Some("127.0.0.1:5000".parse().unwrap()), false, &local());
+        let v = client_view(
+            &h,
+            &Peer::new(Some("127.0.0.1:5000".parse().unwrap()), None, false, None),
+            &local(),
+        );
         assert_eq!(v.remote_addr, "1.2.3.4");
         assert_eq!(v.remote_port, None);
         assert!(v.https);
@@ -172,7 +180,11 @@ mod tests {
             ),
             ("x-forwarded-for", "1.2.3.4"),
         ]);
-        let v = client_view(&h, Some("127.0.0.1:1".parse().unwrap()), false, &local());
+        let v = client_view(
+            &h,
+            &Peer::new(Some("127.0.0.1:1".parse().unwrap()), None, false, None),
+            &local(),
+        );
         assert_eq!(v.remote_addr, "2001:db8::1");
         assert!(v.https);
         assert_eq!(v.host.as_deref(), Some("a.example"));

@@ -22,8 +22,6 @@
 //! Values are bytes: header values and decoded paths need not be UTF-8, and
 //! a process environment is bytes on Linux anyway.
 
-use std::net::SocketAddr;
-
 use http::header::{self, HeaderMap};
 use http::{Method, Version};
 
@@ -114,7 +112,7 @@ pub fn meta_variables(req: &GatewayRequest<'_>, map: &Mapping<'_>, mount: &Mount
     // (the RFC wants the variable set), no REMOTE_PORT.
     match mount.peer.addr {
         Some(addr) => {
-            set("REMOTE_ADDR", remote_ip(addr).as_bytes());
+            set("REMOTE_ADDR", mount.peer.ip_text.as_str().as_bytes());
             set("REMOTE_PORT", addr.port().to_string().as_bytes());
         }
         None => set("REMOTE_ADDR", b""),
@@ -235,24 +233,18 @@ pub fn split_host(host: &str) -> (Option<&str>, Option<&str>) {
     }
 }
 
-/// IPv4 clients of a dual-stack listener show as `::ffff:a.b.c.d`; scripts
-/// expect `a.b.c.d`.
-fn remote_ip(addr: SocketAddr) -> String {
-    addr.ip().to_canonical().to_string()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::server::Peer;
 
     fn peer(tls: bool) -> Peer {
-        Peer {
-            addr: Some("[::ffff:10.1.2.3]:40000".parse().unwrap()),
-            local: Some("127.0.0.1:8080".parse().unwrap()),
+        Peer::new(
+            Some("[::ffff:10.1.2.3]:40000".parse().unwrap()),
+            Some("127.0.0.1:8080".parse().unwrap()),
             tls,
-            raw_fd: None,
-        }
+            None,
+        )
     }
 
     fn vars(req: http::Request<()>, map: &Mapping<'_>, peer: Peer) -> Vec<Var> {
@@ -401,12 +393,7 @@ mod tests {
             .header("host", "site.test")
             .body(())
             .unwrap();
-        let unix = Peer {
-            addr: None,
-            local: None,
-            tls: false,
-            raw_fd: None,
-        };
+        let unix = Peer::new(None, None, false, None);
         let v = vars(req, &MAP, unix);
         assert_eq!(get(&v, "REMOTE_ADDR"), Some(""));
         assert_eq!(get(&v, "REMOTE_PORT"), None);

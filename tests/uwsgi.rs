@@ -409,12 +409,12 @@ fn send(
     let mount = Mount {
         script_name: "",
         max_body_size: u64::MAX,
-        peer: Peer {
-            addr: Some("10.9.8.7:4321".parse().unwrap()),
-            local: Some("127.0.0.1:80".parse().unwrap()),
-            tls: false,
-            raw_fd: None,
-        },
+        peer: Peer::new(
+            Some("10.9.8.7:4321".parse().unwrap()),
+            Some("127.0.0.1:80".parse().unwrap()),
+            false,
+            None,
+        ),
         static_cache: &cache,
     };
     let len = (!body.is_empty()).then_some(body.len() as u64);

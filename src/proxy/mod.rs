@@ -150,7 +150,7 @@ impl Proxy {
     ) {
         let (mut parts, incoming) = req.into_parts();
         let peer = mount.peer.addr;
-        let view = forwarded::client_view(&parts.headers, peer, mount.peer.tls, &self.trust);
+        let view = forwarded::client_view(&parts.headers, &mount.peer, &self.trust);
         let client_host = parts.headers.get(header::HOST).cloned().or_else(|| {
             parts
                 .uri

@@ -148,10 +148,15 @@ pub fn run_worker(
             ));
         }
         ready();
-        tokio::select! {
-            _ = wait_for_stop_signal() => {}
-            _ = async { recycle.as_ref()?.notified().await; Some(()) }, if recycle.is_some() => {}
-        }
+        // A task of its own: this future is polled again on every tick of
+        // the LocalSet (every request), its signal streams would be too.
+        let stop_requested = tokio::task::spawn_local(async move {
+            tokio::select! {
+                _ = wait_for_stop_signal() => {}
+                _ = async { recycle.as_ref()?.notified().await; Some(()) }, if recycle.is_some() => {}
+            }
+        });
+        let _ = stop_requested.await;
         tracing::info!(
             "shutting down: {} open connection(s), waiting up to {:?}",
             shared.open_connections.get(),
@@ -285,12 +290,7 @@ async fn serve_stream(
         Stream::Tcp(s) => (s.as_raw_fd(), s.local_addr().ok()),
         Stream::Unix(s) => (s.as_raw_fd(), None),
     };
-    let mut peer = Peer {
-        addr,
-        local,
-        tls: tls.is_some(),
-        raw_fd: Some(raw_fd),
-    };
+    let mut peer = Peer::new(addr, local, tls.is_some(), Some(raw_fd));
     if protocol == Protocol::Uwsgi {
         match stream {
             Stream::Tcp(s) => crate::uwsgi::serve(s, peer, shared).await,

@@ -369,9 +369,15 @@ fn new_boundary() -> String {
 }
 
 /// Every response is built here.
+/// Accept-Ranges, Content-Length, -Type, ETag, Last-Modified,
+/// Cache-Control, Expires, Vary, Content-Encoding, Server.
+const RESPONSE_HEADERS: usize = 10;
+
 pub fn render(outcome: Outcome, req: &StaticRequest<'_>) -> Response<Body> {
     let head = req.method == Method::HEAD;
     let mut res = Response::new(Body::empty());
+    // Room for a file's headers and `Server`: no regrowing per response.
+    *res.headers_mut() = http::HeaderMap::with_capacity(RESPONSE_HEADERS);
     let h = res.headers_mut();
     let status = match outcome {
         Outcome::File { rep, part, body } => {

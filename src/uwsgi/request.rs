@@ -166,12 +166,7 @@ pub fn decide(vars: Vec<Var>, socket: Peer) -> Result<Decided, ProtocolError> {
             .and_then(|ip| ip.parse::<IpAddr>().ok())
             .map(|ip| SocketAddr::new(ip, remote_port.unwrap_or(0))),
     };
-    let peer = Peer {
-        addr,
-        local: socket.local,
-        tls: https,
-        raw_fd: None,
-    };
+    let peer = Peer::new(addr, socket.local, https, None);
     let mut request = Request::new(());
     *request.method_mut() = method;
     *request.uri_mut() = uri;
@@ -204,12 +199,9 @@ mod tests {
             .collect()
     }
 
-    const SOCKET: Peer = Peer {
-        addr: None,
-        local: None,
-        tls: false,
-        raw_fd: Some(3),
-    };
+    fn socket() -> Peer {
+        Peer::new(None, None, false, Some(3))
+    }
 
     #[test]
     fn nginx_vars() {
@@ -233,7 +225,7 @@ mod tests {
                 ("HTTP_X_CUSTOM", "two"),
                 ("HTTP_CONTENT_LENGTH", "999"),
             ]),
-            SOCKET,
+            socket(),
         )
         .unwrap();
         let r = &d.request;
@@ -263,7 +255,7 @@ mod tests {
                 ("QUERY_STRING", "q=1"),
                 ("HTTP_HOST", "h"),
             ]),
-            SOCKET,
+            socket(),
         )
         .unwrap();
         assert_eq!(d.request.uri(), "/a%20b%3Fc?q=1");
@@ -274,16 +266,16 @@ mod tests {
 
     #[test]
     fn refusals() {
-        assert!(decide(vars(&[("PATH_INFO", "/")]), SOCKET).is_err());
-        assert!(decide(vars(&[("REQUEST_METHOD", "G T")]), SOCKET).is_err());
+        assert!(decide(vars(&[("PATH_INFO", "/")]), socket()).is_err());
+        assert!(decide(vars(&[("REQUEST_METHOD", "G T")]), socket()).is_err());
         assert!(decide(
             vars(&[("REQUEST_METHOD", "GET"), ("CONTENT_LENGTH", "-1")]),
-            SOCKET
+            socket()
         )
         .is_err());
         assert!(decide(
             vars(&[("REQUEST_METHOD", "GET"), ("HTTP_X", "a\r\nb")]),
-            SOCKET
+            socket()
         )
         .is_err());
     }

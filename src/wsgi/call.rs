@@ -20,7 +20,7 @@ use http::{HeaderMap, StatusCode};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
 
-use super::environ::{self, RequestView};
+use super::environ::{self, HeaderKeys, RequestView};
 use super::input::Input;
 use super::interpreter::traceback_text;
 use super::pipe::{BodyPlan, Head};
@@ -28,7 +28,13 @@ use super::start_response::{self, body_bytes, lock, Responder, SendError, Shared
 use super::streams::{ErrorStream, FileWrapper};
 use super::Job;
 
-pub fn run(py: Python<'_>, base: &Bound<'_, PyDict>, app: &Bound<'_, PyAny>, mut job: Job) {
+pub fn run(
+    py: Python<'_>,
+    base: &Bound<'_, PyDict>,
+    keys: &mut HeaderKeys,
+    app: &Bound<'_, PyAny>,
+    mut job: Job,
+) {
     let responder = Responder::new(job.pipe.clone(), job.tag.clone());
     let overflowed = Arc::new(AtomicBool::new(false));
     let input = Input::new(
@@ -36,7 +42,7 @@ pub fn run(py: Python<'_>, base: &Bound<'_, PyDict>, app: &Bound<'_, PyAny>, mut
         job.max_body_size,
         overflowed.clone(),
     );
-    let outcome = call_app(py, base, app, &job, input, &responder);
+    let outcome = call_app(py, base, keys, app, &job, input, &responder);
     if let Err(err) = outcome {
         fail(py, &responder, &err, overflowed.load(Ordering::Relaxed));
     }
@@ -45,6 +51,7 @@ pub fn run(py: Python<'_>, base: &Bound<'_, PyDict>, app: &Bound<'_, PyAny>, mut
 fn call_app(
     py: Python<'_>,
     base: &Bound<'_, PyDict>,
+    keys: &mut HeaderKeys,
     app: &Bound<'_, PyAny>,
     job: &Job,
     input: Input,
@@ -59,6 +66,7 @@ fn call_app(
     let environ = environ::build(
         py,
         base,
+        keys,
         &view,
         Bound::new(py, input)?.into_any(),
         Bound::new(py, ErrorStream::new(job.tag.clone()))?.into_any(),
@@ -72,6 +80,11 @@ fn call_app(
 }
 
 fn close(iterable: &Bound<'_, PyAny>) -> PyResult<()> {
+    // The usual answer has no close(), and asking would raise (and format)
+    // an AttributeError on every request.
+    if is_materialized(iterable) {
+        return Ok(());
+    }
     if iterable.hasattr(pyo3::intern!(iterable.py(), "close"))? {
         iterable.call_method0(pyo3::intern!(iterable.py(), "close"))?;
     }
@@ -92,9 +105,7 @@ fn send_iterable(
             return Ok(());
         }
     }
-    let materialized =
-        iterable.is_exact_instance_of::<PyList>() || iterable.is_exact_instance_of::<PyTuple>();
-    if materialized && !lock(responder).head_sent {
+    if is_materialized(iterable) && !lock(responder).head_sent {
         return send_whole(py, responder, iterable);
     }
     for item in iterable.try_iter()? {
@@ -107,6 +118,10 @@ fn send_iterable(
         }
     }
     finish(responder)
+}
+
+fn is_materialized(iterable: &Bound<'_, PyAny>) -> bool {
+    iterable.is_exact_instance_of::<PyList>() || iterable.is_exact_instance_of::<PyTuple>()
 }
 
 /// A list or tuple of bytes: one buffer, one message, a Content-Length.

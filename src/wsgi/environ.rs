@@ -1,7 +1,8 @@
 //! The WSGI environ (PEP 3333), built per request as a plain dict:
 //!
 //! 1. copy the per-worker base (`wsgi.version`, `wsgi.multithread`, ...,
-//!    `SERVER_SOFTWARE`), so constant keys cost one dict copy;
+//!    `SERVER_SOFTWARE`, and placeholders for the per-request keys), so
+//!    constant keys cost one dict copy and the others no dict growth;
 //! 2. request line: REQUEST_METHOD, SCRIPT_NAME (the route prefix),
 //!    PATH_INFO (percent-decoded once, as latin-1), QUERY_STRING,
 //!    REQUEST_URI and RAW_URI (the target as sent), SERVER_PROTOCOL;
@@ -15,10 +16,13 @@
 //!
 //! Keys are interned Python strings; values are latin-1 native strings.
 
+use std::borrow::Cow;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 
-use http::header::{self, HeaderMap};
+use http::header::{self, HeaderMap, HeaderName};
 use http::request::Parts;
+use http::{Method, Version};
 use percent_encoding::percent_decode_str;
 use pyo3::intern;
 use pyo3::prelude::*;
@@ -45,8 +49,34 @@ pub fn base(
         intern!(py, "SERVER_SOFTWARE"),
         concat!("portico/", env!("CARGO_PKG_VERSION")),
     )?;
+    // Placeholders for the keys every request sets: the per-request copy
+    // then has their slots and room to spare, so setting them replaces
+    // values instead of growing the dict (twice, for a typical request).
+    for key in PER_REQUEST_KEYS {
+        d.set_item(PyString::intern(py, key), py.None())?;
+    }
     Ok(d.unbind())
 }
+
+/// The keys `build` sets on every request, or deletes (the last two, when
+/// the request has no client port or Host).
+const PER_REQUEST_KEYS: [&str; 15] = [
+    "REQUEST_METHOD",
+    "SCRIPT_NAME",
+    "PATH_INFO",
+    "QUERY_STRING",
+    "REQUEST_URI",
+    "RAW_URI",
+    "SERVER_PROTOCOL",
+    "REMOTE_ADDR",
+    "wsgi.url_scheme",
+    "SERVER_NAME",
+    "SERVER_PORT",
+    "wsgi.input",
+    "wsgi.errors",
+    "REMOTE_PORT",
+    "HTTP_HOST",
+];
 
 /// Everything about a request the environ is made of, besides the streams.
 pub struct RequestView<'a> {
@@ -60,6 +90,7 @@ pub struct RequestView<'a> {
 pub fn build<'py>(
     py: Python<'py>,
     base: &Bound<'py, PyDict>,
+    keys: &mut HeaderKeys,
     req: &RequestView<'_>,
     input: Bound<'py, PyAny>,
     errors: Bound<'py, PyAny>,
@@ -71,35 +102,41 @@ pub fn build<'py>(
     let path_info = path.get(req.script_name.len()..).unwrap_or("");
     let set = |k: &Bound<'py, PyString>, v: &str| env.set_item(k, v);
 
-    set(intern!(py, "REQUEST_METHOD"), parts.method.as_str())?;
-    set(intern!(py, "SCRIPT_NAME"), req.script_name)?;
-    env.set_item(
-        intern!(py, "PATH_INFO"),
-        latin1(py, &percent_decode_str(path_info).collect::<Vec<u8>>()),
-    )?;
+    env.set_item(intern!(py, "REQUEST_METHOD"), method(py, &parts.method))?;
+    match req.script_name {
+        "" => env.set_item(intern!(py, "SCRIPT_NAME"), intern!(py, ""))?,
+        name => set(intern!(py, "SCRIPT_NAME"), name)?,
+    }
+    let decoded: Cow<'_, [u8]> = percent_decode_str(path_info).into();
+    env.set_item(intern!(py, "PATH_INFO"), latin1(py, &decoded))?;
     // The target is bytes on the wire; PEP 3333 wants them as latin-1.
     let query = uri.query().unwrap_or("");
     env.set_item(intern!(py, "QUERY_STRING"), latin1(py, query.as_bytes()))?;
     let origin_form = uri.path_and_query().map_or(path, |pq| pq.as_str());
-    env.set_item(
-        intern!(py, "REQUEST_URI"),
-        latin1(py, origin_form.as_bytes()),
-    )?;
+    let request_uri = latin1(py, origin_form.as_bytes());
     // RAW_URI is the target as sent: absolute-form keeps scheme and authority.
     let raw = match uri.scheme() {
         Some(_) => latin1(py, uri.to_string().as_bytes()),
-        None => latin1(py, origin_form.as_bytes()),
+        None => request_uri.clone(),
     };
+    env.set_item(intern!(py, "REQUEST_URI"), request_uri)?;
     env.set_item(intern!(py, "RAW_URI"), raw)?;
-    set(intern!(py, "SERVER_PROTOCOL"), protocol(parts.version))?;
+    env.set_item(
+        intern!(py, "SERVER_PROTOCOL"),
+        protocol_text(py, parts.version),
+    )?;
 
     let client = req.client;
     set(intern!(py, "REMOTE_ADDR"), &client.remote_addr)?;
-    if let Some(port) = client.remote_port {
-        set(intern!(py, "REMOTE_PORT"), &port.to_string())?;
+    match client.remote_port {
+        Some(port) => set(intern!(py, "REMOTE_PORT"), itoa::Buffer::new().format(port))?,
+        None => env.del_item(intern!(py, "REMOTE_PORT"))?,
     }
-    let scheme = if client.https { "https" } else { "http" };
-    set(intern!(py, "wsgi.url_scheme"), scheme)?;
+    let scheme = match client.https {
+        true => intern!(py, "https"),
+        false => intern!(py, "http"),
+    };
+    env.set_item(intern!(py, "wsgi.url_scheme"), scheme)?;
 
     let host = client
         .host
@@ -111,25 +148,74 @@ pub fn build<'py>(
                 .and_then(|h| h.to_str().ok())
         })
         .or_else(|| uri.authority().map(|a| a.as_str()));
-    let (mut name, mut port) = server_name_port(host, req.local, client.https);
+    let mut port_buf = itoa::Buffer::new();
+    let (mut name, mut port) = server_name_port(host, req.local, client.https, &mut port_buf);
     // Behind a uwsgi front, the front's SERVER_NAME/SERVER_PORT win.
     if let Some(front) = parts.extensions.get::<crate::uwsgi::ServerVars>() {
-        name = front.name.clone().unwrap_or(name);
-        port = front.port.clone().unwrap_or(port);
+        if let Some(front_name) = &front.name {
+            name = Cow::Borrowed(front_name);
+        }
+        if let Some(front_port) = &front.port {
+            port = front_port;
+        }
     }
     set(intern!(py, "SERVER_NAME"), &name)?;
-    set(intern!(py, "SERVER_PORT"), &port)?;
-    if let Some(host) = host {
-        set(intern!(py, "HTTP_HOST"), host)?;
+    set(intern!(py, "SERVER_PORT"), port)?;
+    match host {
+        Some(host) => set(intern!(py, "HTTP_HOST"), host)?,
+        None => env.del_item(intern!(py, "HTTP_HOST"))?,
     }
 
-    add_headers(py, &env, &parts.headers)?;
+    add_headers(py, &env, keys, &parts.headers)?;
     env.set_item(intern!(py, "wsgi.input"), input)?;
     env.set_item(intern!(py, "wsgi.errors"), errors)?;
     Ok(env)
 }
 
-fn add_headers(py: Python<'_>, env: &Bound<'_, PyDict>, headers: &HeaderMap) -> PyResult<()> {
+/// The common methods as interned strings; others as sent.
+fn method<'py>(py: Python<'py>, method: &Method) -> Bound<'py, PyString> {
+    match *method {
+        Method::GET => intern!(py, "GET").clone(),
+        Method::POST => intern!(py, "POST").clone(),
+        Method::HEAD => intern!(py, "HEAD").clone(),
+        _ => PyString::new(py, method.as_str()),
+    }
+}
+
+fn protocol_text(py: Python<'_>, version: Version) -> Bound<'_, PyString> {
+    match version {
+        Version::HTTP_11 => intern!(py, "HTTP/1.1").clone(),
+        other => PyString::new(py, protocol(other)),
+    }
+}
+
+/// The environ keys of request headers (`HTTP_ACCEPT`, ...), made once per
+/// Python thread for the first [`HeaderKeys::CAPACITY`] names seen; rarer
+/// names past that are made per request.
+#[derive(Default)]
+pub struct HeaderKeys(HashMap<HeaderName, Py<PyString>>);
+
+impl HeaderKeys {
+    const CAPACITY: usize = 128;
+
+    fn key<'py>(&mut self, py: Python<'py>, name: &HeaderName) -> Bound<'py, PyString> {
+        if let Some(key) = self.0.get(name) {
+            return key.bind(py).clone();
+        }
+        let key = PyString::new(py, &env_name(name.as_str()));
+        if self.0.len() < Self::CAPACITY {
+            self.0.insert(name.clone(), key.clone().unbind());
+        }
+        key
+    }
+}
+
+fn add_headers(
+    py: Python<'_>,
+    env: &Bound<'_, PyDict>,
+    keys: &mut HeaderKeys,
+    headers: &HeaderMap,
+) -> PyResult<()> {
     for name in headers.keys() {
         let key: Bound<'_, PyString> = match *name {
             header::CONTENT_TYPE => intern!(py, "CONTENT_TYPE").clone(),
@@ -137,7 +223,7 @@ fn add_headers(py: Python<'_>, env: &Bound<'_, PyDict>, headers: &HeaderMap) -> 
             // Set above, from the trusted view of the request.
             header::HOST => continue,
             _ if name.as_str().contains('_') => continue,
-            _ => PyString::new(py, &env_name(name.as_str())),
+            _ => keys.key(py, name),
         };
         let mut values = headers.get_all(name).iter();
         let first = values.next().map_or(&[][..], |v| v.as_bytes());
@@ -169,19 +255,19 @@ pub fn latin1<'py>(py: Python<'py>, bytes: &[u8]) -> Bound<'py, PyString> {
     }
 }
 
-/// SERVER_NAME and SERVER_PORT from the Host (or the local address).
-fn server_name_port(
-    host: Option<&str>,
+/// SERVER_NAME and SERVER_PORT from the Host (or the local address);
+/// `buf` holds a port that has to be formatted.
+fn server_name_port<'a>(
+    host: Option<&'a str>,
     local: Option<SocketAddr>,
     https: bool,
-) -> (String, String) {
+    buf: &'a mut itoa::Buffer,
+) -> (Cow<'a, str>, &'a str) {
     let default_port = if https { "443" } else { "80" };
     match (host.map(split_host), local) {
-        (Some((Some(name), port)), _) => {
-            (name.to_string(), port.unwrap_or(default_port).to_string())
-        }
-        (_, Some(addr)) => (addr.ip().to_string(), addr.port().to_string()),
-        _ => ("localhost".into(), default_port.into()),
+        (Some((Some(name), port)), _) => (Cow::Borrowed(name), port.unwrap_or(default_port)),
+        (_, Some(addr)) => (Cow::Owned(addr.ip().to_string()), buf.format(addr.port())),
+        _ => (Cow::Borrowed("localhost"), default_port),
     }
 }
 
@@ -191,22 +277,26 @@ mod tests {
 
     #[test]
     fn server_name_from_host() {
+        let b = &mut itoa::Buffer::new();
         assert_eq!(
-            server_name_port(Some("example.com:8080"), None, false),
-            ("example.com".into(), "8080".into())
+            server_name_port(Some("example.com:8080"), None, false, b),
+            ("example.com".into(), "8080")
         );
+        let b = &mut itoa::Buffer::new();
         assert_eq!(
-            server_name_port(Some("example.com"), None, true),
-            ("example.com".into(), "443".into())
+            server_name_port(Some("example.com"), None, true, b),
+            ("example.com".into(), "443")
         );
+        let b = &mut itoa::Buffer::new();
         assert_eq!(
-            server_name_port(Some("[::1]:9"), None, false),
-            ("::1".into(), "9".into())
+            server_name_port(Some("[::1]:9"), None, false, b),
+            ("::1".into(), "9")
         );
         let local = Some("127.0.0.1:5000".parse().unwrap());
+        let b = &mut itoa::Buffer::new();
         assert_eq!(
-            server_name_port(None, local, false),
-            ("127.0.0.1".into(), "5000".into())
+            server_name_port(None, local, false, b),
+            ("127.0.0.1".into(), "5000")
         );
     }
 }

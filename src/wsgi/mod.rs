@@ -60,10 +60,21 @@ pub struct Job {
     pub input: Option<Source>,
     pub max_body_size: u64,
     pub pipe: Arc<Pipe>,
-    /// "METHOD target", for log lines.
-    pub tag: Arc<str>,
+    pub tag: Tag,
     /// The route lets the app answer with X-Accel-Redirect / X-Sendfile.
     pub sendfile: bool,
+}
+
+/// "METHOD target" of a request, for log lines; formatted only when a line
+/// is written, not for every request.
+#[derive(Clone)]
+pub struct Tag(Arc<Parts>);
+
+impl std::fmt::Display for Tag {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let target = self.0.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        write!(f, "{} {}", self.0.method, target)
+    }
 }
 
 /// The apps of a worker and the threads that run them.
@@ -131,19 +142,9 @@ impl WsgiRuntime {
             Ok(input) => input,
             Err(status) => return status_page(status),
         };
-        let client = forwarded::client_view(
-            &parts.headers,
-            mount.peer.addr,
-            mount.peer.tls,
-            &self.forwarded,
-        );
-        let tag: Arc<str> = format!(
-            "{} {}",
-            parts.method,
-            parts.uri.path_and_query().map_or("/", |pq| pq.as_str())
-        )
-        .into();
+        let client = forwarded::client_view(&parts.headers, &mount.peer, &self.forwarded);
         let parts = Arc::new(parts);
+        let tag = Tag(parts.clone());
         let pipe = Pipe::new();
         self.pool.submit(Job {
             app: opts.app_id,

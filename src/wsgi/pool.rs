@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use super::{call, Job};
+use super::environ::HeaderKeys;
+use super::{call, Job, Tag};
 
 /// How many times an idle Python thread yields the CPU before it sleeps.
 const SPIN_YIELDS: usize = 32;
@@ -26,7 +27,7 @@ pub const EXIT_TIMEOUT: i32 = 4;
 /// The request a Python thread is running, for the timeout watchdog.
 struct Running {
     since: Instant,
-    tag: Arc<str>,
+    tag: Tag,
 }
 
 struct Queue {
@@ -143,6 +144,7 @@ fn python_thread(index: usize, shared: &Shared, apps: &[Py<PyAny>], base: &Py<Py
     Python::attach(|py| {
         let base = base.bind(py);
         let apps: Vec<Bound<'_, PyAny>> = apps.iter().map(|a| a.bind(py).clone()).collect();
+        let mut keys = HeaderKeys::default();
         loop {
             let job = match shared.try_pop() {
                 Some(job) => job,
@@ -156,7 +158,7 @@ fn python_thread(index: usize, shared: &Shared, apps: &[Py<PyAny>], base: &Py<Py
                 }),
             );
             let app = &apps[job.app];
-            call::run(py, base, app, job);
+            call::run(py, base, &mut keys, app, job);
             shared.set_running(index, None);
             let done = shared.completed.fetch_add(1, Ordering::Relaxed) + 1;
             if shared.recycle_after > 0 && done == shared.recycle_after {
@@ -193,7 +195,7 @@ fn watchdog(shared: &Shared, timeout: Duration) {
 /// Logs the stack of every Python thread. Taking the GIL can itself hang
 /// (a C extension stuck while holding it), so it runs on its own thread and
 /// we give up after two seconds.
-fn log_python_stacks(tag: &Arc<str>) {
+fn log_python_stacks(tag: &Tag) {
     let tag = tag.clone();
     let (done_tx, done_rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {

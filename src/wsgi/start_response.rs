@@ -8,6 +8,7 @@
 //! or at the end. A second call needs `exc_info`, and re-raises it once the
 //! headers are sent.
 
+use std::borrow::Cow;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
@@ -18,6 +19,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyString, PyTuple};
 
 use super::pipe::{BodyPlan, Disconnected, Head, Pipe};
+use super::Tag;
 
 /// The response of one request as its Python thread builds it.
 pub struct Responder {
@@ -31,7 +33,7 @@ pub struct Responder {
     pub content_length: Option<u64>,
     pub written: u64,
     /// "METHOD target", for log lines about this request.
-    pub tag: Arc<str>,
+    pub tag: Tag,
 }
 
 pub type Shared = Arc<Mutex<Responder>>;
@@ -41,7 +43,7 @@ pub fn lock(r: &Shared) -> MutexGuard<'_, Responder> {
 }
 
 impl Responder {
-    pub fn new(pipe: Arc<Pipe>, tag: Arc<str>) -> Shared {
+    pub fn new(pipe: Arc<Pipe>, tag: Tag) -> Shared {
         Arc::new(Mutex::new(Responder {
             pipe,
             pending: None,
@@ -258,14 +260,22 @@ fn reraise(info: &Bound<'_, PyAny>) -> PyErr {
     }
 }
 
-fn latin1_bytes(text: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<u8>> {
+fn latin1_bytes<'a>(text: &'a Bound<'_, PyAny>, what: &str) -> PyResult<Cow<'a, [u8]>> {
     let text = text
         .cast::<PyString>()
-        .map_err(|_| PyTypeError::new_err(format!("{what} must be a str")))?
-        .to_cow()?;
+        .map_err(|_| PyTypeError::new_err(format!("{what} must be a str")))?;
+    // ASCII, nearly every status and header, is its own latin-1 encoding
+    // and CPython hands it out without a copy.
+    if let Ok(ascii) = text.to_str().map(str::as_bytes) {
+        if ascii.is_ascii() {
+            return Ok(Cow::Borrowed(ascii));
+        }
+    }
+    let text = text.to_cow()?;
     text.chars()
         .map(|c| u8::try_from(u32::from(c)).ok())
         .collect::<Option<Vec<u8>>>()
+        .map(Cow::Owned)
         .ok_or_else(|| PyValueError::new_err(format!("{what} must be latin-1: {text:?}")))
 }
 
@@ -294,15 +304,15 @@ fn parse_status(
 }
 
 fn parse_headers(headers: &Bound<'_, PyAny>) -> PyResult<(HeaderMap, Option<u64>)> {
-    if !headers.is_instance_of::<pyo3::types::PyList>() {
+    let Ok(list) = headers.cast::<pyo3::types::PyList>() else {
         return Err(PyTypeError::new_err(
             "response headers must be a list of (name, value) tuples",
         ));
-    }
-    let mut map = HeaderMap::new();
+    };
+    // Room for the app's headers plus the Content-Length and Server we may add.
+    let mut map = HeaderMap::with_capacity(list.len() + 2);
     let mut content_length = None;
-    for item in headers.try_iter()? {
-        let item = item?;
+    for item in list.iter() {
         let pair = item
             .cast::<PyTuple>()
             .ok()
@@ -310,7 +320,8 @@ fn parse_headers(headers: &Bound<'_, PyAny>) -> PyResult<(HeaderMap, Option<u64>
             .ok_or_else(|| {
                 PyTypeError::new_err("each response header must be a (name, value) tuple")
             })?;
-        let name_bytes = latin1_bytes(&pair.get_item(0)?, "header name")?;
+        let (name_str, value_str) = (pair.get_item(0)?, pair.get_item(1)?);
+        let name_bytes = latin1_bytes(&name_str, "header name")?;
         let name = HeaderName::from_bytes(&name_bytes).map_err(|_| {
             PyValueError::new_err(format!(
                 "invalid header name {:?}",
@@ -322,7 +333,7 @@ fn parse_headers(headers: &Bound<'_, PyAny>) -> PyResult<(HeaderMap, Option<u64>
                 "hop-by-hop header {name:?} is not allowed in a WSGI response"
             )));
         }
-        let value_bytes = latin1_bytes(&pair.get_item(1)?, "header value")?;
+        let value_bytes = latin1_bytes(&value_str, "header value")?;
         if value_bytes
             .iter()
             .any(|&b| b == b'\r' || b == b'\n' || b == 0)

@@ -1,19 +1,21 @@
 //! `wsgi.errors` (lines go to portico's error log, tagged with the request)
 //! and `wsgi.file_wrapper` (a file the server may send itself).
 
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
+use super::Tag;
+
 #[pyclass(module = "portico")]
 pub struct ErrorStream {
-    tag: Arc<str>,
+    tag: Tag,
     pending: Mutex<String>,
 }
 
 impl ErrorStream {
-    pub fn new(tag: Arc<str>) -> Self {
+    pub fn new(tag: Tag) -> Self {
         ErrorStream {
             tag,
             pending: Mutex::new(String::new()),
