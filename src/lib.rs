@@ -17,6 +17,7 @@ pub mod log;
 pub mod master;
 pub mod proxy;
 pub mod router;
+pub mod sendfile;
 pub mod server;
 pub mod static_files;
 pub mod uwsgi;

@@ -27,6 +27,7 @@ use tokio::time::Instant;
 use super::service::{self, RequestContext};
 use super::Shared;
 use crate::body::RequestBody;
+use crate::sendfile::{SendQueue, SendfileSocket};
 
 /// Where a connection is between requests; drives the watchdog.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -68,6 +69,8 @@ pub struct ConnState {
     /// head timeout only applies to HTTP/1.
     http2: SyncCell<bool>,
     keepalive_timeout: Duration,
+    /// File ranges a body handed hyper placeholders for (plain HTTP/1).
+    pub sendfile: Arc<SendQueue>,
 }
 
 impl ConnState {
@@ -80,6 +83,7 @@ impl ConnState {
             in_flight: SyncCell::new(0),
             http2: SyncCell::new(false),
             keepalive_timeout,
+            sendfile: Arc::default(),
         }
     }
 
@@ -143,7 +147,7 @@ async fn watchdog(state: &ConnState, header_timeout: Duration) -> Expiry {
 }
 
 /// The socket as hyper sees it: reports the arrival of request bytes to the
-/// connection state.
+/// connection state, and sends file bodies' placeholders with `sendfile`.
 pub struct Watched<S> {
     inner: S,
     state: Arc<ConnState>,
@@ -164,21 +168,22 @@ impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
+impl<S: AsyncWrite + SendfileSocket + Unpin> AsyncWrite for Watched<S> {
     fn poll_write(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, data)
+        self.poll_write_vectored(cx, &[std::io::IoSlice::new(data)])
     }
 
     fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        this.state.sendfile.poll_write(&mut this.inner, cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -265,7 +270,7 @@ impl std::fmt::Debug for IpText {
 /// Serves one accepted connection until it closes.
 pub async fn serve<S>(socket: S, peer: Peer, shared: Rc<Shared>)
 where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: AsyncRead + AsyncWrite + SendfileSocket + Unpin + Send + 'static,
 {
     let limits = &shared.limits;
     let state = Arc::new(ConnState::new(

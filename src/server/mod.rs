@@ -85,6 +85,9 @@ impl Shared {
         let mut http = auto::Builder::new(LocalExec);
         http.http1()
             .keep_alive(true)
+            // Body chunks must reach the socket by reference, never copied
+            // into hyper's buffer: `crate::sendfile` depends on it.
+            .writev(true)
             .half_close(false)
             // hyper's buffer caps the whole request head: room for the
             // longest target plus the header block, so our own checks answer

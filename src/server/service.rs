@@ -114,9 +114,12 @@ async fn respond(req: Request<RequestBody>, ctx: &RequestContext) -> Response<Bo
             query: req.uri().query(),
             rel: matched.rel,
         };
-        let outcome = static_files::decide(opts, &shared.static_cache, &static_req);
+        let mut outcome = static_files::decide(opts, &shared.static_cache, &static_req);
         // try-files: a missing file goes on to the route's handler.
         if !(outcome.is_not_found() && route.handler.is_some()) {
+            if can_sendfile(&req, &ctx.peer) {
+                outcome.send_files_with(&ctx.state.sendfile);
+            }
             return static_files::render(outcome, &static_req);
         }
     }
@@ -178,6 +181,12 @@ fn refuse_malformed_target(req: &Request<RequestBody>) -> Option<Response<Body>>
         return Some(status_page(StatusCode::BAD_REQUEST));
     }
     None
+}
+
+/// `sendfile` needs the plain socket (no TLS) and HTTP/1 framing (an
+/// HTTP/2 body is cut into frames on one shared socket).
+fn can_sendfile(req: &Request<RequestBody>, peer: &Peer) -> bool {
+    peer.raw_fd.is_some() && req.version() <= http::Version::HTTP_11
 }
 
 fn declared_length(req: &Request<RequestBody>) -> Option<u64> {

@@ -25,11 +25,13 @@ use std::io;
 use std::ops::Range;
 use std::os::fd::AsRawFd;
 use std::pin::Pin;
-use std::rc::Rc;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
 use http_body::{Frame, SizeHint};
+
+use crate::sendfile::SendQueue;
 
 /// Bytes read per frame: big enough to amortise the syscall, small enough
 /// that a slow client holding a few of them costs little.
@@ -39,7 +41,7 @@ pub const CHUNK_SIZE: usize = 128 * 1024;
 #[derive(Debug, Clone)]
 pub enum Source {
     /// An open handle, shared (reads are positional).
-    File(Rc<File>),
+    File(Arc<File>),
     /// The whole file, read once.
     Memory(Bytes),
 }
@@ -58,6 +60,8 @@ pub struct FileBody {
     remaining: u64,
     /// Reused for reads: its memory comes back once hyper drops a chunk.
     buf: BytesMut,
+    /// Set when the connection sends file ranges itself (`sendfile`).
+    zero_copy: Option<Arc<SendQueue>>,
 }
 
 impl FileBody {
@@ -86,7 +90,14 @@ impl FileBody {
             segments,
             remaining,
             buf: BytesMut::new(),
+            zero_copy: None,
         }
+    }
+
+    /// File ranges from a handle become placeholders queued on `queue`, for
+    /// the connection to `sendfile` (see `crate::sendfile`).
+    pub fn send_with(&mut self, queue: Arc<SendQueue>) {
+        self.zero_copy = Some(queue);
     }
 
     /// The whole body when it is one buffer in memory (no stream needed).
@@ -148,6 +159,14 @@ impl FileBody {
         let Source::File(file) = &self.source else {
             return Err(io::Error::other("file range over an in-memory body"));
         };
+        if let Some(queue) = &self.zero_copy {
+            let placeholder = queue.push(file.clone(), range.clone());
+            range.start += placeholder.len() as u64;
+            if range.start == range.end {
+                self.segments.pop_front();
+            }
+            return Ok(placeholder);
+        }
         let want = (range.end - range.start).min(CHUNK_SIZE as u64) as usize;
         // Reclaims the previous chunk's memory if hyper has dropped it.
         self.buf.reserve(want);
@@ -233,7 +252,7 @@ mod tests {
         let mut f = tempfile::NamedTempFile::new().unwrap();
         io::Write::write_all(&mut f, content).unwrap();
         let opened = File::open(f.path()).unwrap();
-        (f, Source::File(Rc::new(opened)))
+        (f, Source::File(Arc::new(opened)))
     }
 
     #[tokio::test]

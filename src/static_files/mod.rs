@@ -124,13 +124,21 @@ impl Outcome {
     pub fn is_not_found(&self) -> bool {
         matches!(self, Outcome::Error(e) if e.is_not_found())
     }
+
+    /// The connection can `sendfile` (plain HTTP/1): file bytes that are not
+    /// in memory go that way rather than through a buffer.
+    pub fn send_files_with(&mut self, queue: &std::sync::Arc<crate::sendfile::SendQueue>) {
+        if let Outcome::File { body, .. } = self {
+            body.send_with(queue.clone());
+        }
+    }
 }
 
 /// `range` of an already open file as a streamed body (for
 /// `wsgi.file_wrapper`, which hands portico an open file).
 pub fn file_range_body(file: std::fs::File, range: Range<u64>) -> Body {
     Body::stream(FileBody::single(
-        file_body::Source::File(std::rc::Rc::new(file)),
+        file_body::Source::File(std::sync::Arc::new(file)),
         range,
     ))
 }

@@ -23,6 +23,7 @@ use std::fs::{File, FileType};
 use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::Bytes;
@@ -160,7 +161,7 @@ impl Node {
 #[derive(Debug)]
 pub struct FileInfo {
     /// The open handle; dropped once the bytes are in `body`.
-    handle: Option<Rc<File>>,
+    handle: Option<Arc<File>>,
     /// The whole file, for small files.
     body: Option<Bytes>,
     /// Size and modification time of the open handle (not of the path,
@@ -196,7 +197,7 @@ impl FileInfo {
         }
         let mtime = meta.modified().ok();
         Ok(FileInfo {
-            handle: Some(Rc::new(file)),
+            handle: Some(Arc::new(file)),
             body: None,
             len: meta.len(),
             mtime,
