@@ -1,5 +1,7 @@
 //! Large files: a 2 GiB sparse file streams in full while the worker's
-//! memory stays small, and several downloads run at once.
+//! memory stays small, several downloads run at once, and bodies sent with
+//! `sendfile` are byte-exact (a file that shrinks meanwhile cuts the
+//! connection).
 
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
@@ -170,12 +172,18 @@ fn files_sent_with_sendfile_are_byte_exact_on_a_kept_alive_connection() {
     // odd length so the last chunk is partial.
     let big = pattern(3 * 1024 * 1024 + 7);
     t.write("site/big.bin", &big);
+    // Kept in memory by the cache too (for TLS and HTTP/2).
+    let mid = pattern(100 * 1024 + 3);
+    t.write("site/mid.bin", &mid);
     let s = t.serve(&["--static", "/=site", "--access-log", "off"]);
     let mut c = connect(s.addr);
     for _ in 0..2 {
         let (status, body) = exchange(&mut c, "GET", "/big.bin", &[]);
         assert_eq!(status, 200, "{}", s.logs());
         assert!(body == big, "whole file differs");
+        let (status, body) = exchange(&mut c, "GET", "/mid.bin", &[]);
+        assert_eq!(status, 200);
+        assert!(body == mid, "cached file differs");
     }
     let (status, body) = exchange(&mut c, "HEAD", "/big.bin", &[]);
     assert_eq!((status, body.len()), (200, 0));
@@ -196,6 +204,8 @@ fn files_sent_with_sendfile_are_byte_exact_on_a_kept_alive_connection() {
     let h2 = crate::util::client::get_h2c(s.addr, "/big.bin");
     assert_eq!(h2.status, 200);
     assert!(h2.body == big, "h2c body differs");
+    let h2 = crate::util::client::get_h2c(s.addr, "/mid.bin");
+    assert!(h2.body == mid, "h2c body of the cached file differs");
 }
 
 #[test]

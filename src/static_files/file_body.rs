@@ -44,7 +44,14 @@ pub enum Source {
     File(Arc<File>),
     /// The whole file, read once.
     Memory(Bytes),
+    /// Both: the bytes, unless the connection can `sendfile` from the handle
+    /// (files of at least [`SENDFILE_MIN`] bytes).
+    Both(Bytes, Arc<File>),
 }
+
+/// From this size on, `sendfile` (one more syscall, no copy) is cheaper than
+/// copying the file's bytes from memory into the socket.
+pub const SENDFILE_MIN: u64 = 64 * 1024;
 
 #[derive(Debug)]
 enum Segment {
@@ -79,9 +86,7 @@ impl FileBody {
         if let Source::Memory(bytes) = &source {
             for seg in segments.iter_mut() {
                 if let Segment::File(r) = seg {
-                    let end = (r.end as usize).min(bytes.len());
-                    let start = (r.start as usize).min(end);
-                    *seg = Segment::Literal(bytes.slice(start..end));
+                    *seg = Segment::Literal(slice(bytes, r));
                 }
             }
         }
@@ -104,6 +109,10 @@ impl FileBody {
     pub fn into_full(mut self) -> Result<Bytes, Self> {
         match (self.segments.len(), self.segments.front()) {
             (0, _) => Ok(Bytes::new()),
+            (1, Some(Segment::File(r))) if self.zero_copy.is_none() => match &self.source {
+                Source::Both(bytes, _) => Ok(slice(bytes, r)),
+                _ => Err(self),
+            },
             (1, Some(Segment::Literal(_))) => match self.segments.pop_front() {
                 Some(Segment::Literal(b)) => Ok(b),
                 _ => unreachable!("checked above"),
@@ -156,16 +165,22 @@ impl FileBody {
         let Some(Segment::File(range)) = self.segments.front_mut() else {
             return Ok(Bytes::new());
         };
-        let Source::File(file) = &self.source else {
-            return Err(io::Error::other("file range over an in-memory body"));
+        let (file, bytes) = match &self.source {
+            Source::File(file) => (file, None),
+            Source::Both(bytes, file) => (file, Some(bytes)),
+            Source::Memory(_) => return Err(io::Error::other("file range over an in-memory body")),
         };
-        if let Some(queue) = &self.zero_copy {
-            let placeholder = queue.push(file.clone(), range.clone());
-            range.start += placeholder.len() as u64;
+        let chunk = match (&self.zero_copy, bytes) {
+            (Some(queue), _) => Some(queue.push(file.clone(), range.clone())),
+            (None, Some(bytes)) => Some(slice(bytes, range)),
+            (None, None) => None,
+        };
+        if let Some(chunk) = chunk {
+            range.start += chunk.len() as u64;
             if range.start == range.end {
                 self.segments.pop_front();
             }
-            return Ok(placeholder);
+            return Ok(chunk);
         }
         let want = (range.end - range.start).min(CHUNK_SIZE as u64) as usize;
         // Reclaims the previous chunk's memory if hyper has dropped it.
@@ -202,6 +217,13 @@ impl FileBody {
         }
         Ok(chunk)
     }
+}
+
+/// `range` of a file's bytes in memory (cut short if the file was).
+fn slice(bytes: &Bytes, range: &Range<u64>) -> Bytes {
+    let end = (range.end as usize).min(bytes.len());
+    let start = (range.start as usize).min(end);
+    bytes.slice(start..end)
 }
 
 impl http_body::Body for FileBody {

@@ -32,7 +32,7 @@ use percent_encoding::percent_decode_str;
 
 use super::conditional::Validators;
 use super::error::StaticError;
-use super::file_body::Source;
+use super::file_body::{Source, SENDFILE_MIN};
 
 /// A request path made safe to join onto the root.
 #[derive(Debug, PartialEq, Eq)]
@@ -216,7 +216,8 @@ impl FileInfo {
     }
 
     /// Reads the whole file into memory when it is at most `limit` bytes,
-    /// and closes the handle. A short read (the file shrank) keeps the handle.
+    /// and closes the handle unless the file is big enough for `sendfile`.
+    /// A short read (the file shrank) keeps the handle.
     pub fn load_body(&mut self, limit: u64) {
         use std::os::unix::fs::FileExt;
         let Some(handle) = &self.handle else { return };
@@ -234,13 +235,16 @@ impl FileInfo {
             }
         }
         self.body = Some(Bytes::from(buf));
-        self.handle = None;
+        if self.len < SENDFILE_MIN {
+            self.handle = None;
+        }
     }
 
-    /// Where the body comes from: memory, or the shared handle.
+    /// Where the body comes from: memory, the shared handle, or either.
     pub fn source(&self) -> Source {
         match (&self.body, &self.handle) {
-            (Some(b), _) => Source::Memory(b.clone()),
+            (Some(b), Some(h)) => Source::Both(b.clone(), h.clone()),
+            (Some(b), None) => Source::Memory(b.clone()),
             (None, Some(h)) => Source::File(h.clone()),
             (None, None) => Source::Memory(Bytes::new()),
         }
