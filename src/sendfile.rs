@@ -267,7 +267,7 @@ mod tests {
         assert!(is_placeholder(&p));
         assert!(is_placeholder(&p[5..]));
         assert!(!is_placeholder(b"hello"));
-        assert!(!is_placeholder(&vec![0u8; 16]));
+        assert!(!is_placeholder(&[0u8; 16]));
         assert_eq!(queue.lock().front().unwrap().1, 10..(10 + MAX_CHUNK as u64));
     }
 }

@@ -106,18 +106,18 @@ impl FileBody {
     }
 
     /// The whole body when it is one buffer in memory (no stream needed).
-    pub fn into_full(mut self) -> Result<Bytes, Self> {
+    pub fn into_full(mut self) -> Result<Bytes, Box<Self>> {
         match (self.segments.len(), self.segments.front()) {
             (0, _) => Ok(Bytes::new()),
             (1, Some(Segment::File(r))) if self.zero_copy.is_none() => match &self.source {
                 Source::Both(bytes, _) => Ok(slice(bytes, r)),
-                _ => Err(self),
+                _ => Err(Box::new(self)),
             },
             (1, Some(Segment::Literal(_))) => match self.segments.pop_front() {
                 Some(Segment::Literal(b)) => Ok(b),
                 _ => unreachable!("checked above"),
             },
-            _ => Err(self),
+            _ => Err(Box::new(self)),
         }
     }
 

@@ -412,7 +412,7 @@ pub fn render(outcome: Outcome, req: &StaticRequest<'_>) -> Response<Body> {
             if !head {
                 *res.body_mut() = match body.into_full() {
                     Ok(bytes) => Body::full(bytes),
-                    Err(stream) => Body::stream(stream),
+                    Err(stream) => Body::stream(*stream),
                 };
             }
             status
