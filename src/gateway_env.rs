@@ -255,6 +255,7 @@ mod tests {
             max_body_size: 0,
             peer,
             static_cache: &cache,
+            sendfile: None,
         };
         meta_variables(&GatewayRequest::from_parts(&parts), map, &mount)
     }

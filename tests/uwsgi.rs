@@ -416,6 +416,7 @@ fn send(
             None,
         ),
         static_cache: &cache,
+        sendfile: None,
     };
     let len = (!body.is_empty()).then_some(body.len() as u64);
     let vars = uwsgi::client::request_vars(&parts, &mount, len);

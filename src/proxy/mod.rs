@@ -314,14 +314,9 @@ fn render(
             target,
             headers,
         } => match &opts.sendfile_root {
-            Some(root) => crate::wsgi::sendfile_response(
-                root,
-                mount.static_cache,
-                accel,
-                &target,
-                request,
-                headers,
-            ),
+            Some(root) => {
+                crate::wsgi::sendfile_response(root, mount, accel, &target, request, headers)
+            }
             None => status_page(StatusCode::INTERNAL_SERVER_ERROR),
         },
     }

@@ -13,6 +13,7 @@
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use crate::body::RequestBody;
@@ -28,6 +29,7 @@ use crate::body::Body;
 use crate::cgi;
 use crate::config::Handler;
 use crate::log::Entry;
+use crate::sendfile::SendQueue;
 use crate::static_files::{self, StaticRequest};
 
 /// Where a dynamic handler is mounted and who is asking: what CGI and WSGI
@@ -39,13 +41,15 @@ pub struct Mount<'a> {
     pub peer: Peer,
     /// The worker's open-file cache, for handlers that answer with a file.
     pub static_cache: &'a static_files::Cache,
+    /// Set when file bodies may go out with `sendfile` (plain HTTP/1).
+    pub sendfile: Option<&'a Arc<SendQueue>>,
 }
 
 static SERVER: HeaderValue = HeaderValue::from_static("portico");
 
 pub struct RequestContext {
     pub shared: Rc<Shared>,
-    pub state: std::sync::Arc<ConnState>,
+    pub state: Arc<ConnState>,
     pub peer: Peer,
 }
 
@@ -106,6 +110,7 @@ async fn respond(req: Request<RequestBody>, ctx: &RequestContext) -> Response<Bo
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
         return res;
     }
+    let sendfile = can_sendfile(&req, &ctx.peer).then_some(&ctx.state.sendfile);
     if let Some(opts) = &route.static_files {
         let static_req = StaticRequest {
             method: req.method(),
@@ -117,8 +122,8 @@ async fn respond(req: Request<RequestBody>, ctx: &RequestContext) -> Response<Bo
         let mut outcome = static_files::decide(opts, &shared.static_cache, &static_req);
         // try-files: a missing file goes on to the route's handler.
         if !(outcome.is_not_found() && route.handler.is_some()) {
-            if can_sendfile(&req, &ctx.peer) {
-                outcome.send_files_with(&ctx.state.sendfile);
+            if let Some(queue) = sendfile {
+                outcome.send_files_with(queue);
             }
             return static_files::render(outcome, &static_req);
         }
@@ -132,6 +137,7 @@ async fn respond(req: Request<RequestBody>, ctx: &RequestContext) -> Response<Bo
         max_body_size: route.max_body_size,
         peer: ctx.peer,
         static_cache: &shared.static_cache,
+        sendfile,
     };
     match &route.handler {
         Some(Handler::Cgi(opts)) => cgi::serve(opts, &mount, req).await,

@@ -136,14 +136,21 @@ impl Outcome {
 
 /// `range` of an already open file as a streamed body (for
 /// `wsgi.file_wrapper`, which hands portico an open file).
-pub fn file_range_body(file: std::fs::File, range: Range<u64>) -> Body {
-    Body::stream(FileBody::single(
-        file_body::Source::File(std::sync::Arc::new(file)),
-        range,
-    ))
+pub fn file_range_body(
+    file: std::fs::File,
+    range: Range<u64>,
+    sendfile: Option<&std::sync::Arc<crate::sendfile::SendQueue>>,
+) -> Body {
+    let source = file_body::Source::File(std::sync::Arc::new(file));
+    let mut body = FileBody::single(source, range);
+    if let Some(queue) = sendfile {
+        body.send_with(queue.clone());
+    }
+    Body::stream(body)
 }
 
-/// `render(decide(..))`.
+/// `render(decide(..))`, for the unit tests.
+#[cfg(test)]
 pub fn serve(opts: &StaticOptions, cache: &Cache, req: &StaticRequest<'_>) -> Response<Body> {
     render(decide(opts, cache, req), req)
 }

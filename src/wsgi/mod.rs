@@ -166,7 +166,8 @@ impl WsgiRuntime {
             BodyPlan::Stream => Response::new(Body::stream(PipeBody(pipe))),
             BodyPlan::Full(bytes) => Response::new(Body::full(bytes)),
             BodyPlan::File { file, offset, len } => {
-                Response::new(static_files::file_range_body(file, offset..offset + len))
+                let range = offset..offset + len;
+                Response::new(static_files::file_range_body(file, range, mount.sendfile))
             }
             BodyPlan::Sendfile { accel, target } => {
                 // Jobs ask for sendfile only on routes with a root.
@@ -175,7 +176,7 @@ impl WsgiRuntime {
                 };
                 return sendfile_response(
                     root,
-                    mount.static_cache,
+                    mount,
                     accel,
                     &target,
                     (&parts.method, &parts.headers),
@@ -227,7 +228,7 @@ async fn read_small_body(
 /// responses of proxied upstreams.
 pub(crate) fn sendfile_response(
     root: &std::path::Path,
-    cache: &static_files::Cache,
+    mount: &Mount<'_>,
     accel: bool,
     target: &HeaderValue,
     request: (&http::Method, &http::HeaderMap),
@@ -264,17 +265,18 @@ pub(crate) fn sendfile_response(
     } else {
         http::Method::GET
     };
-    let mut response = static_files::serve(
-        &opts,
-        cache,
-        &StaticRequest {
-            method: &method,
-            headers: request_headers,
-            path: &rel,
-            query: None,
-            rel: &rel,
-        },
-    );
+    let static_req = StaticRequest {
+        method: &method,
+        headers: request_headers,
+        path: &rel,
+        query: None,
+        rel: &rel,
+    };
+    let mut outcome = static_files::decide(&opts, mount.static_cache, &static_req);
+    if let Some(queue) = mount.sendfile {
+        outcome.send_files_with(queue);
+    }
+    let mut response = static_files::render(outcome, &static_req);
     if response.status() == StatusCode::NOT_FOUND {
         tracing::error!(
             "X-Accel-Redirect/X-Sendfile names {target:?}, which is not a file under {}",
