@@ -9,14 +9,16 @@
 # under callgrind twice: once serving N requests on one keep-alive
 # connection, once serving none; the difference divided by N is the cost of
 # a request (start-up and shutdown cancel out). Cases: the WSGI hello app and
-# a 13-byte static file. Knobs: REQUESTS=2000 NO_BUILD=1.
+# a 13-byte static file. Knobs: REQUESTS=2000 NO_BUILD=1, PORTICO=BINARY
+# (use it as it is, no build), SUMMARY=FILE (also append the counts as
+# tab-separated rows to FILE, for bench/all.sh).
 set -euo pipefail
 REQUESTS=${REQUESTS:-2000}
-die() { echo "instructions.sh: $*" >&2; exit 1; }
+. "$(dirname "$0")/lib.sh"
 [[ -f Cargo.toml && -d bench/apps ]] || die "run from the repository root"
-command -v valgrind >/dev/null || die "valgrind missing (apt-get install valgrind)"
-[[ -n ${NO_BUILD:-} ]] || cargo build --release --quiet
-BIN=$PWD/target/release/portico
+command -v valgrind >/dev/null || apt_install valgrind
+build_portico
+BIN=$PORTICO
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 printf 'Hello, world!' > "$WORK/hello.txt"
@@ -63,4 +65,5 @@ for case in wsgi-hello static-13b; do
     base=$(count "$case" 0 "$path" "${args[@]}")
     full=$(count "$case" "$REQUESTS" "$path" "${args[@]}")
     echo "| $case | $(( (full - base) / REQUESTS )) | $REQUESTS |"
+    summary_row instructions "$case" 0 '' instructions "$(( (full - base) / REQUESTS ))" ''
 done

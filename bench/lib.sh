@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Helpers shared by the bench/*.sh scripts (sourced, not run). Each script
 # runs from the repository root.
 
@@ -16,24 +17,39 @@ apt_install() {
     }
 }
 
-# Builds the release binary unless NO_BUILD is set; sets PORTICO.
+# Builds the release binary unless NO_BUILD is set; sets PORTICO. A binary
+# given as PORTICO=/path/to/portico in the environment is used as it is (no
+# build); CARGO_TARGET_DIR is honoured for where the build lands.
 build_portico() {
+    if [[ -n ${PORTICO:-} ]]; then
+        [[ $PORTICO == /* ]] || PORTICO=$PWD/$PORTICO
+        [[ -x $PORTICO ]] || die "PORTICO=$PORTICO is not an executable"
+        return 0
+    fi
     if [[ -z ${NO_BUILD:-} ]]; then
         log "cargo build --release"
         cargo build --release --quiet
     fi
-    PORTICO=$PWD/target/release/portico
+    local target=${CARGO_TARGET_DIR:-target}
+    [[ $target == /* ]] || target=$PWD/$target
+    PORTICO=$target/release/portico
     [[ -x $PORTICO ]] || die "$PORTICO not found (build it, or unset NO_BUILD)"
 }
 
-# A free TCP port on 127.0.0.1, never the same twice in one run.
+# A free TCP port on 127.0.0.1, never the same twice in one run. Picked
+# below the kernel's ephemeral range (32768+ by default), where client
+# sockets (wrk's, the memory client's 10,000) take their local ports, and
+# unused in any state (a port still held by a closed connection's TIME-WAIT
+# makes a bind without SO_REUSEADDR fail).
 declare -A TAKEN=()
 free_port() {
-    local port
+    local port lo=20000 hi
+    hi=$(awk '{ print $1 - 1 }' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32767)
+    ((hi > lo + 1000)) || { lo=10000; hi=60000; }
     for _ in $(seq 200); do
-        port=$((20000 + RANDOM % 40000))
+        port=$((lo + (RANDOM * 32768 + RANDOM) % (hi - lo + 1)))
         [[ -n ${TAKEN[$port]:-} ]] && continue
-        if ! ss -Htln "sport = :$port" 2>/dev/null | grep -q .; then
+        if ! ss -Htan "sport = :$port" 2>/dev/null | grep -q .; then
             TAKEN[$port]=1; echo "$port"; return 0
         fi
     done
@@ -51,4 +67,47 @@ wait_up() { # NAME PID URL LOG
     done
     cat "$logf" >&2 || true
     die "$name did not answer on $url within 15 s"
+}
+
+# nginx's path, installing nginx-light (or nginx) when there is none; sets NGINX.
+need_nginx() {
+    local p
+    for p in "$(command -v nginx 2>/dev/null || true)" /usr/sbin/nginx /usr/local/sbin/nginx /usr/local/nginx/sbin/nginx; do
+        [[ -n $p && -x $p ]] && { NGINX=$p; return 0; }
+    done
+    apt_install nginx-light 2>/dev/null || apt_install nginx
+    NGINX=$(command -v nginx 2>/dev/null || echo /usr/sbin/nginx)
+    [[ -x $NGINX ]] || die "nginx still not found after installing"
+}
+
+# Median of the numbers given as arguments.
+median() { printf '%s\n' "$@" | sort -g | awk '{ a[NR] = $1 } END {
+    if (NR % 2) print a[(NR + 1) / 2]; else printf "%.3f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
+
+# CPU time (clock ticks, user + system) of every process of session SID:
+# a server started with setsid, its master and its workers.
+# shellcheck disable=SC2034  # used by the scripts that source this file
+CLK_TCK=$(getconf CLK_TCK)
+session_ticks() { # SID
+    local p t=0 stat f
+    for p in $(pgrep -s "$1"); do
+        stat=$(cat "/proc/$p/stat" 2>/dev/null) || continue
+        stat=${stat##*) }    # fields after "(comm) "; utime, stime are 12, 13
+        read -r -a f <<<"$stat"
+        t=$((t + f[11] + f[12]))
+    done
+    echo "$t"
+}
+
+# Machine-readable results: when SUMMARY names a file, each script appends
+# one tab-separated row per figure (bench/all.sh reads them):
+#   bench  case  workers  peer  metric  portico  peer_value  ratio
+# ratio is portico/peer ("" when there is no peer figure).
+summary_row() { # BENCH CASE WORKERS PEER METRIC PORTICO PEER_VALUE
+    [[ -n ${SUMMARY:-} ]] || return 0
+    local ratio=''
+    if [[ -n $6 && -n $7 ]]; then
+        ratio=$(awk -v a="$6" -v b="$7" 'BEGIN { if (b > 0) printf "%.3f", a / b }')
+    fi
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" "$5" "$6" "$7" "$ratio" >>"$SUMMARY"
 }

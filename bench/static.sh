@@ -16,7 +16,10 @@
 #   PIN=            optional: "SERVER_CPUS:WRK_CPUS" (taskset lists, e.g. "1:0")
 #                   to pin the servers and wrk to separate CPUs
 #   NO_BUILD=1      skip `cargo build --release` (use the existing binary)
+#   PORTICO=        a portico binary to use as it is (no build)
 #   KEEP=1          keep the temp directory (configs, logs) after the run
+#   SUMMARY=FILE    also append the medians as tab-separated rows to FILE
+#                   (see summary_row in bench/lib.sh; bench/all.sh uses it)
 #
 # Needs root only to install missing packages (nginx-light or nginx, wrk, curl).
 # nginx runs from a config generated in the temp directory; nothing under /etc
@@ -257,6 +260,10 @@ for f in "${FILES[@]}"; do
         pp=$(median ${P99[portico.$f]}) np=$(median ${P99[nginx.$f]})
         pc=$(median ${CPU[portico.$f]}) nc=$(median ${CPU[nginx.$f]})
     }
+    summary_row static "$f" "$WORKERS" nginx req/s "$pr" "$nr"
+    summary_row static "$f" "$WORKERS" nginx MB/s "$pm" "$nm"
+    summary_row static "$f" "$WORKERS" nginx p99_ms "$pp" "$np"
+    summary_row static "$f" "$WORKERS" nginx cpu_us "$pc" "$nc"
     size=$(stat -c %s "$DOCROOT/$f")
     awk -v f="$f" -v size="$size" -v pr="$pr" -v nr="$nr" -v pm="$pm" -v nm="$nm" -v pp="$pp" -v np="$np" \
         -v pc="$pc" -v nc="$nc" \

@@ -15,7 +15,9 @@
 # Knobs: DURATION=5 ROUNDS=3 CONNECTIONS=64 THREADS=1 (Python threads of the
 # app server)
 # SETUPS="portico nginx-portico nginx-uwsgi nginx-gunicorn front-portico"
-# VENV=bench/.venv (uWSGI and gunicorn from PyPI) NO_BUILD=1 KEEP=1.
+# VENV=bench/.venv (uWSGI and gunicorn from PyPI) NO_BUILD=1 KEEP=1
+# PORTICO=/path/to/portico (use that binary, no build) SUMMARY=FILE (also
+# append the medians as tab-separated rows to FILE, for bench/all.sh).
 # Each setup runs in turn, every round (alternated); figures are medians of
 # the rounds: requests/s (with the ratio to nginx-portico), CPU per request
 # of all the setup's processes (user + system), and each round's p99 latency.
@@ -30,9 +32,9 @@ VENV=${VENV:-bench/.venv}
 
 . "$(dirname "$0")/lib.sh"
 [[ -f Cargo.toml && -d bench/apps ]] || die "run from the repository root"
-for tool in wrk nginx curl; do
-    command -v $tool >/dev/null || die "$tool missing (apt-get install wrk nginx-light curl)"
-done
+command -v wrk >/dev/null || apt_install wrk
+command -v curl >/dev/null || apt_install curl
+command -v nginx >/dev/null || apt_install nginx-light 2>/dev/null || apt_install nginx
 ROOT=$PWD
 [[ $VENV == /* ]] || VENV=$ROOT/$VENV
 if [[ ! -x $VENV/bin/uwsgi || ! -x $VENV/bin/gunicorn ]]; then
@@ -184,3 +186,22 @@ for s in "${LIST[@]}"; do
     ratio=$([[ -n $base ]] && awk -v a="$r" -v b="$base" 'BEGIN {printf "%.2f", a / b}' || echo -)
     printf '%-15s %12s %8s %12s  %s\n' "$s" "$r" "$ratio" "$u" "$p"
 done
+# Machine-readable rows: portico as the WAS behind nginx vs uWSGI and
+# gunicorn behind the same nginx, and portico's front vs nginx's.
+med() { if [[ -n ${1:-} ]]; then echo "$1" | median; fi; }
+np=$(med "${RPS[nginx-portico]:-}") nu=$(med "${RPS[nginx-uwsgi]:-}")
+ng=$(med "${RPS[nginx-gunicorn]:-}") fp=$(med "${RPS[front-portico]:-}")
+npc=$(med "${CPU[nginx-portico]:-}") nuc=$(med "${CPU[nginx-uwsgi]:-}")
+ngc=$(med "${CPU[nginx-gunicorn]:-}") fpc=$(med "${CPU[front-portico]:-}")
+if [[ -n $np && -n $nu ]]; then
+    summary_row split nginx-front 1 uwsgi req/s "$np" "$nu"
+    summary_row split nginx-front 1 uwsgi cpu_us "$npc" "$nuc"
+fi
+if [[ -n $np && -n $ng ]]; then
+    summary_row split nginx-front 1 gunicorn req/s "$np" "$ng"
+    summary_row split nginx-front 1 gunicorn cpu_us "$npc" "$ngc"
+fi
+if [[ -n $np && -n $fp ]]; then
+    summary_row split portico-front 1 nginx req/s "$fp" "$np"
+    summary_row split portico-front 1 nginx cpu_us "$fpc" "$npc"
+fi

@@ -27,7 +27,10 @@
 #   PIN=            optional: "SERVER_CPUS:WRK_CPUS" (taskset lists, e.g. "1:0")
 #                   to pin the servers and wrk to separate CPUs
 #   NO_BUILD=1      skip `cargo build --release` (use the existing binary)
+#   PORTICO=        a portico binary to use as it is (no build)
 #   KEEP=1          keep the temp directory (logs, wrk outputs) after the run
+#   SUMMARY=FILE    also append the medians as tab-separated rows to FILE
+#                   (see summary_row in bench/lib.sh; bench/all.sh uses it)
 #
 # Needs root only to install missing Debian packages (wrk, curl, python3-venv).
 set -euo pipefail
@@ -295,10 +298,11 @@ echo
 echo "| case | server | req/s | p99 ms | CPU us/req | worker RSS MiB | all RSS MiB | req/s ratio | p99 ratio |"
 echo "|---|---|---:|---:|---:|---:|---:|---:|---:|"
 for c in "${CASE_LIST[@]}"; do
-    pr='' pp=''
+    pr='' pp='' pu='' pw=''
     if [[ -n ${RPS[portico.$c]:-} ]]; then
         # shellcheck disable=SC2086  # word splitting of the per-round lists is intended
-        pr=$(median ${RPS[portico.$c]}) pp=$(median ${P99[portico.$c]})
+        pr=$(median ${RPS[portico.$c]}) pp=$(median ${P99[portico.$c]}) pu=$(median ${CPU[portico.$c]})
+        read -r pw _ <<<"${MEM[portico.$c]}"
     fi
     for s in "${SERVER_LIST[@]}"; do
         # shellcheck disable=SC2086
@@ -310,6 +314,12 @@ for c in "${CASE_LIST[@]}"; do
                 pq = (s == "portico" || pp == "" || p <= 0) ? "" : sprintf("%.2f", pp / p)
                 printf "| %s | %s | %.0f | %.2f | %.1f | %.1f | %.1f | %s | %s |\n", c, s, r, p, u, wm, am, rr, pq
             }'
+        if [[ $s != portico && -n $pr ]]; then
+            summary_row wsgi "$c" "$WORKERS" "$s" req/s "$pr" "$r"
+            summary_row wsgi "$c" "$WORKERS" "$s" p99_ms "$pp" "$p"
+            summary_row wsgi "$c" "$WORKERS" "$s" cpu_us "$pu" "$u"
+            summary_row wsgi "$c" "$WORKERS" "$s" worker_rss_mib "$pw" "$wm"
+        fi
     done
 done
 echo
