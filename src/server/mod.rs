@@ -281,6 +281,8 @@ async fn accept(listener: &Accepting) -> std::io::Result<(Stream, Option<std::ne
     }
 }
 
+/// Each kind of connection's future is boxed: this one, spawned per
+/// connection, would otherwise be as large as the largest kind (TLS) for all.
 async fn serve_stream(
     stream: Stream,
     addr: Option<std::net::SocketAddr>,
@@ -296,15 +298,15 @@ async fn serve_stream(
     let mut peer = Peer::new(addr, local, tls.is_some(), Some(raw_fd));
     if protocol == Protocol::Uwsgi {
         match stream {
-            Stream::Tcp(s) => crate::uwsgi::serve(s, peer, shared).await,
-            Stream::Unix(s) => crate::uwsgi::serve(s, peer, shared).await,
+            Stream::Tcp(s) => Box::pin(crate::uwsgi::serve(s, peer, shared)).await,
+            Stream::Unix(s) => Box::pin(crate::uwsgi::serve(s, peer, shared)).await,
         }
         return;
     }
     let Some(acceptor) = tls else {
         match stream {
-            Stream::Tcp(s) => conn::serve(s, peer, shared).await,
-            Stream::Unix(s) => conn::serve(s, peer, shared).await,
+            Stream::Tcp(s) => Box::pin(conn::serve(s, peer, shared)).await,
+            Stream::Unix(s) => Box::pin(conn::serve(s, peer, shared)).await,
         }
         return;
     };
@@ -312,16 +314,18 @@ async fn serve_stream(
     peer.raw_fd = None;
     let timeout = shared.limits.header_timeout;
     match stream {
-        Stream::Tcp(s) => match tokio::time::timeout(timeout, acceptor.accept(s)).await {
-            Ok(Ok(tls_stream)) => conn::serve(tls_stream, peer, shared).await,
+        Stream::Tcp(s) => match Box::pin(tokio::time::timeout(timeout, acceptor.accept(s))).await {
+            Ok(Ok(tls_stream)) => Box::pin(conn::serve(tls_stream, peer, shared)).await,
             Ok(Err(err)) => tracing::debug!(peer = ?addr, "TLS handshake failed: {err}"),
             Err(_) => tracing::debug!(peer = ?addr, "TLS handshake timed out"),
         },
-        Stream::Unix(s) => match tokio::time::timeout(timeout, acceptor.accept(s)).await {
-            Ok(Ok(tls_stream)) => conn::serve(tls_stream, peer, shared).await,
-            Ok(Err(err)) => tracing::debug!("TLS handshake failed: {err}"),
-            Err(_) => tracing::debug!("TLS handshake timed out"),
-        },
+        Stream::Unix(s) => {
+            match Box::pin(tokio::time::timeout(timeout, acceptor.accept(s))).await {
+                Ok(Ok(tls_stream)) => Box::pin(conn::serve(tls_stream, peer, shared)).await,
+                Ok(Err(err)) => tracing::debug!("TLS handshake failed: {err}"),
+                Err(_) => tracing::debug!("TLS handshake timed out"),
+            }
+        }
     }
 }
 

@@ -140,12 +140,13 @@ async fn respond(req: Request<RequestBody>, ctx: &RequestContext) -> Response<Bo
         sendfile,
     };
     match &route.handler {
-        Some(Handler::Cgi(opts)) => cgi::serve(opts, &mount, req).await,
+        // Boxed, so that every request's future is not as large as theirs.
+        Some(Handler::Cgi(opts)) => Box::pin(cgi::serve(opts, &mount, req)).await,
         Some(Handler::Wsgi(opts)) => match &shared.wsgi {
             Some(wsgi) => wsgi.serve(opts, &mount, req).await,
             None => status_page(StatusCode::INTERNAL_SERVER_ERROR),
         },
-        Some(Handler::Proxy(opts)) => shared.proxy.serve(opts, &mount, req).await,
+        Some(Handler::Proxy(opts)) => Box::pin(shared.proxy.serve(opts, &mount, req)).await,
         None => status_page(StatusCode::NOT_FOUND),
     }
 }
