@@ -13,11 +13,18 @@ use portico::{log, master, server};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let worker = cli.worker;
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("portico: error: {err:#}");
-            ExitCode::FAILURE
+            // A worker's errors all come before it reports ready (its config,
+            // app, TLS files, access log): the master must not retry it.
+            if worker {
+                ExitCode::from(master::EXIT_START_FAILED)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
@@ -53,8 +60,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A worker started by the master: sockets come from it; an app that cannot
-/// be imported ends the worker with `EXIT_APP_LOAD` after printing why.
+/// A worker started by the master: sockets come from it. Any error here
+/// (the app does not import, a TLS file does not load, the access log does
+/// not open) happens before the worker is ready; `main` turns it into
+/// `EXIT_START_FAILED`.
 fn run_worker(config: &Config) -> anyhow::Result<()> {
     master::watch_master();
     let fds = std::env::var(LISTEN_FDS_ENV).with_context(|| {
@@ -75,13 +84,8 @@ fn run_worker(config: &Config) -> anyhow::Result<()> {
     for l in &listeners {
         l.set_inheritable(false)?;
     }
-    let wsgi = match WsgiRuntime::start(config) {
-        Ok(wsgi) => wsgi,
-        Err(err) => {
-            eprintln!("portico: error: {err}");
-            std::process::exit(master::EXIT_APP_LOAD);
-        }
-    };
+    let wsgi = WsgiRuntime::start(config)?;
+    // Fails only while setting up, before it reports ready.
     Ok(server::run_worker(
         config,
         listeners,

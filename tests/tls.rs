@@ -1,4 +1,5 @@
-//! TLS listeners: ALPN picks h2 or http/1.1; keys in PKCS#8, PKCS#1 and SEC1.
+//! TLS listeners: ALPN picks h2 or http/1.1; keys in PKCS#8, PKCS#1 and SEC1;
+//! relative certificate paths stay right when the worker changes directory.
 
 use crate::util::client::{get_tls, make_cert, KeyKind};
 use crate::util::fixture::HELLO;
@@ -96,4 +97,99 @@ fn check_config_refuses_a_key_that_is_not_a_key() {
     );
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("TLS key"));
+}
+
+/// An app that answers with its working directory, to show `--chdir` took.
+const CWD_APP: &str = "import os\n\n\
+def application(environ, start_response):\n    \
+start_response('200 OK', [('Content-Type', 'text/plain')])\n    \
+return [os.getcwd().encode()]\n";
+
+#[test]
+fn relative_tls_files_and_access_log_with_chdir_to_another_dir() {
+    // The worker changes to `app/` before it loads the TLS files and opens
+    // the log: they must still be the ones next to where portico started.
+    let t = TestDir::new();
+    let (cert, _) = make_cert(t.path(), KeyKind::Pkcs8);
+    t.write("app/cwd_app.py", CWD_APP);
+    let s = t.serve(&[
+        "cwd_app:application",
+        "--chdir",
+        "app",
+        "--tls-cert",
+        "cert.pem",
+        "--tls-key",
+        "key.pem",
+        "--access-log",
+        "access.log",
+    ]);
+    let (res, _) = get_tls(s.addr, &cert, &[b"h2"], "/");
+    assert_eq!(res.status, 200, "{}", s.logs());
+    let app_dir = t.join("app").canonicalize().unwrap();
+    assert_eq!(res.text(), app_dir.to_str().unwrap());
+    assert!(
+        wait_for_text(&t.join("access.log")).contains("\"GET / HTTP/2.0\" 200"),
+        "{}",
+        s.logs()
+    );
+    assert!(!t.join("app/access.log").exists());
+}
+
+#[test]
+fn relative_tls_files_in_config_file_with_chdir_are_under_its_directory() {
+    let t = TestDir::new();
+    std::fs::create_dir(t.join("conf")).unwrap();
+    let (cert, _) = make_cert(&t.join("conf"), KeyKind::Sec1Ec);
+    t.write("app/cwd_app.py", CWD_APP);
+    t.write(
+        "conf/p.toml",
+        "chdir = \"../app\"\n\
+         [[listen]]\naddress = \"127.0.0.1:0\"\ntls_cert = \"cert.pem\"\ntls_key = \"key.pem\"\n\
+         [log]\naccess_log = \"access.log\"\n\
+         [[route]]\npath = \"/\"\nwsgi = \"cwd_app:application\"\n",
+    );
+    let s = t.serve(&["-c", "conf/p.toml"]);
+    assert_eq!(s.listeners[0].0, "https");
+    let (res, _) = get_tls(s.addr, &cert, &[b"http/1.1"], "/");
+    assert_eq!(res.status, 200, "{}", s.logs());
+    assert!(
+        wait_for_text(&t.join("conf/access.log")).contains("\"GET / HTTP/1.1\" 200"),
+        "{}",
+        s.logs()
+    );
+}
+
+#[test]
+fn tls_key_broken_before_a_reload_keeps_the_old_workers_serving() {
+    // The new worker cannot load its key; before, it was restarted forever
+    // and the reload never ended.
+    let t = TestDir::new();
+    let (s, cert) = serve_tls(&t, KeyKind::Pkcs8);
+    let logged = |text: &'static str| {
+        s.stderr
+            .wait_for(std::time::Duration::from_secs(10), |lines| {
+                lines.iter().any(|l| l.contains(text))
+            })
+    };
+    assert!(logged("ready: 1 worker(s) serving"), "{}", s.logs());
+    std::fs::copy(&cert, t.join("key.pem")).unwrap();
+    s.signal(nix::sys::signal::Signal::SIGHUP);
+    let failed = logged("reload failed");
+    assert!(failed, "{}", s.logs());
+    assert!(s.stderr.text().contains("TLS key"), "{}", s.logs());
+    let (res, _) = get_tls(s.addr, &cert, &[b"h2"], "/hello.txt");
+    assert_eq!(res.status, 200, "{}", s.logs());
+}
+
+/// The file's text once it has some (the access log is written after the
+/// response), or what it holds after 5 s.
+fn wait_for_text(path: &std::path::Path) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if !text.is_empty() || std::time::Instant::now() > deadline {
+            return text;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }

@@ -3,10 +3,11 @@
 //! `proxy = "..."` and `--proxy PREFIX=URL[,URL...]` into them.
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::file::{FileServer, FileUpstream};
+use super::validate::absolute;
 
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(60);
@@ -74,6 +75,19 @@ impl fmt::Display for UpstreamUrl {
             UpstreamUrl::HttpUnix(path) => write!(f, "http+unix:{}", path.display()),
             UpstreamUrl::Uwsgi { host: h, port } => write!(f, "uwsgi://{}:{port}", host(h)),
             UpstreamUrl::UwsgiUnix(path) => write!(f, "uwsgi+unix:{}", path.display()),
+        }
+    }
+}
+
+impl UpstreamUrl {
+    /// A relative socket path made absolute under `base` (the config file's
+    /// directory, or the current one for flags): the worker that connects
+    /// may have changed directory since.
+    fn under(self, base: &Path) -> Self {
+        match self {
+            UpstreamUrl::HttpUnix(path) => UpstreamUrl::HttpUnix(absolute(&base.join(path))),
+            UpstreamUrl::UwsgiUnix(path) => UpstreamUrl::UwsgiUnix(absolute(&base.join(path))),
+            tcp => tcp,
         }
     }
 }
@@ -184,8 +198,11 @@ fn split_host_port(authority: &str) -> Option<(String, Option<u16>)> {
 }
 
 /// Validates the `[[upstream]]` tables; errors carry the key below
-/// `upstream[i]`.
-pub(super) fn from_file(tables: &[FileUpstream]) -> Result<Vec<UpstreamConfig>, (String, String)> {
+/// `upstream[i]`. Relative socket paths are under `base`.
+pub(super) fn from_file(
+    tables: &[FileUpstream],
+    base: &Path,
+) -> Result<Vec<UpstreamConfig>, (String, String)> {
     let mut pools: Vec<UpstreamConfig> = Vec::new();
     for (i, t) in tables.iter().enumerate() {
         let at = |key: &str, m: String| (format!("upstream[{i}].{key}"), m);
@@ -202,7 +219,7 @@ pub(super) fn from_file(tables: &[FileUpstream]) -> Result<Vec<UpstreamConfig>, 
             .servers
             .iter()
             .enumerate()
-            .map(|(j, s)| server(s).map_err(|(k, m)| at(&format!("servers[{j}].{k}"), m)))
+            .map(|(j, s)| server(s, base).map_err(|(k, m)| at(&format!("servers[{j}].{k}"), m)))
             .collect::<Result<Vec<_>, _>>()?;
         if servers.iter().all(|s| s.backup) {
             return Err(at("servers", "every server is a backup".into()));
@@ -265,9 +282,11 @@ pub(super) fn from_file(tables: &[FileUpstream]) -> Result<Vec<UpstreamConfig>, 
     Ok(pools)
 }
 
-fn server(s: &FileServer) -> Result<UpstreamServer, (&'static str, String)> {
+fn server(s: &FileServer, base: &Path) -> Result<UpstreamServer, (&'static str, String)> {
     let server = UpstreamServer {
-        url: parse_upstream_url(&s.url).map_err(|m| ("url", m))?,
+        url: parse_upstream_url(&s.url)
+            .map_err(|m| ("url", m))?
+            .under(base),
         weight: s.weight.unwrap_or(1),
         backup: s.backup.unwrap_or(false),
         max_fails: s.max_fails.unwrap_or(DEFAULT_MAX_FAILS),
@@ -280,14 +299,14 @@ fn server(s: &FileServer) -> Result<UpstreamServer, (&'static str, String)> {
 }
 
 /// A pool written inline (`proxy = "http://a,http://b"`, `--proxy`): every
-/// setting at its default.
-pub(super) fn inline(urls: &str) -> Result<UpstreamConfig, String> {
+/// setting at its default. Relative socket paths are under `base`.
+pub(super) fn inline(urls: &str, base: &Path) -> Result<UpstreamConfig, String> {
     let servers = urls
         .split(',')
         .filter(|u| !u.trim().is_empty())
         .map(|u| {
             Ok(UpstreamServer {
-                url: parse_upstream_url(u)?,
+                url: parse_upstream_url(u)?.under(base),
                 weight: 1,
                 backup: false,
                 max_fails: DEFAULT_MAX_FAILS,
@@ -311,14 +330,18 @@ pub(super) fn inline(urls: &str) -> Result<UpstreamConfig, String> {
 }
 
 /// A route's `proxy` value: a pool name, or URLs (which add an inline pool).
-pub(super) fn resolve(pools: &mut Vec<UpstreamConfig>, target: &str) -> Result<usize, String> {
+pub(super) fn resolve(
+    pools: &mut Vec<UpstreamConfig>,
+    target: &str,
+    base: &Path,
+) -> Result<usize, String> {
     if let Some(i) = pools.iter().position(|p| p.name == target) {
         return Ok(i);
     }
     if !target.contains(':') {
         return Err(format!("no [[upstream]] named `{target}`"));
     }
-    pools.push(inline(target)?);
+    pools.push(inline(target, base)?);
     Ok(pools.len() - 1)
 }
 
@@ -374,11 +397,37 @@ mod tests {
 
     #[test]
     fn route_targets_name_a_pool_or_give_urls() {
-        let mut pools = vec![inline("http://a:1").unwrap()];
+        let base = Path::new("/etc/portico");
+        let mut pools = vec![inline("http://a:1", base).unwrap()];
         pools[0].name = "app".into();
-        assert_eq!(resolve(&mut pools, "app").unwrap(), 0);
-        assert_eq!(resolve(&mut pools, "http://b:2,http://c:3").unwrap(), 1);
+        assert_eq!(resolve(&mut pools, "app", base).unwrap(), 0);
+        assert_eq!(
+            resolve(&mut pools, "http://b:2,http://c:3", base).unwrap(),
+            1
+        );
         assert_eq!(pools[1].servers.len(), 2);
-        assert!(resolve(&mut pools, "missing").is_err());
+        assert!(resolve(&mut pools, "missing", base).is_err());
+    }
+
+    #[test]
+    fn relative_socket_paths_are_made_absolute_under_base() {
+        let pool = inline(
+            "uwsgi+unix:run/app.sock,http+unix:/run/b.sock",
+            Path::new("/srv/site"),
+        )
+        .unwrap();
+        let urls: Vec<_> = pool.servers.iter().map(|s| s.url.to_string()).collect();
+        assert_eq!(
+            urls,
+            ["uwsgi+unix:/srv/site/run/app.sock", "http+unix:/run/b.sock"]
+        );
+        // A flag's (empty base): under the current directory, as the master
+        // sees it before any worker changes directory.
+        let pool = inline("uwsgi+unix:app.sock", Path::new("")).unwrap();
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(
+            pool.servers[0].url,
+            UpstreamUrl::UwsgiUnix(cwd.join("app.sock"))
+        );
     }
 }

@@ -19,9 +19,11 @@ use crate::server::listener::BoundListener;
 
 pub use spawn::{notify_ready, WorkerSpec, MASTER_PID_ENV};
 
-/// Exit code of a worker whose app failed to import. At start-up this stops
-/// the master (exit 1); after a reload the old workers keep serving.
-pub const EXIT_APP_LOAD: i32 = 3;
+/// Exit code of a worker that could not start: its app failed to import, or
+/// its TLS files or access log failed to open. Restarting would fail the same
+/// way, so at start-up this stops the master (exit 1) instead of leaving a
+/// listener nobody serves; after a reload the old workers keep serving.
+pub const EXIT_START_FAILED: u8 = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MasterError {
@@ -39,8 +41,8 @@ pub enum MasterError {
         addr: String,
         source: std::io::Error,
     },
-    #[error("the workers could not load the application (see the traceback above)")]
-    AppLoad,
+    #[error("the workers could not start (see the error above)")]
+    WorkerStart,
 }
 
 /// Binds every configured listener and prints `listening on URL` for each.

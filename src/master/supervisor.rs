@@ -11,8 +11,9 @@
 //! - SIGTTIN / SIGTTOU add or retire one worker;
 //! - SIGTERM / SIGINT drain everything and return.
 //!
-//! At start-up, a worker that exits with `EXIT_APP_LOAD` before any worker
-//! was ever ready stops the master: the app cannot be imported.
+//! At start-up, a worker that exits with `EXIT_START_FAILED` before any
+//! worker was ever ready stops the master: the app cannot be imported, or a
+//! TLS file cannot be loaded, and restarting will not change that.
 
 use std::collections::HashMap;
 use std::process::ExitStatus;
@@ -26,7 +27,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::spawn::{wait_ready, WorkerSpec};
-use super::{MasterError, EXIT_APP_LOAD};
+use super::{MasterError, EXIT_START_FAILED};
 
 /// A worker that lived shorter than this is considered crash-looping.
 const STABLE_AFTER: Duration = Duration::from_secs(5);
@@ -226,10 +227,10 @@ impl Supervisor {
             return Ok(());
         }
         let code = status.as_ref().ok().and_then(ExitStatus::code);
-        if !worker.ready && code == Some(EXIT_APP_LOAD) {
+        if !worker.ready && code == Some(i32::from(EXIT_START_FAILED)) {
             if Some(worker.generation) == self.pending_generation {
                 tracing::error!(
-                    "reload failed: the new code could not be loaded; the old workers keep serving"
+                    "reload failed: the new workers could not start; the old workers keep serving"
                 );
                 self.pending_generation = None;
                 let failed = worker.generation;
@@ -239,11 +240,8 @@ impl Supervisor {
             // Only the first generation's failure stops the master; a
             // reload's (handled above) never does.
             if !self.ever_ready {
-                tracing::error!(
-                    "worker {} could not load the application; stopping",
-                    worker.slot
-                );
-                return Err(MasterError::AppLoad);
+                tracing::error!("worker {} could not start; stopping", worker.slot);
+                return Err(MasterError::WorkerStart);
             }
         }
         let planned = code == Some(0);

@@ -44,7 +44,9 @@ struct Builder<'a> {
     cli: &'a Cli,
     file: FileConfig,
     origin: String,
-    /// Relative paths in the file are relative to the file's directory.
+    /// Relative paths in the file are relative to the file's directory, those
+    /// in flags to the current one ([`flags_dir`]); [`absolute`] says why
+    /// both are resolved here.
     base_dir: PathBuf,
     /// Upstream pools: the `[[upstream]]` tables, then the inline ones that
     /// routes add while they are validated.
@@ -69,8 +71,8 @@ impl Builder<'_> {
     }
 
     fn build(self) -> Result<Config, ConfigError> {
-        let pools =
-            upstream::from_file(&self.file.upstream).map_err(|(k, m)| self.file_err(&k, m))?;
+        let pools = upstream::from_file(&self.file.upstream, &self.base_dir)
+            .map_err(|(k, m)| self.file_err(&k, m))?;
         self.upstreams.replace(pools);
         let limits = self.limits()?;
         let default_body = match &self.cli.max_body_size {
@@ -259,7 +261,7 @@ impl Builder<'_> {
             if replaced {
                 continue;
             }
-            let addr = parse_listen_addr(&l.address)
+            let addr = parse_listen_addr(&l.address, &self.base_dir)
                 .map_err(|m| self.file_err(&format!("{key}.address"), m))?;
             let tls = match (&l.tls_cert, &l.tls_key) {
                 (Some(cert), Some(key_file)) => Some(TlsFiles {
@@ -282,7 +284,7 @@ impl Builder<'_> {
             });
         }
         for text in &self.cli.bind {
-            let addr = parse_listen_addr(text).map_err(|m| cli_err("--bind", m))?;
+            let addr = parse_listen_addr(text, flags_dir()).map_err(|m| cli_err("--bind", m))?;
             listeners.push(ListenerConfig {
                 addr,
                 tls: cli_tls.clone(),
@@ -290,7 +292,8 @@ impl Builder<'_> {
             });
         }
         for text in &self.cli.uwsgi_socket {
-            let addr = parse_listen_addr(text).map_err(|m| cli_err("--uwsgi-socket", m))?;
+            let addr =
+                parse_listen_addr(text, flags_dir()).map_err(|m| cli_err("--uwsgi-socket", m))?;
             listeners.push(ListenerConfig {
                 addr,
                 tls: None,
@@ -299,7 +302,7 @@ impl Builder<'_> {
         }
         if listeners.is_empty() {
             listeners.push(ListenerConfig {
-                addr: parse_listen_addr(DEFAULT_BIND).expect("default address parses"),
+                addr: parse_listen_addr(DEFAULT_BIND, flags_dir()).expect("default address parses"),
                 tls: cli_tls,
                 protocol: Protocol::Http,
             });
@@ -359,10 +362,16 @@ impl Builder<'_> {
 
     fn log(&self) -> Result<LogConfig, ConfigError> {
         let f = &self.file.log;
-        let access_log = match self.cli.access_log.as_deref().or(f.access_log.as_deref()) {
+        // A flag's path is relative to the current directory, the file's to
+        // the file's directory.
+        let (text, base) = match (&self.cli.access_log, &f.access_log) {
+            (Some(text), _) => (Some(text.as_str()), flags_dir()),
+            (None, text) => (text.as_deref(), self.base_dir.as_path()),
+        };
+        let access_log = match text {
             None | Some("-") => AccessLogTarget::Stdout,
             Some("off") => AccessLogTarget::Off,
-            Some(path) => AccessLogTarget::File(self.base_dir.join(path)),
+            Some(path) => AccessLogTarget::File(absolute(&base.join(path))),
         };
         let access_log_format = match (self.cli.access_log_format, f.access_log_format.as_deref()) {
             (Some(cli::LogFormat::Json), _) | (None, Some("json")) => AccessLogFormat::Json,
@@ -406,18 +415,37 @@ fn canonical_dir(dir: &Path) -> Result<PathBuf, String> {
     Ok(canonical)
 }
 
+/// `path` made absolute against the current directory, i.e. the one portico
+/// was started in: config is loaded before anything changes directory, but a
+/// worker's `chdir` (for the app) comes before it opens TLS files, the access
+/// log or upstream sockets, where a relative path would name another file.
+/// Directories need no call: [`canonical_dir`] makes them absolute too.
+pub(super) fn absolute(path: &Path) -> PathBuf {
+    // Fails only when the current directory is gone; the path is then kept
+    // as given, and relative paths fail as they would have anyway.
+    std::path::absolute(path).unwrap_or_else(|_| path.to_owned())
+}
+
 fn check_file(path: &Path) -> Result<PathBuf, String> {
     std::fs::metadata(path)
         .map_err(|e| format!("`{}`: {e}", path.display()))
-        .map(|_| path.to_owned())
+        .map(|_| absolute(path))
 }
 
-pub fn parse_listen_addr(text: &str) -> Result<ListenAddr, String> {
+/// The base of relative paths given as flags: empty, so that joined to it they
+/// stay relative and [`absolute`] puts them under the current directory.
+pub(super) fn flags_dir() -> &'static Path {
+    Path::new("")
+}
+
+/// `HOST:PORT`, `[V6]:PORT` or `unix:PATH`; a relative PATH is under `base`
+/// (the config file's directory, or [`flags_dir`]).
+pub fn parse_listen_addr(text: &str, base: &Path) -> Result<ListenAddr, String> {
     if let Some(path) = text.strip_prefix("unix:") {
         if path.is_empty() {
             return Err("unix: needs a socket path".into());
         }
-        return Ok(ListenAddr::Unix(PathBuf::from(path)));
+        return Ok(ListenAddr::Unix(absolute(&base.join(path))));
     }
     if let Ok(addr) = text.parse::<SocketAddr>() {
         return Ok(ListenAddr::Tcp(addr));
@@ -446,20 +474,20 @@ mod tests {
     #[test]
     fn listen_addresses() {
         assert_eq!(
-            parse_listen_addr("127.0.0.1:0").unwrap(),
+            parse_listen_addr("127.0.0.1:0", flags_dir()).unwrap(),
             ListenAddr::Tcp("127.0.0.1:0".parse().unwrap())
         );
         assert_eq!(
-            parse_listen_addr("[::1]:8080").unwrap(),
+            parse_listen_addr("[::1]:8080", flags_dir()).unwrap(),
             ListenAddr::Tcp("[::1]:8080".parse().unwrap())
         );
         assert_eq!(
-            parse_listen_addr("unix:/tmp/p.sock").unwrap(),
+            parse_listen_addr("unix:/tmp/p.sock", flags_dir()).unwrap(),
             ListenAddr::Unix("/tmp/p.sock".into())
         );
-        assert!(parse_listen_addr("localhost:8000").is_ok());
-        assert!(parse_listen_addr("8000").is_err());
-        assert!(parse_listen_addr("host:99999").is_err());
+        assert!(parse_listen_addr("localhost:8000", flags_dir()).is_ok());
+        assert!(parse_listen_addr("8000", flags_dir()).is_err());
+        assert!(parse_listen_addr("host:99999", flags_dir()).is_err());
     }
 
     #[test]
@@ -485,14 +513,36 @@ mod tests {
     }
 
     fn listeners_of(file: &str, cli: Cli) -> Result<Vec<ListenerConfig>, ConfigError> {
+        listeners_under(file, cli, "")
+    }
+
+    fn listeners_under(
+        file: &str,
+        cli: Cli,
+        base_dir: &str,
+    ) -> Result<Vec<ListenerConfig>, ConfigError> {
         Builder {
             cli: &cli,
             file: file::parse(file).unwrap(),
             origin: "test.toml".into(),
-            base_dir: PathBuf::new(),
+            base_dir: base_dir.into(),
             upstreams: RefCell::new(Vec::new()),
         }
         .listeners()
+    }
+
+    #[test]
+    fn relative_unix_socket_paths_are_made_absolute() {
+        let file = "[[listen]]\naddress = \"unix:run/p.sock\"\nprotocol = \"uwsgi\"\n";
+        let l = listeners_under(file, Cli::default(), "/srv/site").unwrap();
+        assert_eq!(l[0].addr, ListenAddr::Unix("/srv/site/run/p.sock".into()));
+        let cli = Cli {
+            bind: vec!["unix:p.sock".into()],
+            ..Cli::default()
+        };
+        let l = listeners_under("", cli, "/srv/site").unwrap();
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(l[0].addr, ListenAddr::Unix(cwd.join("p.sock")));
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::path::Path;
 use super::super::file::FileRoute;
 use super::super::*;
 use super::{
-    canonical_dir, cli_err, Builder, DEFAULT_CGI_MAX_PROCESSES, DEFAULT_CGI_PATH,
+    canonical_dir, cli_err, flags_dir, Builder, DEFAULT_CGI_MAX_PROCESSES, DEFAULT_CGI_PATH,
     DEFAULT_CGI_TIMEOUT,
 };
 
@@ -154,8 +154,12 @@ impl Builder<'_> {
                 h => h.clone(),
             };
             Some(Handler::Proxy(ProxyOptions {
-                upstream: upstream::resolve(&mut self.upstreams.borrow_mut(), target)
-                    .map_err(|m| ("proxy", m))?,
+                upstream: upstream::resolve(
+                    &mut self.upstreams.borrow_mut(),
+                    target,
+                    &self.base_dir,
+                )
+                .map_err(|m| ("proxy", m))?,
                 host,
                 sendfile_root,
             }))
@@ -238,7 +242,7 @@ impl Builder<'_> {
     fn cli_proxy_route(&self, text: &str, max_body_size: u64) -> Result<Route, String> {
         let (prefix, urls) = split_prefix_dir(text)?;
         let mut pools = self.upstreams.borrow_mut();
-        pools.push(upstream::inline(urls)?);
+        pools.push(upstream::inline(urls, flags_dir())?);
         Ok(Route {
             host: None,
             prefix,
