@@ -286,11 +286,12 @@ where
         state: state.clone(),
         peer,
     });
-    // Boxed per request: hyper keeps room for this future in every
-    // connection, idle ones included, so its size would count 10,000 times
-    // for 10,000 idle keep-alive connections.
+    // hyper keeps room for this future in every connection, idle ones
+    // included; it is kept small (about 2 KiB: the rare handlers' futures
+    // are boxed) rather than boxed per request, which measured 700 more
+    // instructions per request.
     let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-        Box::pin(service::handle(req.map(RequestBody::Http), ctx.clone()))
+        service::handle(req.map(RequestBody::Http), ctx.clone())
     });
     let mut conn = pin!(shared.http.serve_connection_with_upgrades(io, svc));
     let mut shutdown = shared.shutdown.clone();
