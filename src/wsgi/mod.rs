@@ -109,6 +109,11 @@ impl WsgiRuntime {
         let pool = pool::Pool::start(
             pool::PoolSettings {
                 threads: python.threads,
+                spin_yields: pool::spin_yields(
+                    config.workers,
+                    python.threads,
+                    std::thread::available_parallelism().map_or(1, |n| n.get()),
+                ),
                 timeout: python.timeout,
                 recycle_after: if python.max_requests == 0 {
                     0
