@@ -176,6 +176,11 @@ impl FileBody {
             (None, None) => None,
         };
         if let Some(chunk) = chunk {
+            if chunk.is_empty() {
+                return Err(io::Error::other(
+                    "file range past the file's bytes in memory",
+                ));
+            }
             range.start += chunk.len() as u64;
             if range.start == range.end {
                 self.segments.pop_front();
