@@ -116,36 +116,11 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
     -keyout "$TMP/key.pem" -out "$TMP/cert.pem" -days 2 -subj /CN=127.0.0.1 \
     -addext subjectAltName=IP:127.0.0.1 >/dev/null 2>&1 || die "openssl could not make a certificate"
 
-declare -A PID=() URL=() EXPECT=()
+declare -A URL=() EXPECT=()
 # Each case's two servers; the first is portico.
 declare -A PEER=([static]=nginx [wsgi]=granian)
 
-stop_server() { # SERVER
-    local pid=${PID[$1]:-}
-    [[ -n $pid ]] || return 0
-    # Each server runs in its own session (setsid), so its process group is
-    # the server and its workers and nothing else.
-    kill -TERM -- "-$pid" 2>/dev/null || true
-    for _ in $(seq 50); do kill -0 -- "-$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL -- "-$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-    PID[$1]=''
-}
-cleanup() {
-    local rc=$?
-    trap - EXIT INT TERM
-    local s
-    for s in "${!PID[@]}"; do stop_server "$s"; done
-    if [[ -n $KEEP ]]; then
-        echo "kept $TMP" >&2
-    else
-        rm -rf "$TMP"
-    fi
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+stop_servers_on_exit
 
 # wait_up from lib.sh speaks plain HTTP; these servers speak TLS only.
 wait_tls() { # NAME PID URL LOG

@@ -111,3 +111,38 @@ summary_row() { # BENCH CASE WORKERS PEER METRIC PORTICO PEER_VALUE
     fi
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" "$5" "$6" "$7" "$ratio" >>"$SUMMARY"
 }
+
+# Servers a script starts with setsid, by name (PID[name]=pid): each runs in
+# its own session, so its process group is the server and its workers and
+# nothing else.
+declare -A PID=()
+stop_server() { # NAME
+    local pid=${PID[$1]:-}
+    [[ -n $pid ]] || return 0
+    kill -TERM -- "-$pid" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 -- "-$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL -- "-$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    PID[$1]=''
+}
+
+# On exit: runs the script's `cleanup_extra` if it has one, stops every
+# server in PID, removes TMP unless KEEP is set, keeps the exit status.
+cleanup_servers() {
+    local rc=$?
+    trap - EXIT INT TERM
+    local s
+    if declare -F cleanup_extra >/dev/null; then cleanup_extra; fi
+    for s in "${!PID[@]}"; do stop_server "$s"; done
+    if [[ -n ${KEEP:-} ]]; then
+        echo "kept $TMP" >&2
+    else
+        rm -rf "$TMP"
+    fi
+    exit "$rc"
+}
+stop_servers_on_exit() {
+    trap cleanup_servers EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+}

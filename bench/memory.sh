@@ -137,41 +137,16 @@ for _ in range(n):
 c.close()
 PY
 
-declare -A PID=() URL=() PORT=() URLPATH=()
+declare -A URL=() PORT=() URLPATH=()
 CLIENT_PID=''
-stop_server() { # NAME
-    local pid=${PID[$1]:-}
-    [[ -n $pid ]] || return 0
-    # Each server runs in its own session (setsid): its process group is the
-    # server and its workers and nothing else.
-    kill -TERM -- "-$pid" 2>/dev/null || true
-    for _ in $(seq 50); do kill -0 -- "-$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL -- "-$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-    PID[$1]=''
-}
 stop_client() {
     [[ -n $CLIENT_PID ]] || return 0
     kill -TERM "$CLIENT_PID" 2>/dev/null || true
     wait "$CLIENT_PID" 2>/dev/null || true
     CLIENT_PID=''
 }
-cleanup() {
-    local rc=$?
-    trap - EXIT INT TERM
-    local s
-    stop_client
-    for s in "${!PID[@]}"; do stop_server "$s"; done
-    if [[ -n $KEEP ]]; then
-        echo "kept $TMP" >&2
-    else
-        rm -rf "$TMP"
-    fi
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+cleanup_extra() { stop_client; }
+stop_servers_on_exit
 
 # Starts SERVER for CASE (wsgi: the hello app; static: hello.txt), one worker.
 start_server() { # SERVER CASE

@@ -109,33 +109,7 @@ printf 'Hello, world!' >"$TMP/hello.body"
 declare -A APP=([hello]=bench_app:app [get10k]=bench_app:get10k [post10k]=bench_app:echo [flask]=flask_app:app)
 declare -A EXPECT=([hello]=$TMP/hello.body [get10k]=$TMP/10k.body [post10k]=$TMP/10k.body [flask]=$TMP/hello.body)
 
-declare -A PID=()
-stop_server() { # SERVER
-    local pid=${PID[$1]:-}
-    [[ -n $pid ]] || return 0
-    # Each server runs in its own session (setsid), so its process group is
-    # the server and its workers and nothing else.
-    kill -TERM -- "-$pid" 2>/dev/null || true
-    for _ in $(seq 50); do kill -0 -- "-$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL -- "-$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-    PID[$1]=''
-}
-cleanup() {
-    local rc=$?
-    trap - EXIT INT TERM
-    local s
-    for s in "${!PID[@]}"; do stop_server "$s"; done
-    if [[ -n $KEEP ]]; then
-        echo "kept $TMP" >&2
-    else
-        rm -rf "$TMP"
-    fi
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+stop_servers_on_exit
 
 # A port nothing listens on now (the small race with other programs is accepted).
 
