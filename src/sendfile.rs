@@ -113,19 +113,23 @@ impl SendQueue {
 }
 
 /// A socket `sendfile` can write to.
-pub trait SendfileSocket {
+pub trait SendfileSocket: tokio::io::AsyncWrite + Unpin + Sized {
     fn poll_write_plain(
         &mut self,
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>>;
+    ) -> Poll<io::Result<usize>> {
+        tokio::io::AsyncWrite::poll_write_vectored(std::pin::Pin::new(self), cx, bufs)
+    }
 
     /// Like `poll_write_plain`, telling the kernel more data follows.
     fn poll_write_more(
         &mut self,
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>>;
+    ) -> Poll<io::Result<usize>> {
+        self.poll_write_plain(cx, bufs)
+    }
 
     /// Sends `count` bytes of `file` from `offset`; returns how many went.
     fn poll_sendfile(
@@ -176,14 +180,6 @@ macro_rules! sendfile_socket {
         }
 
         impl SendfileSocket for $socket {
-            fn poll_write_plain(
-                &mut self,
-                cx: &mut Context<'_>,
-                bufs: &[io::IoSlice<'_>],
-            ) -> Poll<io::Result<usize>> {
-                tokio::io::AsyncWrite::poll_write_vectored(std::pin::Pin::new(self), cx, bufs)
-            }
-
             fn poll_write_more(
                 &mut self,
                 cx: &mut Context<'_>,
@@ -223,22 +219,6 @@ impl<S> SendfileSocket for tokio_rustls::server::TlsStream<S>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
-    fn poll_write_plain(
-        &mut self,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        tokio::io::AsyncWrite::poll_write_vectored(std::pin::Pin::new(self), cx, bufs)
-    }
-
-    fn poll_write_more(
-        &mut self,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        self.poll_write_plain(cx, bufs)
-    }
-
     fn poll_sendfile(
         &mut self,
         _cx: &mut Context<'_>,

@@ -117,13 +117,10 @@ async fn respond(req: Request<RequestBody>, ctx: &RequestContext) -> Response<Bo
             query: req.uri().query(),
             rel: matched.rel,
         };
-        let mut outcome = static_files::decide(opts, &shared.static_cache, &static_req);
+        let outcome = static_files::decide(opts, &shared.static_cache, &static_req);
         // try-files: a missing file goes on to the route's handler.
         if !(outcome.is_not_found() && route.handler.is_some()) {
-            if let Some(queue) = sendfile {
-                outcome.send_files_with(queue);
-            }
-            return static_files::render(outcome, &static_req);
+            return static_files::render(outcome, &static_req, sendfile);
         }
     }
     let mount = Mount {

@@ -124,14 +124,6 @@ impl Outcome {
     pub fn is_not_found(&self) -> bool {
         matches!(self, Outcome::Error(e) if e.is_not_found())
     }
-
-    /// The connection can `sendfile` (plain HTTP/1): file bytes that are not
-    /// in memory go that way rather than through a buffer.
-    pub fn send_files_with(&mut self, queue: &std::sync::Arc<crate::sendfile::SendQueue>) {
-        if let Outcome::File { body, .. } = self {
-            body.send_with(queue.clone());
-        }
-    }
 }
 
 /// `range` of an already open file as a streamed body (for
@@ -152,7 +144,7 @@ pub fn file_range_body(
 /// `render(decide(..))`, for the unit tests.
 #[cfg(test)]
 pub fn serve(opts: &StaticOptions, cache: &Cache, req: &StaticRequest<'_>) -> Response<Body> {
-    render(decide(opts, cache, req), req)
+    render(decide(opts, cache, req), req, None)
 }
 
 /// Steps 1–9 of the module doc; never fails outward. `cache` is the
@@ -388,14 +380,27 @@ fn new_boundary() -> String {
 /// Cache-Control, Expires, Vary, Content-Encoding, Server.
 const RESPONSE_HEADERS: usize = 10;
 
-pub fn render(outcome: Outcome, req: &StaticRequest<'_>) -> Response<Body> {
+/// `sendfile` is the connection's queue when it can `sendfile` (plain
+/// HTTP/1): file bytes from a handle then go that way, not through a buffer.
+pub fn render(
+    outcome: Outcome,
+    req: &StaticRequest<'_>,
+    sendfile: Option<&std::sync::Arc<crate::sendfile::SendQueue>>,
+) -> Response<Body> {
     let head = req.method == Method::HEAD;
     let mut res = Response::new(Body::empty());
     // Room for a file's headers and `Server`: no regrowing per response.
     *res.headers_mut() = http::HeaderMap::with_capacity(RESPONSE_HEADERS);
     let h = res.headers_mut();
     let status = match outcome {
-        Outcome::File { rep, part, body } => {
+        Outcome::File {
+            rep,
+            part,
+            mut body,
+        } => {
+            if let Some(queue) = sendfile {
+                body.send_with(queue.clone());
+            }
             h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
             representation_headers(h, &rep);
             h.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));

@@ -277,11 +277,8 @@ pub(crate) fn sendfile_response(
         query: None,
         rel: &rel,
     };
-    let mut outcome = static_files::decide(&opts, mount.static_cache, &static_req);
-    if let Some(queue) = mount.sendfile {
-        outcome.send_files_with(queue);
-    }
-    let mut response = static_files::render(outcome, &static_req);
+    let outcome = static_files::decide(&opts, mount.static_cache, &static_req);
+    let mut response = static_files::render(outcome, &static_req, mount.sendfile);
     if response.status() == StatusCode::NOT_FOUND {
         tracing::error!(
             "X-Accel-Redirect/X-Sendfile names {target:?}, which is not a file under {}",
