@@ -9,6 +9,7 @@ mod cli;
 mod conformance;
 mod example_site;
 mod limits;
+mod parking;
 mod processes;
 mod protocols;
 mod proxy;

@@ -135,22 +135,7 @@ fn idle_h2_client(addr: std::net::SocketAddr, responsive: bool) -> impl Drop {
     } else {
         crate::util::client::runtime()
     };
-    let send = rt.block_on(async move {
-        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let (mut send, conn) = hyper::client::conn::http2::handshake(
-            hyper_util::rt::TokioExecutor::new(),
-            hyper_util::rt::TokioIo::new(tcp),
-        )
-        .await
-        .unwrap();
-        tokio::spawn(conn);
-        let req = http::Request::get(format!("http://{addr}/hello.txt"))
-            .body(http_body_util::Empty::<bytes::Bytes>::new())
-            .unwrap();
-        let res = send.send_request(req).await.unwrap();
-        assert_eq!(res.status(), 200);
-        send
-    });
+    let send = rt.block_on(crate::util::client::h2c_connection(addr, "/hello.txt"));
     struct Client(
         Option<tokio::runtime::Runtime>,
         #[allow(dead_code)]

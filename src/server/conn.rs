@@ -10,22 +10,27 @@
 //!    within the header timeout (slowloris) gets `408` and the connection is
 //!    closed;
 //! 4. on worker shutdown, hyper's graceful shutdown: idle connections close
-//!    at once, busy ones after their response.
+//!    at once, busy ones after their response;
+//! 5. a plain HTTP/1 connection idle for a while leaves hyper and waits
+//!    parked, without hyper's buffers, for its next request (`super::park`).
 
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::RawFd;
 use std::pin::{pin, Pin};
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
+use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
+use super::park::{self, Park, Waiting, PARK_AFTER};
 use super::service::{self, RequestContext};
-use super::Shared;
+use super::{LocalExec, Shared};
 use crate::body::RequestBody;
 use crate::sendfile::{SendQueue, SendfileSocket};
 
@@ -71,6 +76,10 @@ pub struct ConnState {
     keepalive_timeout: Duration,
     /// File ranges a body handed hyper placeholders for (plain HTTP/1).
     pub sendfile: Arc<SendQueue>,
+    /// hyper is being told the stream ended, so that the socket can be parked.
+    parking: AtomicBool,
+    /// The last write did not complete: hyper still holds bytes to send.
+    write_blocked: AtomicBool,
 }
 
 impl ConnState {
@@ -84,6 +93,28 @@ impl ConnState {
             http2: SyncCell::new(false),
             keepalive_timeout,
             sendfile: Arc::default(),
+            parking: AtomicBool::new(false),
+            write_blocked: AtomicBool::new(false),
+        }
+    }
+
+    /// A parked connection's next request is waiting: a new hyper
+    /// connection reads it at once.
+    fn unparked(&self, header_timeout: Duration) {
+        self.parking.store(false, Relaxed);
+        self.write_blocked.store(false, Relaxed);
+        self.phase.set(Phase::Idle {
+            since: Instant::now(),
+            limit: header_timeout,
+        });
+    }
+
+    /// When an idle connection is closed (its deadline is past when it is
+    /// not idle).
+    pub fn idle_deadline(&self) -> Instant {
+        match self.phase.get() {
+            Phase::Idle { since, limit } => since + limit,
+            _ => Instant::now(),
         }
     }
 
@@ -121,36 +152,82 @@ impl ConnState {
 enum Expiry {
     Idle,
     HeadTimeout,
+    /// Idle for `PARK_AFTER` with nothing left to write: leave hyper.
+    Park,
 }
 
 /// Sleeps until the current phase's deadline, re-reading the phase at least
 /// every `step` (the shorter timeout). A phase that starts while we sleep has
 /// a deadline at least `step` after its start, so it is always noticed before
 /// its deadline and enforced on time, without waking per state change.
-async fn watchdog(state: &ConnState, header_timeout: Duration) -> Expiry {
-    let step = header_timeout.min(state.keepalive_timeout);
+async fn watchdog(state: &ConnState, header_timeout: Duration, can_park: bool) -> Expiry {
+    let mut step = header_timeout.min(state.keepalive_timeout);
+    if can_park {
+        step = step.min(PARK_AFTER);
+    }
     loop {
         let phase = state.phase.get();
         let now = Instant::now();
         let (deadline, expiry) = match phase {
+            Phase::Idle { since, limit }
+                if can_park && PARK_AFTER < limit && !state.http2.get() =>
+            {
+                (since + PARK_AFTER, Some(Expiry::Park))
+            }
             Phase::Idle { since, limit } => (since + limit, Some(Expiry::Idle)),
             Phase::Head { since } => (since + header_timeout, Some(Expiry::HeadTimeout)),
             Phase::Busy => (now + step, None),
         };
         tokio::time::sleep_until(deadline.min(now + step)).await;
-        if let Some(expiry) = expiry {
-            if state.phase.get() == phase && Instant::now() >= deadline {
-                return expiry;
-            }
+        let Some(expiry) = expiry else { continue };
+        if state.phase.get() != phase || Instant::now() < deadline {
+            continue;
         }
+        if !matches!(expiry, Expiry::Park) {
+            return expiry;
+        }
+        if state.http2.get() {
+            continue;
+        }
+        if !state.write_blocked.load(Relaxed) {
+            return expiry;
+        }
+        // hyper still has bytes for a slow reader; look again later.
+        tokio::time::sleep(step).await;
     }
 }
 
 /// The socket as hyper sees it: reports the arrival of request bytes to the
-/// connection state, and sends file bodies' placeholders with `sendfile`.
+/// connection state, sends file bodies' placeholders with `sendfile`, and
+/// when the connection parks, shows hyper an end of stream and hands the
+/// socket back instead of closing it.
 pub struct Watched<S> {
-    inner: S,
+    /// `None` only while being dropped for parking.
+    inner: Option<S>,
     state: Arc<ConnState>,
+    /// Where the socket goes when hyper lets go of it for parking. hyper
+    /// wants its IO `Send`, so this is a (never contended) mutex.
+    parked: Arc<Mutex<Option<S>>>,
+}
+
+impl<S> Watched<S> {
+    fn socket(&mut self) -> &mut S {
+        self.inner
+            .as_mut()
+            .expect("the socket is taken only on drop")
+    }
+
+    fn parking(&self) -> bool {
+        self.state.parking.load(Relaxed)
+    }
+}
+
+impl<S> Drop for Watched<S> {
+    fn drop(&mut self) {
+        if self.parking() {
+            *self.parked.lock().unwrap_or_else(|e| e.into_inner()) = self.inner.take();
+        }
+    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
@@ -159,8 +236,12 @@ impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
+        if self.parking() {
+            // An end of stream between requests: hyper closes cleanly.
+            return Poll::Ready(Ok(()));
+        }
         let before = buf.filled().len();
-        let result = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let result = Pin::new(self.socket()).poll_read(cx, buf);
         if buf.filled().len() > before {
             self.state.bytes_arrived(&buf.filled()[before..]);
         }
@@ -182,20 +263,26 @@ impl<S: AsyncWrite + SendfileSocket + Unpin> AsyncWrite for Watched<S> {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        let this = self.get_mut();
-        this.state.sendfile.poll_write(&mut this.inner, cx, bufs)
+        let Watched { inner, state, .. } = self.get_mut();
+        let socket = inner.as_mut().expect("the socket is taken only on drop");
+        let result = state.sendfile.poll_write(socket, cx, bufs);
+        state.write_blocked.store(result.is_pending(), Relaxed);
+        result
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
+        self.inner.as_ref().is_some_and(S::is_write_vectored)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        Pin::new(self.socket()).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+        if self.parking() {
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(self.socket()).poll_shutdown(cx)
     }
 }
 
@@ -268,45 +355,88 @@ impl std::fmt::Debug for IpText {
 }
 
 /// Serves one accepted connection until it closes.
-pub async fn serve<S>(socket: S, peer: Peer, shared: Rc<Shared>)
+pub async fn serve<S>(mut socket: S, peer: Peer, shared: Rc<Shared>)
 where
-    S: AsyncRead + AsyncWrite + SendfileSocket + Unpin + Send + 'static,
+    S: AsyncRead + AsyncWrite + SendfileSocket + Park + Unpin + Send + 'static,
 {
     let limits = &shared.limits;
     let state = Arc::new(ConnState::new(
         limits.header_timeout,
         limits.keepalive_timeout,
     ));
-    let io = TokioIo::new(Watched {
-        inner: socket,
-        state: state.clone(),
-    });
     let ctx = Rc::new(RequestContext {
         shared: shared.clone(),
         state: state.clone(),
         peer,
     });
-    // hyper keeps room for this future in every connection, idle ones
-    // included; it is kept small (about 2 KiB: the rare handlers' futures
+    let parked = Arc::new(Mutex::new(None));
+    loop {
+        let (http, can_park) = match park::wait_for_request(&socket, &state, &shared).await {
+            Waiting::Closed => return,
+            Waiting::Http1 => (&shared.http1, true),
+            Waiting::Detect => (&shared.http, true),
+            Waiting::Unparkable => (&shared.http, false),
+        };
+        // The bytes are waiting: hyper reads them at once.
+        state.unparked(limits.header_timeout);
+        shared.in_hyper.up();
+        let ended = Box::pin(serve_with_hyper(socket, http, &ctx, &parked, can_park)).await;
+        shared.in_hyper.down();
+        let taken = parked.lock().unwrap_or_else(|e| e.into_inner()).take();
+        match (ended, taken) {
+            (Ended::Parked, Some(back)) => socket = back,
+            _ => return,
+        }
+    }
+}
+
+/// How a hyper connection ended.
+enum Ended {
+    /// The socket is parked, the connection open.
+    Parked,
+    Closed,
+}
+
+/// Serves requests with hyper until the connection closes or parks.
+async fn serve_with_hyper<S>(
+    socket: S,
+    http: &auto::Builder<LocalExec>,
+    ctx: &Rc<RequestContext>,
+    parked: &Arc<Mutex<Option<S>>>,
+    can_park: bool,
+) -> Ended
+where
+    S: AsyncRead + AsyncWrite + SendfileSocket + Unpin + Send + 'static,
+{
+    let (shared, state, peer) = (&ctx.shared, &ctx.state, &ctx.peer);
+    let limits = &shared.limits;
+    let io = TokioIo::new(Watched {
+        inner: Some(socket),
+        state: state.clone(),
+        parked: parked.clone(),
+    });
+    let svc_ctx = ctx.clone();
+    // hyper keeps room for this future in every connection it serves; it
+    // is kept small (about 2 KiB: the rare handlers' futures
     // are boxed) rather than boxed per request, which measured 700 more
     // instructions per request.
     let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-        service::handle(req.map(RequestBody::Http), ctx.clone())
+        service::handle(req.map(RequestBody::Http), svc_ctx.clone())
     });
-    let mut conn = pin!(shared.http.serve_connection_with_upgrades(io, svc));
+    let mut conn = pin!(http.serve_connection_with_upgrades(io, svc));
     let mut shutdown = shared.shutdown.clone();
     let mut shutting_down = *shutdown.borrow();
     if shutting_down {
         conn.as_mut().graceful_shutdown();
     }
-    let mut dog = pin!(watchdog(&state, limits.header_timeout));
+    let mut dog = pin!(watchdog(state, limits.header_timeout, can_park));
     loop {
         tokio::select! {
             result = conn.as_mut() => {
                 if let Err(err) = result {
-                    log_connection_error(&shared, &peer, err.as_ref());
+                    log_connection_error(shared, peer, err.as_ref());
                 }
-                return;
+                return Ended::Closed;
             }
             _ = shutdown.changed(), if !shutting_down => {
                 shutting_down = true;
@@ -321,11 +451,25 @@ where
                         _ = conn.as_mut() => {}
                         _ = tokio::time::sleep(limits.header_timeout) => {}
                     }
-                    return;
+                    return Ended::Closed;
                 }
                 Expiry::HeadTimeout => {
-                    send_request_timeout(&shared, &peer);
-                    return;
+                    send_request_timeout(shared, peer);
+                    return Ended::Closed;
+                }
+                Expiry::Park => {
+                    state.parking.store(true, Relaxed);
+                    // hyper reads an end of stream between requests and ends
+                    // cleanly, writing nothing; the socket goes to `parked`.
+                    let clean = tokio::select! {
+                        result = conn.as_mut() => result.is_ok(),
+                        _ = tokio::time::sleep(limits.header_timeout) => false,
+                    };
+                    if !clean {
+                        return Ended::Closed;
+                    }
+                    tracing::debug!(peer = ?peer.addr, "idle connection parked");
+                    return Ended::Parked;
                 }
             },
         }

@@ -6,6 +6,7 @@
 
 mod conn;
 pub mod listener;
+mod park;
 mod service;
 mod tls;
 
@@ -64,11 +65,15 @@ pub struct Shared {
     router: Router,
     pub(crate) limits: Limits,
     access_log: AccessLog,
+    /// HTTP/1.1 and HTTP/2, told apart by the first bytes.
     http: auto::Builder<LocalExec>,
+    /// The same, for connections known to speak HTTP/1.
+    http1: auto::Builder<LocalExec>,
     shutdown: watch::Receiver<bool>,
-    open_connections: Cell<usize>,
-    /// Most connections open at once since memory was last handed back.
-    connections_peak: Cell<usize>,
+    open_connections: HeapCount,
+    /// Connections served by hyper (open and not parked), which holds
+    /// buffers for each.
+    in_hyper: HeapCount,
     all_closed: Notify,
     wsgi: Option<WsgiRuntime>,
     /// The reverse proxy's upstream pools (health, idle connections).
@@ -107,10 +112,11 @@ impl Shared {
             router: Router::new(&config.routes),
             limits,
             access_log: AccessLog::open(&config.log).map_err(ServerError::AccessLog)?,
+            http1: http.clone().http1_only(),
             http,
             shutdown,
-            open_connections: Cell::new(0),
-            connections_peak: Cell::new(0),
+            open_connections: HeapCount::default(),
+            in_hyper: HeapCount::default(),
             all_closed: Notify::new(),
             wsgi,
             proxy: crate::proxy::Proxy::new(config),
@@ -119,32 +125,43 @@ impl Shared {
     }
 }
 
-impl Shared {
-    fn connection_opened(&self) {
-        let open = self.open_connections.get() + 1;
-        self.open_connections.set(open);
-        self.connections_peak
-            .set(self.connections_peak.get().max(open));
+/// A count of things holding heap memory, which hands the freed heap back
+/// to the system once a burst of them has mostly ended: glibc keeps it
+/// otherwise (a worker that once served 10,000 connections would stay at
+/// its peak RSS).
+#[derive(Default)]
+struct HeapCount {
+    now: Cell<usize>,
+    /// The most at once since memory was last handed back.
+    peak: Cell<usize>,
+}
+
+impl HeapCount {
+    /// Bursts smaller than this are not worth a `malloc_trim` (it walks the heap).
+    const TRIM_AFTER_PEAK: usize = 1024;
+
+    fn get(&self) -> usize {
+        self.now.get()
     }
 
-    /// After a burst of connections has mostly closed, hands the freed heap
-    /// back to the system: glibc keeps it otherwise (a worker that once held
-    /// 10,000 connections would stay at its peak RSS).
-    fn connection_closed(&self) {
-        let open = self.open_connections.get() - 1;
-        self.open_connections.set(open);
-        let peak = self.connections_peak.get();
-        if peak >= TRIM_AFTER_PEAK && open <= peak / 4 {
-            self.connections_peak.set(open);
+    fn up(&self) {
+        let now = self.now.get() + 1;
+        self.now.set(now);
+        self.peak.set(self.peak.get().max(now));
+    }
+
+    fn down(&self) {
+        let now = self.now.get() - 1;
+        self.now.set(now);
+        let peak = self.peak.get();
+        if peak >= Self::TRIM_AFTER_PEAK && now <= peak / 4 {
+            self.peak.set(now);
             // SAFETY: malloc_trim only releases free memory of the allocator
             // and is safe to call at any time.
             unsafe { nix::libc::malloc_trim(0) };
         }
     }
 }
-
-/// Bursts smaller than this are not worth a `malloc_trim` (it walks the heap).
-const TRIM_AFTER_PEAK: usize = 1024;
 
 /// Runs a worker on already-bound listeners until SIGTERM/SIGINT (or
 /// `--max-requests`), then drains in-flight requests for at most the
@@ -272,11 +289,11 @@ async fn accept_loop(
             Ok((stream, addr)) => {
                 let shared = shared.clone();
                 let tls = tls.clone();
-                shared.connection_opened();
+                shared.open_connections.up();
                 tokio::task::spawn_local(async move {
                     serve_stream(stream, addr, protocol, tls, shared.clone()).await;
                     drop(permit);
-                    shared.connection_closed();
+                    shared.open_connections.down();
                     shared.all_closed.notify_waiters();
                 });
             }

@@ -125,6 +125,35 @@ pub fn get_h2c(addr: SocketAddr, path: &str) -> Resp {
     })
 }
 
+/// An h2c connection kept open (on the current tokio runtime) after one
+/// GET of `path` answered 200, for tests of idle HTTP/2 connections.
+pub async fn h2c_connection(
+    addr: SocketAddr,
+    path: &str,
+) -> hyper::client::conn::http2::SendRequest<http_body_util::Empty<Bytes>> {
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .expect("h2c handshake");
+    tokio::spawn(conn);
+    h2c_get_ok(&mut send, addr, path).await;
+    send
+}
+
+/// A GET of `path` on an open h2c connection; asserts a 200.
+pub async fn h2c_get_ok(
+    send: &mut hyper::client::conn::http2::SendRequest<http_body_util::Empty<Bytes>>,
+    addr: SocketAddr,
+    path: &str,
+) {
+    let req = Request::get(format!("http://{addr}{path}"))
+        .body(http_body_util::Empty::new())
+        .unwrap();
+    let res = send.send_request(req).await.expect("h2c request");
+    assert_eq!(res.status(), 200, "h2c GET {path}");
+}
+
 /// A GET over TLS trusting `ca` (PEM), offering `alpn`; returns the
 /// response and the protocol the server chose. Speaks h2 when it was chosen.
 pub fn get_tls(addr: SocketAddr, ca: &Path, alpn: &[&[u8]], path: &str) -> (Resp, Option<Vec<u8>>) {
