@@ -14,6 +14,7 @@
 //! 5. a plain HTTP/1 connection idle for a while leaves hyper and waits
 //!    parked, without hyper's buffers, for its next request (`super::park`).
 
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::RawFd;
 use std::pin::{pin, Pin};
@@ -380,7 +381,7 @@ where
         // The bytes are waiting: hyper reads them at once.
         state.unparked(limits.header_timeout);
         shared.in_hyper.up();
-        let ended = Box::pin(serve_with_hyper(socket, http, &ctx, &parked, can_park)).await;
+        let ended = with_hyper(socket, http, &ctx, &parked, can_park).await;
         shared.in_hyper.down();
         let taken = parked.lock().unwrap_or_else(|e| e.into_inner()).take();
         match (ended, taken) {
@@ -395,6 +396,21 @@ enum Ended {
     /// The socket is parked, the connection open.
     Parked,
     Closed,
+}
+
+/// `serve_with_hyper`'s future, boxed by a plain function: an async fn
+/// would keep room for it in its own state, parked connections included.
+fn with_hyper<'a, S>(
+    socket: S,
+    http: &'a auto::Builder<LocalExec>,
+    ctx: &'a Rc<RequestContext>,
+    parked: &'a Arc<Mutex<Option<S>>>,
+    can_park: bool,
+) -> Pin<Box<impl Future<Output = Ended> + 'a>>
+where
+    S: AsyncRead + AsyncWrite + SendfileSocket + Unpin + Send + 'static,
+{
+    Box::pin(serve_with_hyper(socket, http, ctx, parked, can_park))
 }
 
 /// Serves requests with hyper until the connection closes or parks.
