@@ -83,12 +83,10 @@ fn a_parked_connection_is_closed_at_the_keepalive_timeout() {
     );
 }
 
-/// An app's single 8 MiB body chunk: the response has ended for the app
-/// (the connection counts as idle) while megabytes wait in hyper for a
-/// client that does not read. Parking then would lose them.
-#[test]
-fn a_slow_reader_gets_its_whole_response_across_the_park_delay() {
-    let t = TestDir::new();
+/// An app answering 8 MiB in one body chunk: its response ends for the
+/// app (the connection counts as idle) while megabytes still wait in hyper
+/// for a client that does not read.
+fn one_chunk_app(t: &TestDir) {
     t.write(
         "onechunk.py",
         "BODY = bytes(range(256)) * 32768\n\n\
@@ -96,6 +94,13 @@ fn a_slow_reader_gets_its_whole_response_across_the_park_delay() {
          start_response('200 OK', [('Content-Length', str(len(BODY)))])\n    \
          return [BODY]\n",
     );
+}
+
+/// Parking while hyper still holds bytes for the client would lose them.
+#[test]
+fn a_slow_reader_gets_its_whole_response_across_the_park_delay() {
+    let t = TestDir::new();
+    one_chunk_app(&t);
     let s = t.serve(&["onechunk:app", "--keepalive-timeout", "30"]);
     let mut c = connect(s.addr);
     c.write_all(&get_request("/", &[])).unwrap();
@@ -165,4 +170,32 @@ fn an_idle_http2_connection_keeps_working_past_the_park_delay() {
         tokio::time::sleep(PARKED).await;
         h2c_get_ok(&mut send, s.addr, "/hello.txt").await;
     });
+}
+
+/// Not parked, not served forever either: a client that stops reading is
+/// closed at the keep-alive deadline, as before parking existed.
+#[test]
+fn a_client_that_never_reads_is_closed_at_the_keepalive_timeout() {
+    let t = TestDir::new();
+    one_chunk_app(&t);
+    let s = t.serve(&[
+        "onechunk:app",
+        "--keepalive-timeout",
+        "2",
+        "--header-timeout",
+        "1",
+    ]);
+    let mut c = connect(s.addr);
+    c.write_all(&get_request("/", &[])).unwrap();
+    std::thread::sleep(Duration::from_secs(6));
+    let ex = read_responses(&mut c, 1, Duration::from_secs(5));
+    assert!(
+        ex.closed,
+        "connection still open 6 s after a 2 s keep-alive timeout"
+    );
+    assert!(
+        ex.bytes.len() < 8 << 20,
+        "the whole body arrived ({} bytes): the client was not stalled",
+        ex.bytes.len()
+    );
 }

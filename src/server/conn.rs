@@ -166,13 +166,14 @@ async fn watchdog(state: &ConnState, header_timeout: Duration, can_park: bool) -
     if can_park {
         step = step.min(PARK_AFTER);
     }
+    // Not HTTP/2, and nothing left to write for a slow reader (that one is
+    // closed at the keep-alive deadline as before).
+    let parkable = || can_park && !state.http2.get() && !state.write_blocked.load(Relaxed);
     loop {
         let phase = state.phase.get();
         let now = Instant::now();
         let (deadline, expiry) = match phase {
-            Phase::Idle { since, limit }
-                if can_park && PARK_AFTER < limit && !state.http2.get() =>
-            {
+            Phase::Idle { since, limit } if PARK_AFTER < limit && parkable() => {
                 (since + PARK_AFTER, Some(Expiry::Park))
             }
             Phase::Idle { since, limit } => (since + limit, Some(Expiry::Idle)),
@@ -181,20 +182,10 @@ async fn watchdog(state: &ConnState, header_timeout: Duration, can_park: bool) -
         };
         tokio::time::sleep_until(deadline.min(now + step)).await;
         let Some(expiry) = expiry else { continue };
-        if state.phase.get() != phase || Instant::now() < deadline {
-            continue;
-        }
-        if !matches!(expiry, Expiry::Park) {
+        let due = state.phase.get() == phase && Instant::now() >= deadline;
+        if due && (!matches!(expiry, Expiry::Park) || parkable()) {
             return expiry;
         }
-        if state.http2.get() {
-            continue;
-        }
-        if !state.write_blocked.load(Relaxed) {
-            return expiry;
-        }
-        // hyper still has bytes for a slow reader; look again later.
-        tokio::time::sleep(step).await;
     }
 }
 
