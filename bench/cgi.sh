@@ -93,16 +93,8 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-free_port() {
-    local port
-    for _ in $(seq 200); do
-        port=$((20000 + RANDOM % 40000))
-        ss -Htln "sport = :$port" 2>/dev/null | grep -q . || { echo "$port"; return 0; }
-    done
-    die "no free port"
-}
-
-wait_up() { # NAME URL LOG
+# Unlike lib.sh's wait_up, checks the body: the CGI scripts must run.
+wait_hello() { # NAME URL LOG
     for _ in $(seq 100); do
         [[ $(curl -s --max-time 2 "$2" || true) == "Hello, world" ]] && return 0
         sleep 0.1
@@ -174,12 +166,12 @@ if [[ $WSGI == 1 ]]; then
         --access-log off >"$TMP/wsgi.log" 2>&1 &
     PIDS+=($!)
     W_URL=http://127.0.0.1:$W_PORT/
-    wait_up portico-wsgi "$W_URL" "$TMP/wsgi.log"
+    wait_hello portico-wsgi "$W_URL" "$TMP/wsgi.log"
 fi
 
 for c in $CASES; do
-    wait_up portico "$P_URL/hello.$c" "$TMP/portico.log"
-    wait_up nginx+fcgiwrap "$N_URL/hello.$c" "$TMP/nginx/error.log"
+    wait_hello portico "$P_URL/hello.$c" "$TMP/portico.log"
+    wait_hello nginx+fcgiwrap "$N_URL/hello.$c" "$TMP/nginx/error.log"
 done
 
 # ---------------------------------------------------------------- runs
@@ -204,7 +196,6 @@ run() { # NAME URL ROUND
     printf '  round %d  %-18s %10s req/s   p99 %8s ms  %s\n' "$3" "$1" "$rps" "$p99" "$errors"
 }
 
-median() { tr ' ' '\n' <<<"$1" | grep . | sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
 
 echo "wrk -t1 -c$CONNECTIONS -d${DURATION}s, $ROUNDS rounds, $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg)"
 for c in $CASES; do
@@ -224,13 +215,13 @@ echo
 echo "medians"
 for c in $CASES; do
     for name in "portico-$c" "nginx-fcgiwrap-$c"; do
-        printf '  %-18s %10s req/s   p99 %8s ms\n' "$name" "$(median "${RPS[$name]}")" "$(median "${P99[$name]}")"
+        printf '  %-18s %10s req/s   p99 %8s ms\n' "$name" "$(median ${RPS[$name]})" "$(median ${P99[$name]})"
     done
-    awk -v p="$(median "${RPS[portico-$c]}")" -v n="$(median "${RPS[nginx-fcgiwrap-$c]}")" -v c="$c" \
+    awk -v p="$(median ${RPS[portico-$c]})" -v n="$(median ${RPS[nginx-fcgiwrap-$c]})" -v c="$c" \
         'BEGIN { printf "  ratio portico / nginx+fcgiwrap (%s): %.2f\n", c, p / n }'
 done
 if [[ $WSGI == 1 ]]; then
-    printf '  %-18s %10s req/s   p99 %8s ms\n' portico-wsgi "$(median "${RPS[portico-wsgi]}")" "$(median "${P99[portico-wsgi]}")"
-    awk -v w="$(median "${RPS[portico-wsgi]}")" -v p="$(median "${RPS[portico-py]}")" \
+    printf '  %-18s %10s req/s   p99 %8s ms\n' portico-wsgi "$(median ${RPS[portico-wsgi]})" "$(median ${P99[portico-wsgi]})"
+    awk -v w="$(median ${RPS[portico-wsgi]})" -v p="$(median ${RPS[portico-py]})" \
         'BEGIN { printf "  ratio portico WSGI / portico CGI (py): %.1f\n", w / p }'
 fi

@@ -157,41 +157,12 @@ start_server() { # SERVER CASE
         # static.sh's settings, plus TLS and h2. keepalive_requests also caps
         # the requests of an h2 connection in nginx 1.19.7+: set high, so
         # nginx does not close h2load's connections mid-run.
-        cat >"$TMP/nginx/nginx.conf" <<EOF
-worker_processes $WORKERS;
-daemon off;
-master_process on;
-error_log $TMP/nginx/error.log warn;
-pid $TMP/nginx/nginx.pid;
-events { worker_connections 4096; }
-http {
-    types { text/plain txt; }
-    default_type application/octet-stream;
-    sendfile on;
-    tcp_nopush on;
-    open_file_cache max=1000;
-    access_log off;
-    keepalive_requests 100000000;
-    client_body_temp_path $TMP/nginx/client_body;
-    proxy_temp_path $TMP/nginx/proxy;
-    fastcgi_temp_path $TMP/nginx/fastcgi;
-    uwsgi_temp_path $TMP/nginx/uwsgi;
-    scgi_temp_path $TMP/nginx/scgi;
-    server {
-        listen 127.0.0.1:$port ssl http2;
         # nginx 1.22's default leaves TLS 1.3 out; portico and granian
         # negotiate 1.3, so nginx gets it too.
-        ssl_protocols TLSv1.2 TLSv1.3;
-        ssl_certificate $TMP/cert.pem;
-        ssl_certificate_key $TMP/key.pem;
-        root $DOCROOT;
-    }
-}
-EOF
-        "$NGINX" -t -q -p "$TMP/nginx" -e "$TMP/nginx/error.log" -c "$TMP/nginx/nginx.conf" ||
-            die "nginx rejected the generated config ($TMP/nginx/nginx.conf)"
-        setsid "${TASKSET_SRV[@]}" "$NGINX" -p "$TMP/nginx" -e "$TMP/nginx/error.log" \
-            -c "$TMP/nginx/nginx.conf" >"$logf" 2>&1 &
+        nginx_static_conf "$WORKERS" 4096 "127.0.0.1:$port ssl http2" "" \
+            "keepalive_requests 100000000;" \
+            "ssl_protocols TLSv1.2 TLSv1.3; ssl_certificate $TMP/cert.pem; ssl_certificate_key $TMP/key.pem;"
+        start_nginx "$logf" "${TASKSET_SRV[@]}"
         logf=$TMP/nginx/error.log
         ;;
     granian.wsgi)
@@ -276,7 +247,7 @@ for c in "${CASE_LIST[@]}"; do
             [[ $proto == h2 ]] || die "$s ($c): h2load negotiated '$proto', not h2"
             p99=$(p99_of_log "$out.log")
             rm -f "$out.log"
-            cpu=$(awk -v d=$((t1 - t0)) -v hz="$CLK_TCK" -v n="$ok" 'BEGIN { printf "%.2f", (n > 0 ? d * 1e6 / hz / n : 0) }')
+            cpu=$(cpu_us_per_request $((t1 - t0)) "$ok")
             (( fail == 0 )) || WARNINGS+=("$s $c round $r: $fail failed/errored/timed-out requests")
             (( bad == 0 )) || WARNINGS+=("$s $c round $r: $bad non-2xx responses")
             RPS[$s.$c]+="$rps " P99[$s.$c]+="$p99 " MEAN[$s.$c]+="$mean " CPU[$s.$c]+="$cpu "

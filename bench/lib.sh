@@ -80,6 +80,52 @@ need_nginx() {
     [[ -x $NGINX ]] || die "nginx still not found after installing"
 }
 
+# Writes $TMP/nginx/nginx.conf for serving DOCROOT as static files, set up
+# as nginx is deployed for speed (sendfile, tcp_nopush, open_file_cache, no
+# access log). MAIN and HTTP are extra directives for those contexts, LISTEN
+# the listen line's arguments, SERVER extra lines of the server block.
+nginx_static_conf() { # WORKERS CONNECTIONS LISTEN MAIN HTTP SERVER
+    mkdir -p "$TMP/nginx"
+    cat >"$TMP/nginx/nginx.conf" <<EOF
+worker_processes $1;
+$4
+daemon off;
+master_process on;
+error_log $TMP/nginx/error.log warn;
+pid $TMP/nginx/nginx.pid;
+events { worker_connections $2; }
+http {
+    types { text/plain txt; application/octet-stream bin; }
+    default_type application/octet-stream;
+    sendfile on;
+    tcp_nopush on;
+    open_file_cache max=1000;
+    access_log off;
+    $5
+    client_body_temp_path $TMP/nginx/client_body;
+    proxy_temp_path $TMP/nginx/proxy;
+    fastcgi_temp_path $TMP/nginx/fastcgi;
+    uwsgi_temp_path $TMP/nginx/uwsgi;
+    scgi_temp_path $TMP/nginx/scgi;
+    server {
+        listen $3;
+        root $DOCROOT;
+        $6
+    }
+}
+EOF
+}
+
+# Checks $TMP/nginx/nginx.conf, then starts nginx on it in its own session
+# (stdout and stderr to LOG), with an optional command prefix (taskset ...).
+# The caller takes the pid from $!.
+start_nginx() { # LOG [PREFIX...]
+    local logf=$1; shift
+    "$NGINX" -t -q -p "$TMP/nginx" -e "$TMP/nginx/error.log" -c "$TMP/nginx/nginx.conf" ||
+        die "nginx rejected the generated config ($TMP/nginx/nginx.conf)"
+    setsid "$@" "$NGINX" -p "$TMP/nginx" -e "$TMP/nginx/error.log" -c "$TMP/nginx/nginx.conf" >"$logf" 2>&1 &
+}
+
 # Median of the numbers given as arguments.
 median() { printf '%s\n' "$@" | sort -g | awk '{ a[NR] = $1 } END {
     if (NR % 2) print a[(NR + 1) / 2]; else printf "%.3f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
@@ -97,6 +143,33 @@ session_ticks() { # SID
         t=$((t + f[11] + f[12]))
     done
     echo "$t"
+}
+
+# CPU µs per request from clock ticks spent over N requests ("0" for none).
+cpu_us_per_request() { # TICKS REQUESTS
+    awk -v d="$1" -v hz="$CLK_TCK" -v n="$2" 'BEGIN { printf "%.2f", (n > 0 ? d * 1e6 / hz / n : 0) }'
+}
+
+# wrk --latency output -> plain numbers: requests/s, transfer in MB/s (MiB,
+# as wrk prints), p99 latency in ms, non-2xx/3xx responses, socket errors
+# (connect, write, timeout), read errors, requests.
+parse_wrk() { # FILE -> "rps mbps p99ms non2xx errors readerrors requests"
+    awk '
+        function mb(v,   n, u) { n = v + 0; u = v; sub(/^[0-9.]+/, "", u)
+            if (u == "B") return n / 1048576; if (u == "KB") return n / 1024
+            if (u == "MB") return n; if (u == "GB") return n * 1024; return -1 }
+        function ms(v,   n, u) { n = v + 0; u = v; sub(/^[0-9.]+/, "", u)
+            if (u == "us") return n / 1000; if (u == "ms") return n
+            if (u == "s") return n * 1000; if (u == "m") return n * 60000; return -1 }
+        /^Requests\/sec:/            { rps = $2 }
+        / requests in /              { n = $1 }
+        /^Transfer\/sec:/            { tr = mb($2) }
+        $1 == "99%"                  { p99 = ms($2) }
+        /Non-2xx or 3xx responses:/  { bad = $NF }
+        /Socket errors:/             { gsub(/,/, ""); err = $4 + $8 + $10; rerr = $6 }
+        END { if (rps == "") exit 1
+              printf "%s %.2f %.3f %d %d %d %d\n", rps, tr, p99, bad + 0, err + 0, rerr + 0, n + 0 }
+    ' "$1"
 }
 
 # Machine-readable results: when SUMMARY names a file, each script appends

@@ -183,37 +183,9 @@ start_server() { # SERVER CASE
     nginx.static)
         local conns=$((CONNS + 100))
         ((conns >= 1024)) || conns=1024
-        cat >"$TMP/nginx/nginx.conf" <<EOF
-worker_processes 1;
-worker_rlimit_nofile $NOFILE;
-daemon off;
-master_process on;
-error_log $TMP/nginx/error.log warn;
-pid $TMP/nginx/nginx.pid;
-events { worker_connections $conns; }
-http {
-    types { text/plain txt; }
-    default_type application/octet-stream;
-    sendfile on;
-    tcp_nopush on;
-    open_file_cache max=1000;
-    access_log off;
-    keepalive_timeout 600s;
-    keepalive_requests 100000;
-    client_body_temp_path $TMP/nginx/client_body;
-    proxy_temp_path $TMP/nginx/proxy;
-    fastcgi_temp_path $TMP/nginx/fastcgi;
-    uwsgi_temp_path $TMP/nginx/uwsgi;
-    scgi_temp_path $TMP/nginx/scgi;
-    server {
-        listen 127.0.0.1:$port;
-        root $DOCROOT;
-    }
-}
-EOF
-        "$NGINX" -t -q -p "$TMP/nginx" -e "$TMP/nginx/error.log" -c "$TMP/nginx/nginx.conf" ||
-            die "nginx rejected the generated config ($TMP/nginx/nginx.conf)"
-        setsid "$NGINX" -p "$TMP/nginx" -e "$TMP/nginx/error.log" -c "$TMP/nginx/nginx.conf" >"$logf" 2>&1 &
+        nginx_static_conf 1 "$conns" "127.0.0.1:$port" "worker_rlimit_nofile $NOFILE;" \
+            "keepalive_timeout 600s; keepalive_requests 100000;" ""
+        start_nginx "$logf"
         ;;
     *) die "no $s server for case $c" ;;
     esac

@@ -125,36 +125,8 @@ wait_up portico "$PORTICO_PID" "http://127.0.0.1:$P_PORT/" "$TMP/portico.log"
 
 N_PORT=$(free_port)
 while [[ $N_PORT == "$P_PORT" ]]; do N_PORT=$(free_port); done
-cat >"$TMP/nginx/nginx.conf" <<EOF
-worker_processes $WORKERS;
-daemon off;
-master_process on;
-error_log $TMP/nginx/error.log warn;
-pid $TMP/nginx/nginx.pid;
-events { worker_connections 4096; }
-http {
-    types { text/plain txt; application/octet-stream bin; }
-    default_type application/octet-stream;
-    sendfile on;
-    tcp_nopush on;
-    open_file_cache max=1000;
-    access_log off;
-    keepalive_requests 100000;
-    client_body_temp_path $TMP/nginx/client_body;
-    proxy_temp_path $TMP/nginx/proxy;
-    fastcgi_temp_path $TMP/nginx/fastcgi;
-    uwsgi_temp_path $TMP/nginx/uwsgi;
-    scgi_temp_path $TMP/nginx/scgi;
-    server {
-        listen 127.0.0.1:$N_PORT;
-        root $DOCROOT;
-    }
-}
-EOF
-"$NGINX" -t -q -p "$TMP/nginx" -e "$TMP/nginx/error.log" -c "$TMP/nginx/nginx.conf" ||
-    die "nginx rejected the generated config ($TMP/nginx/nginx.conf)"
-setsid "${TASKSET_SRV[@]}" "$NGINX" -p "$TMP/nginx" -e "$TMP/nginx/error.log" \
-    -c "$TMP/nginx/nginx.conf" >"$TMP/nginx/stdout.log" 2>&1 &
+nginx_static_conf "$WORKERS" 4096 "127.0.0.1:$N_PORT" "" "keepalive_requests 100000;" ""
+start_nginx "$TMP/nginx/stdout.log" "${TASKSET_SRV[@]}"
 NGINX_PID=$!
 wait_up nginx "$NGINX_PID" "http://127.0.0.1:$N_PORT/" "$TMP/nginx/error.log"
 
@@ -175,46 +147,10 @@ done
 rm -f "$TMP"/check.*
 
 # ---------------------------------------------------------------- measuring
-# wrk units -> plain numbers: requests/s as is, transfer in MB/s (MiB, as wrk
-# prints), latency in ms.
-parse_wrk() { # FILE -> "rps mbps p99ms non2xx errors requests"
-    awk '
-        function mb(v,   n, u) { n = v + 0; u = v; sub(/^[0-9.]+/, "", u)
-            if (u == "B") return n / 1048576; if (u == "KB") return n / 1024
-            if (u == "MB") return n; if (u == "GB") return n * 1024; return -1 }
-        function ms(v,   n, u) { n = v + 0; u = v; sub(/^[0-9.]+/, "", u)
-            if (u == "us") return n / 1000; if (u == "ms") return n
-            if (u == "s") return n * 1000; if (u == "m") return n * 60000; return -1 }
-        /^Requests\/sec:/            { rps = $2 }
-        / requests in /              { n = $1 }
-        /^Transfer\/sec:/            { tr = mb($2) }
-        $1 == "99%"                  { p99 = ms($2) }
-        /Non-2xx or 3xx responses:/  { bad = $NF }
-        /Socket errors:/             { gsub(/,/, ""); err = $4 + $6 + $8 + $10 }
-        END { if (rps == "") exit 1
-              printf "%s %.2f %.3f %d %d %d\n", rps, tr, p99, bad + 0, err + 0, n + 0 }
-    ' "$1"
-}
-
-median() { printf '%s\n' "$@" | sort -g | awk '{ a[NR] = $1 } END {
-    if (NR % 2) print a[(NR + 1) / 2]; else printf "%.3f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
-
-# CPU time (clock ticks, user + system) of every process of a server's
-# session: the master and its workers. Divided by the requests wrk counted, it
-# gives the server's CPU cost per request, a figure much less sensitive than
-# req/s to other load on a shared machine.
+# CPU time of every process of a server's session (the master and its
+# workers), divided by the requests wrk counted: the server's CPU cost per
+# request, much less sensitive than req/s to other load on a shared machine.
 declare -A SID=([portico]="$PORTICO_PID" [nginx]="$NGINX_PID")
-CLK_TCK=$(getconf CLK_TCK)
-cpu_ticks() { # SERVER
-    local p t=0 stat
-    for p in $(pgrep -s "${SID[$1]}"); do
-        stat=$(cat "/proc/$p/stat" 2>/dev/null) || continue
-        stat=${stat##*) }    # fields after "(comm) "; utime, stime are 12, 13
-        read -r -a f <<<"$stat"
-        t=$((t + f[11] + f[12]))
-    done
-    echo "$t"
-}
 
 run_wrk() { # SERVER FILE SECONDS OUT
     "${TASKSET_WRK[@]}" wrk -t1 -c"$CONNECTIONS" -d"$3"s --timeout "$TIMEOUT"s --latency "${URL[$1]}/$2" >"$4" 2>&1 ||
@@ -231,11 +167,12 @@ for r in $(seq "$ROUNDS"); do
         for s in "${order[@]}"; do
             if (( r == 1 && WARMUP > 0 )); then run_wrk "$s" "$f" "$WARMUP" "$TMP/warmup.out"; fi
             out=$TMP/wrk.$s.$f.$r
-            t0=$(cpu_ticks "$s")
+            t0=$(session_ticks "${SID[$s]}")
             run_wrk "$s" "$f" "$DURATION" "$out"
-            t1=$(cpu_ticks "$s")
-            read -r rps mbs p99 bad err n < <(parse_wrk "$out") || { cat "$out" >&2; die "cannot parse wrk output"; }
-            cpu=$(awk -v d=$((t1 - t0)) -v hz="$CLK_TCK" -v n="$n" 'BEGIN { printf "%.2f", (n > 0 ? d * 1e6 / hz / n : 0) }')
+            t1=$(session_ticks "${SID[$s]}")
+            read -r rps mbs p99 bad err rerr n < <(parse_wrk "$out") || { cat "$out" >&2; die "cannot parse wrk output"; }
+            cpu=$(cpu_us_per_request $((t1 - t0)) "$n")
+            err=$((err + rerr))
             (( bad == 0 )) || WARNINGS+=("$s /$f round $r: $bad non-2xx/3xx responses")
             (( err == 0 )) || WARNINGS+=("$s /$f round $r: $err socket errors")
             RPS[$s.$f]+="$rps " MBS[$s.$f]+="$mbs " P99[$s.$f]+="$p99 " CPU[$s.$f]+="$cpu "

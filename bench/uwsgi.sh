@@ -168,27 +168,26 @@ for round in $(seq "$ROUNDS"); do
         rps=$(awk '/^Requests\/sec/ {print $2}' "$TMP/wrk.txt")
         n=$(awk '/ requests in / {print $1}' "$TMP/wrk.txt")
         grep -q 'Socket errors\|Non-2xx' "$TMP/wrk.txt" && log "$s: $(grep 'Socket errors\|Non-2xx' "$TMP/wrk.txt" | tr -s ' ')"
-        cpu=$(awk -v d=$((t1 - t0)) -v hz="$CLK_TCK" -v n="$n" 'BEGIN { printf "%.1f", (n > 0 ? d * 1e6 / hz / n : 0) }')
+        cpu=$(cpu_us_per_request $((t1 - t0)) "$n")
         RPS[$s]+="$rps " CPU[$s]+="$cpu "
         P99[$s]+="$(awk '$1 == "99%" {print $2}' "$TMP/wrk.txt") "
         log "round $round $s: $rps req/s, CPU $cpu us/req (all processes of the setup)"
     done
 done
 
-median() { tr ' ' '\n' | awk 'NF' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-base=$(echo "${RPS[nginx-portico]:-}" | median)
+med() { if [[ -n ${1:-} ]]; then median $1; fi; }
+base=$(med "${RPS[nginx-portico]:-}")
 printf '%-15s %12s %8s %12s  %s\n' setup "req/s" ratio "CPU us/req" "p99 per round"
 for s in "${LIST[@]}"; do
     [[ -n ${RPS[$s]:-} ]] || { printf '%-15s %12s\n' "$s" "(skipped)"; continue; }
-    r=$(echo "${RPS[$s]}" | median)
-    u=$(echo "${CPU[$s]}" | median)
+    r=$(median ${RPS[$s]})
+    u=$(median ${CPU[$s]})
     p=$(echo "${P99[$s]}" | tr -s ' ' ',' | sed 's/,$//')
     ratio=$([[ -n $base ]] && awk -v a="$r" -v b="$base" 'BEGIN {printf "%.2f", a / b}' || echo -)
     printf '%-15s %12s %8s %12s  %s\n' "$s" "$r" "$ratio" "$u" "$p"
 done
 # Machine-readable rows: portico as the WAS behind nginx vs uWSGI and
 # gunicorn behind the same nginx, and portico's front vs nginx's.
-med() { if [[ -n ${1:-} ]]; then echo "$1" | median; fi; }
 np=$(med "${RPS[nginx-portico]:-}") nu=$(med "${RPS[nginx-uwsgi]:-}")
 ng=$(med "${RPS[nginx-gunicorn]:-}") fp=$(med "${RPS[front-portico]:-}")
 npc=$(med "${CPU[nginx-portico]:-}") nuc=$(med "${CPU[nginx-uwsgi]:-}")

@@ -161,40 +161,7 @@ check_server() { # SERVER CASE
 }
 
 # ---------------------------------------------------------------- measuring
-# wrk units -> plain numbers: requests/s as is, latency in ms.
-parse_wrk() { # FILE -> "rps p99ms non2xx errors readerrors requests"
-    awk '
-        function ms(v,   n, u) { n = v + 0; u = v; sub(/^[0-9.]+/, "", u)
-            if (u == "us") return n / 1000; if (u == "ms") return n
-            if (u == "s") return n * 1000; if (u == "m") return n * 60000; return -1 }
-        /^Requests\/sec:/            { rps = $2 }
-        / requests in /              { n = $1 }
-        $1 == "99%"                  { p99 = ms($2) }
-        /Non-2xx or 3xx responses:/  { bad = $NF }
-        /Socket errors:/             { gsub(/,/, ""); err = $4 + $8 + $10; rerr = $6 }
-        END { if (rps == "") exit 1
-              printf "%s %.3f %d %d %d %d\n", rps, p99, bad + 0, err + 0, rerr + 0, n + 0 }
-    ' "$1"
-}
-
-median() { printf '%s\n' "$@" | sort -g | awk '{ a[NR] = $1 } END {
-    if (NR % 2) print a[(NR + 1) / 2]; else printf "%.3f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
-
-# CPU time (clock ticks, user + system) of every process of a server's
-# session: master and workers. Divided by the requests wrk counted, it gives
-# the server's CPU per request, much less sensitive than req/s to other load
-# on a shared machine.
-CLK_TCK=$(getconf CLK_TCK)
-cpu_ticks() { # SERVER
-    local p t=0 stat f
-    for p in $(pgrep -s "${PID[$1]}"); do
-        stat=$(cat "/proc/$p/stat" 2>/dev/null) || continue
-        stat=${stat##*) }    # fields after "(comm) "; utime, stime are 12, 13
-        read -r -a f <<<"$stat"
-        t=$((t + f[11] + f[12]))
-    done
-    echo "$t"
-}
+# CPU per request: see session_ticks (lib.sh).
 
 # Memory: VmRSS of the worker processes (every process of the session but
 # the one we started, when it has children: portico's master, gunicorn's
@@ -235,11 +202,11 @@ for c in "${CASE_LIST[@]}"; do
         for s in "${order[@]}"; do
             if (( r == 1 && WARMUP > 0 )); then run_wrk "$s" "$c" "$WARMUP" "$TMP/warmup.out"; fi
             out=$TMP/wrk.$s.$c.$r
-            t0=$(cpu_ticks "$s")
+            t0=$(session_ticks "${PID[$s]}")
             run_wrk "$s" "$c" "$DURATION" "$out"
-            t1=$(cpu_ticks "$s")
-            read -r rps p99 bad err rerr n < <(parse_wrk "$out") || { cat "$out" >&2; die "cannot parse wrk output"; }
-            cpu=$(awk -v d=$((t1 - t0)) -v hz="$CLK_TCK" -v n="$n" 'BEGIN { printf "%.2f", (n > 0 ? d * 1e6 / hz / n : 0) }')
+            t1=$(session_ticks "${PID[$s]}")
+            read -r rps _ p99 bad err rerr n < <(parse_wrk "$out") || { cat "$out" >&2; die "cannot parse wrk output"; }
+            cpu=$(cpu_us_per_request $((t1 - t0)) "$n")
             (( bad == 0 )) || WARNINGS+=("$s $c round $r: $bad non-2xx/3xx responses")
             (( err == 0 )) || WARNINGS+=("$s $c round $r: $err socket errors (connect/write/timeout)")
             # uWSGI's --http-socket closes the connection after every response

@@ -752,24 +752,7 @@ fn upstream_config_errors_name_the_key() {
 #[test]
 fn portico_fronts_portico_over_uwsgi_tcp_and_unix() {
     let t = TestDir::new();
-    crate::util::wsgi::copy_fixtures(&t);
-    let sock = t.join("app.sock");
-    let was = Server::start_in(
-        t.path(),
-        &[
-            "uwsgiapp:application",
-            "-w",
-            "1",
-            "-b",
-            "127.0.0.1:0",
-            "--uwsgi-socket",
-            "127.0.0.1:0",
-            "--uwsgi-socket",
-            &format!("unix:{}", sock.display()),
-        ],
-        3,
-    );
-    let tcp = was.listeners[1].1;
+    let (was, tcp, sock) = crate::uwsgi::backend(&t);
     let dead = dead_port();
     let s = front(
         &t,

@@ -48,7 +48,7 @@ fn wait_port(addr: SocketAddr, what: &str, logs: impl Fn() -> String) {
 
 /// A portico application server: HTTP, uwsgi over TCP, and uwsgi on
 /// `app.sock`, serving the fixture `uwsgiapp`.
-fn backend(t: &TestDir) -> (Server, SocketAddr, PathBuf) {
+pub(crate) fn backend(t: &TestDir) -> (Server, SocketAddr, PathBuf) {
     copy_fixtures(t);
     let sock = t.join("app.sock");
     let unix = format!("unix:{}", sock.display());

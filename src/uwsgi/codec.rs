@@ -156,10 +156,10 @@ pub fn decode_vars(block: &[u8]) -> Result<Vec<Var>, ProtocolError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn vars(list: &[(&str, &str)]) -> Vec<Var> {
+    pub(crate) fn vars(list: &[(&str, &str)]) -> Vec<Var> {
         list.iter()
             .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
             .collect()

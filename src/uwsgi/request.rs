@@ -192,12 +192,7 @@ fn encode_target(bytes: &[u8], set: &'static AsciiSet) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn vars(list: &[(&str, &str)]) -> Vec<Var> {
-        list.iter()
-            .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
-            .collect()
-    }
+    use crate::uwsgi::codec::tests::vars;
 
     fn socket() -> Peer {
         Peer::new(None, None, false, Some(3))
