@@ -142,6 +142,47 @@ fn repeated_headers_are_merged_and_underscored_names_dropped() {
     assert_eq!(env["HTTP_ACCEPT_LANGUAGE"], "en");
 }
 
+/// Values repeated from the previous request are reused as the same Python
+/// strings: a changed value must still reach the next request, and one that
+/// is absent must not linger from the last.
+#[test]
+fn each_request_sees_its_own_values_when_they_change_and_repeat() {
+    let t = TestDir::new();
+    let server = serve_app(&t, "probe:application", &[]);
+    let requests = [
+        ("/environ/a?x=1", "a.example:8080", Some("agent-1")),
+        ("/environ/a?x=1", "a.example:8080", Some("agent-1")),
+        ("/environ/b", "b.example", Some("agent-2")),
+        ("/environ/a?x=1", "a.example:8080", None),
+        ("/environ/caf%C3%A9", "b.example", Some("agent-\u{e9}")),
+    ];
+    for (target, host, agent) in requests {
+        let agent_line = agent.map(|a| format!("User-Agent: {a}\r\n"));
+        let req = format!(
+            "GET {target} HTTP/1.1\r\nHost: {host}\r\n{}\r\n",
+            agent_line.unwrap_or_default()
+        );
+        let (env, _) = environ_of(server.addr, req.as_bytes());
+        let (path, query) = target.split_once('?').unwrap_or((target, ""));
+        let path = path.replace("caf%C3%A9", "caf\u{c3}\u{a9}");
+        assert_eq!(env["PATH_INFO"], path, "{target}");
+        assert_eq!(env["QUERY_STRING"], query, "{target}");
+        assert_eq!(env["REQUEST_URI"], target);
+        assert_eq!(env["HTTP_HOST"], host);
+        let (name, port) = host.split_once(':').unwrap_or((host, "80"));
+        assert_eq!(env["SERVER_NAME"], name);
+        assert_eq!(env["SERVER_PORT"], port);
+        match agent {
+            // Header bytes are UTF-8 here, so each byte is one latin-1 char.
+            Some(a) => assert_eq!(
+                env["HTTP_USER_AGENT"],
+                a.bytes().map(char::from).collect::<String>()
+            ),
+            None => assert!(env.get("HTTP_USER_AGENT").is_none(), "{env}"),
+        }
+    }
+}
+
 #[test]
 fn multithread_is_true_with_two_threads_false_with_one() {
     let t = TestDir::new();

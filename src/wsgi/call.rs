@@ -20,7 +20,8 @@ use http::{HeaderMap, StatusCode};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
 
-use super::environ::{self, HeaderKeys, RequestView};
+use super::env_cache::EnvCache;
+use super::environ::{self, RequestView};
 use super::input::Input;
 use super::interpreter::traceback_text;
 use super::pipe::{BodyPlan, Head};
@@ -31,7 +32,7 @@ use super::Job;
 pub fn run(
     py: Python<'_>,
     base: &Bound<'_, PyDict>,
-    keys: &mut HeaderKeys,
+    cache: &mut EnvCache,
     app: &Bound<'_, PyAny>,
     mut job: Job,
 ) {
@@ -42,7 +43,7 @@ pub fn run(
         job.max_body_size,
         overflowed.clone(),
     );
-    let outcome = call_app(py, base, keys, app, &job, input, &responder);
+    let outcome = call_app(py, base, cache, app, &job, input, &responder);
     if let Err(err) = outcome {
         fail(py, &responder, &err, overflowed.load(Ordering::Relaxed));
     }
@@ -51,7 +52,7 @@ pub fn run(
 fn call_app(
     py: Python<'_>,
     base: &Bound<'_, PyDict>,
-    keys: &mut HeaderKeys,
+    cache: &mut EnvCache,
     app: &Bound<'_, PyAny>,
     job: &Job,
     input: Input,
@@ -66,7 +67,7 @@ fn call_app(
     let environ = environ::build(
         py,
         base,
-        keys,
+        cache,
         &view,
         Bound::new(py, input)?.into_any(),
         Bound::new(py, ErrorStream::new(job.tag.clone()))?.into_any(),

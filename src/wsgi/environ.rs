@@ -14,13 +14,13 @@
 //!    are dropped, since `X-User_Id` would alias `X-User-Id`;
 //! 5. `wsgi.input`, `wsgi.errors`, `wsgi.input_terminated`.
 //!
-//! Keys are interned Python strings; values are latin-1 native strings.
+//! Keys are interned Python strings; values are latin-1 native strings,
+//! reused from the previous request when they are the same ([`EnvCache`]).
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::net::SocketAddr;
 
-use http::header::{self, HeaderMap, HeaderName};
+use http::header::{self, HeaderMap};
 use http::request::Parts;
 use http::{Method, Version};
 use percent_encoding::percent_decode_str;
@@ -28,8 +28,9 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyTuple};
 
+use super::env_cache::{latin1, EnvCache, Fixed};
 use crate::forwarded::ClientView;
-use crate::gateway_env::{env_name, protocol, split_host};
+use crate::gateway_env::{protocol, split_host};
 
 /// The keys that never change within a worker.
 pub fn base(
@@ -90,7 +91,7 @@ pub struct RequestView<'a> {
 pub fn build<'py>(
     py: Python<'py>,
     base: &Bound<'py, PyDict>,
-    keys: &mut HeaderKeys,
+    cache: &mut EnvCache,
     req: &RequestView<'_>,
     input: Bound<'py, PyAny>,
     errors: Bound<'py, PyAny>,
@@ -108,12 +109,14 @@ pub fn build<'py>(
         name => set(intern!(py, "SCRIPT_NAME"), name)?,
     }
     let decoded: Cow<'_, [u8]> = percent_decode_str(path_info).into();
-    env.set_item(intern!(py, "PATH_INFO"), latin1(py, &decoded))?;
+    let path_info = cache.fixed(py, Fixed::PathInfo, &decoded);
+    env.set_item(intern!(py, "PATH_INFO"), path_info)?;
     // The target is bytes on the wire; PEP 3333 wants them as latin-1.
     let query = uri.query().unwrap_or("");
-    env.set_item(intern!(py, "QUERY_STRING"), latin1(py, query.as_bytes()))?;
+    let query = cache.fixed(py, Fixed::QueryString, query.as_bytes());
+    env.set_item(intern!(py, "QUERY_STRING"), query)?;
     let origin_form = uri.path_and_query().map_or(path, |pq| pq.as_str());
-    let request_uri = latin1(py, origin_form.as_bytes());
+    let request_uri = cache.fixed(py, Fixed::RequestUri, origin_form.as_bytes());
     // RAW_URI is the target as sent: absolute-form keeps scheme and authority.
     let raw = match uri.scheme() {
         Some(_) => latin1(py, uri.to_string().as_bytes()),
@@ -127,7 +130,8 @@ pub fn build<'py>(
     )?;
 
     let client = req.client;
-    set(intern!(py, "REMOTE_ADDR"), &client.remote_addr)?;
+    let remote_addr = cache.fixed(py, Fixed::RemoteAddr, client.remote_addr.as_bytes());
+    env.set_item(intern!(py, "REMOTE_ADDR"), remote_addr)?;
     match client.remote_port {
         Some(port) => set(intern!(py, "REMOTE_PORT"), itoa::Buffer::new().format(port))?,
         None => env.del_item(intern!(py, "REMOTE_PORT"))?,
@@ -159,14 +163,19 @@ pub fn build<'py>(
             port = front_port;
         }
     }
-    set(intern!(py, "SERVER_NAME"), &name)?;
-    set(intern!(py, "SERVER_PORT"), port)?;
+    let name = cache.fixed(py, Fixed::ServerName, name.as_bytes());
+    env.set_item(intern!(py, "SERVER_NAME"), name)?;
+    let port = cache.fixed(py, Fixed::ServerPort, port.as_bytes());
+    env.set_item(intern!(py, "SERVER_PORT"), port)?;
     match host {
-        Some(host) => set(intern!(py, "HTTP_HOST"), host)?,
+        Some(host) => {
+            let host = cache.fixed(py, Fixed::HttpHost, host.as_bytes());
+            env.set_item(intern!(py, "HTTP_HOST"), host)?
+        }
         None => env.del_item(intern!(py, "HTTP_HOST"))?,
     }
 
-    add_headers(py, &env, keys, &parts.headers)?;
+    add_headers(py, &env, cache, &parts.headers)?;
     env.set_item(intern!(py, "wsgi.input"), input)?;
     env.set_item(intern!(py, "wsgi.errors"), errors)?;
     Ok(env)
@@ -189,70 +198,47 @@ fn protocol_text(py: Python<'_>, version: Version) -> Bound<'_, PyString> {
     }
 }
 
-/// The environ keys of request headers (`HTTP_ACCEPT`, ...), made once per
-/// Python thread for the first [`HeaderKeys::CAPACITY`] names seen; rarer
-/// names past that are made per request.
-#[derive(Default)]
-pub struct HeaderKeys(HashMap<HeaderName, Py<PyString>>);
-
-impl HeaderKeys {
-    const CAPACITY: usize = 128;
-
-    fn key<'py>(&mut self, py: Python<'py>, name: &HeaderName) -> Bound<'py, PyString> {
-        if let Some(key) = self.0.get(name) {
-            return key.bind(py).clone();
-        }
-        let key = PyString::new(py, &env_name(name.as_str()));
-        if self.0.len() < Self::CAPACITY {
-            self.0.insert(name.clone(), key.clone().unbind());
-        }
-        key
-    }
-}
-
 fn add_headers(
     py: Python<'_>,
     env: &Bound<'_, PyDict>,
-    keys: &mut HeaderKeys,
+    cache: &mut EnvCache,
     headers: &HeaderMap,
 ) -> PyResult<()> {
     for name in headers.keys() {
-        let key: Bound<'_, PyString> = match *name {
-            header::CONTENT_TYPE => intern!(py, "CONTENT_TYPE").clone(),
-            header::CONTENT_LENGTH => intern!(py, "CONTENT_LENGTH").clone(),
+        let special = match *name {
+            header::CONTENT_TYPE => Some(intern!(py, "CONTENT_TYPE")),
+            header::CONTENT_LENGTH => Some(intern!(py, "CONTENT_LENGTH")),
             // Set above, from the trusted view of the request.
             header::HOST => continue,
             _ if name.as_str().contains('_') => continue,
-            _ => keys.key(py, name),
+            _ => None,
         };
         let mut values = headers.get_all(name).iter();
         let first = values.next().map_or(&[][..], |v| v.as_bytes());
-        match values.next() {
-            None => env.set_item(key, latin1(py, first))?,
+        let mut joined;
+        let value = match values.next() {
+            None => first,
             Some(second) => {
                 let sep: &[u8] = if *name == header::COOKIE {
                     b"; "
                 } else {
                     b", "
                 };
-                let mut joined = first.to_vec();
+                joined = first.to_vec();
                 for v in std::iter::once(second).chain(values) {
                     joined.extend_from_slice(sep);
                     joined.extend_from_slice(v.as_bytes());
                 }
-                env.set_item(key, latin1(py, &joined))?;
+                &joined[..]
             }
+        };
+        let (key, value) = cache.header(py, name, value);
+        match special {
+            Some(key) => env.set_item(key, value)?,
+            None => env.set_item(key, value)?,
         }
     }
     Ok(())
-}
-
-/// Bytes as a latin-1 native string (PEP 3333's rule for environ values).
-pub fn latin1<'py>(py: Python<'py>, bytes: &[u8]) -> Bound<'py, PyString> {
-    match std::str::from_utf8(bytes) {
-        Ok(text) if text.is_ascii() => PyString::new(py, text),
-        _ => PyString::new(py, &bytes.iter().map(|&b| b as char).collect::<String>()),
-    }
 }
 
 /// SERVER_NAME and SERVER_PORT from the Host (or the local address);

@@ -15,12 +15,14 @@
 //! behind this choice.
 
 mod call;
+mod env_cache;
 mod environ;
 mod input;
 pub mod interpreter;
 mod pipe;
 mod pool;
 mod start_response;
+mod str_cache;
 mod streams;
 
 use std::net::SocketAddr;

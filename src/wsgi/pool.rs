@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use super::environ::HeaderKeys;
+use super::env_cache::EnvCache;
 use super::{call, Job, Tag};
 
 /// How many times an idle Python thread yields the CPU before it sleeps,
@@ -163,7 +163,7 @@ fn python_thread(index: usize, shared: &Shared, apps: &[Py<PyAny>], base: &Py<Py
     Python::attach(|py| {
         let base = base.bind(py);
         let apps: Vec<Bound<'_, PyAny>> = apps.iter().map(|a| a.bind(py).clone()).collect();
-        let mut keys = HeaderKeys::default();
+        let mut cache = EnvCache::default();
         loop {
             let job = match shared.try_pop() {
                 Some(job) => job,
@@ -177,7 +177,7 @@ fn python_thread(index: usize, shared: &Shared, apps: &[Py<PyAny>], base: &Py<Py
                 }),
             );
             let app = &apps[job.app];
-            call::run(py, base, &mut keys, app, job);
+            call::run(py, base, &mut cache, app, job);
             shared.set_running(index, None);
             let done = shared.completed.fetch_add(1, Ordering::Relaxed) + 1;
             if shared.recycle_after > 0 && done == shared.recycle_after {

@@ -9,6 +9,7 @@
 //! headers are sent.
 
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
@@ -19,6 +20,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyString, PyTuple};
 
 use super::pipe::{BodyPlan, Disconnected, Head, Pipe};
+use super::str_cache::StrCache;
 use super::Tag;
 
 /// The response of one request as its Python thread builds it.
@@ -320,30 +322,14 @@ fn parse_headers(headers: &Bound<'_, PyAny>) -> PyResult<(HeaderMap, Option<u64>
             .ok_or_else(|| {
                 PyTypeError::new_err("each response header must be a (name, value) tuple")
             })?;
-        let (name_str, value_str) = (pair.get_item(0)?, pair.get_item(1)?);
-        let name_bytes = latin1_bytes(&name_str, "header name")?;
-        let name = HeaderName::from_bytes(&name_bytes).map_err(|_| {
-            PyValueError::new_err(format!(
-                "invalid header name {:?}",
-                String::from_utf8_lossy(&name_bytes)
-            ))
+        let (name, value) = (pair.get_item(0)?, pair.get_item(1)?);
+        let (name, value) = PARSED.with_borrow_mut(|parsed| -> PyResult<_> {
+            let name = parsed.names.get_or_make(&name, || header_name(&name))?;
+            let value = parsed
+                .values
+                .get_or_make(&value, || header_value(&name, &value))?;
+            Ok((name, value))
         })?;
-        if crate::gateway_env::is_hop_by_hop(&name) {
-            return Err(PyValueError::new_err(format!(
-                "hop-by-hop header {name:?} is not allowed in a WSGI response"
-            )));
-        }
-        let value_bytes = latin1_bytes(&value_str, "header value")?;
-        if value_bytes
-            .iter()
-            .any(|&b| b == b'\r' || b == b'\n' || b == 0)
-        {
-            return Err(PyValueError::new_err(format!(
-                "header {name} has CR, LF or NUL in its value"
-            )));
-        }
-        let value = HeaderValue::from_bytes(&value_bytes)
-            .map_err(|_| PyValueError::new_err(format!("invalid value for header {name}")))?;
         if name == CONTENT_LENGTH {
             content_length = Some(
                 value
@@ -356,4 +342,47 @@ fn parse_headers(headers: &Bound<'_, PyAny>) -> PyResult<(HeaderMap, Option<u64>
         map.append(name, value);
     }
     Ok((map, content_length))
+}
+
+struct Parsed {
+    names: StrCache<HeaderName>,
+    values: StrCache<HeaderValue>,
+}
+
+thread_local! {
+    /// Per thread, so a lookup takes no lock.
+    static PARSED: RefCell<Parsed> = RefCell::new(Parsed {
+        names: StrCache::new(),
+        values: StrCache::new(),
+    });
+}
+
+/// A response header name: a token, and not one that belongs to the
+/// connection.
+fn header_name(text: &Bound<'_, PyAny>) -> PyResult<HeaderName> {
+    let bytes = latin1_bytes(text, "header name")?;
+    let name = HeaderName::from_bytes(&bytes).map_err(|_| {
+        PyValueError::new_err(format!(
+            "invalid header name {:?}",
+            String::from_utf8_lossy(&bytes)
+        ))
+    })?;
+    if crate::gateway_env::is_hop_by_hop(&name) {
+        return Err(PyValueError::new_err(format!(
+            "hop-by-hop header {name:?} is not allowed in a WSGI response"
+        )));
+    }
+    Ok(name)
+}
+
+/// A response header value: latin-1 without CR, LF or NUL.
+fn header_value(name: &HeaderName, text: &Bound<'_, PyAny>) -> PyResult<HeaderValue> {
+    let bytes = latin1_bytes(text, "header value")?;
+    if bytes.iter().any(|&b| b == b'\r' || b == b'\n' || b == 0) {
+        return Err(PyValueError::new_err(format!(
+            "header {name} has CR, LF or NUL in its value"
+        )));
+    }
+    HeaderValue::from_bytes(&bytes)
+        .map_err(|_| PyValueError::new_err(format!("invalid value for header {name}")))
 }
