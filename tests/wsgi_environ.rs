@@ -181,6 +181,22 @@ fn each_request_sees_its_own_values_when_they_change_and_repeat() {
             None => assert!(env.get("HTTP_USER_AGENT").is_none(), "{env}"),
         }
     }
+    let (env, _) = environ_of(
+        server.addr,
+        b"POST /environ/a?x=1 HTTP/1.0\r\nCookie: a=1\r\nContent-Length: 0\r\n\r\n",
+    );
+    assert_eq!(env["REQUEST_METHOD"], "POST");
+    assert_eq!(env["SERVER_PROTOCOL"], "HTTP/1.0");
+    assert!(env.get("HTTP_HOST").is_none(), "no Host: {env}");
+    assert_eq!(env["SERVER_NAME"], "127.0.0.1");
+    assert_eq!(env["SERVER_PORT"], server.addr.port().to_string());
+    assert_eq!(env["HTTP_COOKIE"], "a=1");
+    let env = get_environ(server.addr, "/environ/a?x=1", &[]);
+    assert_eq!(env["REQUEST_METHOD"], "GET");
+    assert_eq!(env["SERVER_PROTOCOL"], "HTTP/1.1");
+    assert_eq!(env["HTTP_HOST"], "localhost");
+    assert!(env.get("HTTP_COOKIE").is_none(), "{env}");
+    assert!(env.get("CONTENT_LENGTH").is_none(), "{env}");
 }
 
 #[test]

@@ -18,7 +18,7 @@ use bytes::{Bytes, BytesMut};
 use http::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderMap, StatusCode};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PyTuple};
+use pyo3::types::{PyList, PyTuple};
 
 use super::env_cache::EnvCache;
 use super::environ::{self, RequestView};
@@ -29,13 +29,7 @@ use super::start_response::{self, body_bytes, lock, Responder, SendError, Shared
 use super::streams::{ErrorStream, FileWrapper};
 use super::Job;
 
-pub fn run(
-    py: Python<'_>,
-    base: &Bound<'_, PyDict>,
-    cache: &mut EnvCache,
-    app: &Bound<'_, PyAny>,
-    mut job: Job,
-) {
+pub fn run(py: Python<'_>, cache: &mut EnvCache, app: &Bound<'_, PyAny>, mut job: Job) {
     let responder = Responder::new(job.pipe.clone(), job.tag.clone());
     let overflowed = Arc::new(AtomicBool::new(false));
     let input = Input::new(
@@ -43,7 +37,7 @@ pub fn run(
         job.max_body_size,
         overflowed.clone(),
     );
-    let outcome = call_app(py, base, cache, app, &job, input, &responder);
+    let outcome = call_app(py, cache, app, &job, input, &responder);
     if let Err(err) = outcome {
         fail(py, &responder, &err, overflowed.load(Ordering::Relaxed));
     }
@@ -51,7 +45,6 @@ pub fn run(
 
 fn call_app(
     py: Python<'_>,
-    base: &Bound<'_, PyDict>,
     cache: &mut EnvCache,
     app: &Bound<'_, PyAny>,
     job: &Job,
@@ -66,7 +59,6 @@ fn call_app(
     };
     let environ = environ::build(
         py,
-        base,
         cache,
         &view,
         Bound::new(py, input)?.into_any(),

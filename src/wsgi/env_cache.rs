@@ -1,43 +1,65 @@
-//! The Python strings a Python thread reuses from one environ to the next:
-//! the keys of request headers (`HTTP_ACCEPT`, ...) and, for each key, the
-//! last value it had. Most values repeat from request to request (the Host,
-//! the client address, a browser's Accept and User-Agent, the path of a busy
-//! page), and reusing a `str` costs a byte comparison where making one costs
-//! an allocation, a copy and, at the end of the request, a free. A `str` is
-//! immutable, so environs sharing one cannot see each other.
+//! Per Python thread, what one environ can reuse from the previous one:
 //!
-//! Bounded: keys for the first [`EnvCache::HEADER_NAMES`] header names seen,
-//! values of at most [`LastValue::MAX_LEN`] bytes; past either, strings are
-//! made per request as before.
+//! - a *template* environ holding the last request's values of the keys
+//!   every request has (REQUEST_METHOD, PATH_INFO, HTTP_HOST, ...). A key
+//!   whose value is the same as last time costs a byte comparison: no new
+//!   `str`, no dict update; the request's environ is a copy of the template;
+//! - the keys of request headers (`HTTP_ACCEPT`, ...) and each one's last
+//!   value, since most repeat too (a browser's Accept and User-Agent).
+//!
+//! A `str` is immutable, so environs sharing one cannot see each other, and
+//! an app changing its environ changes its copy only. Bounded: keys for the
+//! first [`EnvCache::HEADER_NAMES`] header names seen, values of at most
+//! [`LastValue::MAX_LEN`] bytes; past either, strings are made per request.
 
 use std::collections::HashMap;
 
 use http::header::HeaderName;
 use pyo3::prelude::*;
-use pyo3::types::PyString;
+use pyo3::types::{PyDict, PyString};
 
 use crate::gateway_env::env_name;
 
-/// The environ keys whose values `build` takes from [`EnvCache::fixed`].
+/// The keys every request sets, held in the template.
 #[derive(Clone, Copy)]
 pub enum Fixed {
+    RequestMethod,
+    ScriptName,
     PathInfo,
     QueryString,
     RequestUri,
+    RawUri,
+    ServerProtocol,
     RemoteAddr,
+    UrlScheme,
     ServerName,
     ServerPort,
+    /// Deleted from the environ (not the template) when there is no Host.
     HttpHost,
 }
 
 impl Fixed {
-    const COUNT: usize = 7;
+    pub const KEYS: [&'static str; 12] = [
+        "REQUEST_METHOD",
+        "SCRIPT_NAME",
+        "PATH_INFO",
+        "QUERY_STRING",
+        "REQUEST_URI",
+        "RAW_URI",
+        "SERVER_PROTOCOL",
+        "REMOTE_ADDR",
+        "wsgi.url_scheme",
+        "SERVER_NAME",
+        "SERVER_PORT",
+        "HTTP_HOST",
+    ];
 }
 
-#[derive(Default)]
 pub struct EnvCache {
+    template: Py<PyDict>,
+    keys: Vec<Py<PyString>>,
+    fixed: Vec<LastValue>,
     headers: HashMap<HeaderName, HeaderSlot>,
-    fixed: [LastValue; Fixed::COUNT],
 }
 
 struct HeaderSlot {
@@ -48,14 +70,35 @@ struct HeaderSlot {
 impl EnvCache {
     const HEADER_NAMES: usize = 128;
 
-    /// The value of a fixed key, reused when it is the same as last time.
-    pub fn fixed<'py>(
-        &mut self,
-        py: Python<'py>,
-        which: Fixed,
-        bytes: &[u8],
-    ) -> Bound<'py, PyString> {
-        self.fixed[which as usize].get(py, bytes)
+    /// `base`: the worker's constant keys (and placeholders for the others).
+    pub fn new(base: &Bound<'_, PyDict>) -> PyResult<Self> {
+        let py = base.py();
+        Ok(EnvCache {
+            template: base.copy()?.unbind(),
+            keys: Fixed::KEYS
+                .iter()
+                .map(|k| PyString::intern(py, k).unbind())
+                .collect(),
+            fixed: Fixed::KEYS.iter().map(|_| LastValue::default()).collect(),
+            headers: HashMap::new(),
+        })
+    }
+
+    /// Makes `bytes` (as latin-1) the template's value of `which`, unless
+    /// it already is.
+    pub fn set(&mut self, py: Python<'_>, which: Fixed, bytes: &[u8]) -> PyResult<()> {
+        let slot = &mut self.fixed[which as usize];
+        if slot.holds(bytes) {
+            return Ok(());
+        }
+        let text = slot.replace(py, bytes);
+        let key = self.keys[which as usize].bind(py);
+        self.template.bind(py).set_item(key, text)
+    }
+
+    /// This request's environ, to be completed with its own keys.
+    pub fn environ<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        self.template.bind(py).copy()
     }
 
     /// The environ key of a header and its value (`bytes` as sent, or the
@@ -96,15 +139,24 @@ impl LastValue {
     /// twice in a row, and would make the cache hold too much.
     const MAX_LEN: usize = 512;
 
+    fn holds(&self, bytes: &[u8]) -> bool {
+        self.text.is_some() && self.bytes == bytes
+    }
+
     fn get<'py>(&mut self, py: Python<'py>, bytes: &[u8]) -> Bound<'py, PyString> {
-        if let Some(text) = &self.text {
-            if self.bytes == bytes {
-                return text.bind(py).clone();
-            }
+        match &self.text {
+            Some(text) if self.bytes == bytes => text.bind(py).clone(),
+            _ => self.replace(py, bytes),
         }
+    }
+
+    /// A new `str` for `bytes`, kept unless too long (then nothing is kept:
+    /// the old one no longer stands for the key's value).
+    fn replace<'py>(&mut self, py: Python<'py>, bytes: &[u8]) -> Bound<'py, PyString> {
         let text = latin1(py, bytes);
+        self.bytes.clear();
+        self.text = None;
         if bytes.len() <= Self::MAX_LEN {
-            self.bytes.clear();
             self.bytes.extend_from_slice(bytes);
             self.text = Some(text.clone().unbind());
         }
@@ -124,19 +176,31 @@ pub fn latin1<'py>(py: Python<'py>, bytes: &[u8]) -> Bound<'py, PyString> {
 mod tests {
     use super::*;
 
+    fn host_of<'py>(env: &Bound<'py, PyDict>) -> Bound<'py, PyAny> {
+        env.get_item("HTTP_HOST").unwrap().unwrap()
+    }
+
     #[test]
-    fn a_repeated_value_is_the_same_object_and_a_new_one_replaces_it() {
+    fn the_template_keeps_a_repeated_value_and_takes_a_changed_or_long_one() {
         Python::initialize();
         Python::attach(|py| {
-            let mut cache = EnvCache::default();
-            let a = cache.fixed(py, Fixed::HttpHost, b"example.com");
-            let b = cache.fixed(py, Fixed::HttpHost, b"example.com");
-            assert!(a.is(&b));
-            let c = cache.fixed(py, Fixed::HttpHost, b"other.example");
-            assert_eq!(c.to_str().unwrap(), "other.example");
-            assert!(!c.is(&a));
-            let d = cache.fixed(py, Fixed::HttpHost, b"other.example");
-            assert!(c.is(&d));
+            let mut cache = EnvCache::new(&PyDict::new(py)).unwrap();
+            cache.set(py, Fixed::HttpHost, b"example.com").unwrap();
+            let first = cache.environ(py).unwrap();
+            cache.set(py, Fixed::HttpHost, b"example.com").unwrap();
+            let second = cache.environ(py).unwrap();
+            assert!(host_of(&first).is(host_of(&second)), "one str, reused");
+            first.set_item("HTTP_HOST", "changed by the app").unwrap();
+            assert_eq!(
+                host_of(&cache.environ(py).unwrap()).to_string(),
+                "example.com"
+            );
+
+            let long = "a".repeat(LastValue::MAX_LEN + 1);
+            for host in ["other.example", &long, &long, "example.com"] {
+                cache.set(py, Fixed::HttpHost, host.as_bytes()).unwrap();
+                assert_eq!(host_of(&cache.environ(py).unwrap()).to_string(), host);
+            }
         });
     }
 
@@ -144,7 +208,7 @@ mod tests {
     fn values_are_latin1_and_long_ones_are_not_kept() {
         Python::initialize();
         Python::attach(|py| {
-            let mut cache = EnvCache::default();
+            let mut cache = EnvCache::new(&PyDict::new(py)).unwrap();
             let name = HeaderName::from_static("x-name");
             let (key, value) = cache.header(py, &name, b"caf\xe9");
             assert_eq!(key.to_str().unwrap(), "HTTP_X_NAME");

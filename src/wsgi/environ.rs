@@ -1,34 +1,35 @@
 //! The WSGI environ (PEP 3333), built per request as a plain dict:
 //!
-//! 1. copy the per-worker base (`wsgi.version`, `wsgi.multithread`, ...,
-//!    `SERVER_SOFTWARE`, and placeholders for the per-request keys), so
-//!    constant keys cost one dict copy and the others no dict growth;
-//! 2. request line: REQUEST_METHOD, SCRIPT_NAME (the route prefix),
-//!    PATH_INFO (percent-decoded once, as latin-1), QUERY_STRING,
-//!    REQUEST_URI and RAW_URI (the target as sent), SERVER_PROTOCOL;
-//! 3. who and where: REMOTE_ADDR/REMOTE_PORT, SERVER_NAME/SERVER_PORT,
-//!    `wsgi.url_scheme` (believing forwarding headers only from trusted peers;
-//!    behind a uwsgi front, the client and server it named);
-//! 4. headers: CONTENT_TYPE and CONTENT_LENGTH, and HTTP_* for the others,
-//!    repeated fields joined with ", " (Cookie with "; "); names with `_`
-//!    are dropped, since `X-User_Id` would alias `X-User-Id`;
-//! 5. `wsgi.input`, `wsgi.errors`, `wsgi.input_terminated`.
+//! 1. the keys every request has go into the Python thread's template
+//!    ([`EnvCache`]: a copy of the per-worker base, which holds
+//!    `wsgi.version`, `wsgi.multithread`, ..., `SERVER_SOFTWARE` and
+//!    placeholders for the others), where only a value that differs from
+//!    the last request's is replaced:
+//!    - request line: REQUEST_METHOD, SCRIPT_NAME (the route prefix),
+//!      PATH_INFO (percent-decoded once, as latin-1), QUERY_STRING,
+//!      REQUEST_URI and RAW_URI (the target as sent), SERVER_PROTOCOL;
+//!    - who and where: REMOTE_ADDR, SERVER_NAME/SERVER_PORT, HTTP_HOST,
+//!      `wsgi.url_scheme` (believing forwarding headers only from trusted
+//!      peers; behind a uwsgi front, the client and server it named);
+//! 2. the environ is a copy of the template (so it never grows), then gets
+//!    the request's own keys: REMOTE_PORT; CONTENT_TYPE and CONTENT_LENGTH,
+//!    and HTTP_* for the other headers, repeated fields joined with ", "
+//!    (Cookie with "; "), names with `_` dropped since `X-User_Id` would
+//!    alias `X-User-Id`; `wsgi.input` and `wsgi.errors`.
 //!
-//! Keys are interned Python strings; values are latin-1 native strings,
-//! reused from the previous request when they are the same ([`EnvCache`]).
+//! Keys are interned Python strings; values are latin-1 native strings.
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
 
 use http::header::{self, HeaderMap};
 use http::request::Parts;
-use http::{Method, Version};
 use percent_encoding::percent_decode_str;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyTuple};
 
-use super::env_cache::{latin1, EnvCache, Fixed};
+use super::env_cache::{EnvCache, Fixed};
 use crate::forwarded::ClientView;
 use crate::gateway_env::{protocol, split_host};
 
@@ -50,34 +51,19 @@ pub fn base(
         intern!(py, "SERVER_SOFTWARE"),
         concat!("portico/", env!("CARGO_PKG_VERSION")),
     )?;
-    // Placeholders for the keys every request sets: the per-request copy
-    // then has their slots and room to spare, so setting them replaces
-    // values instead of growing the dict (twice, for a typical request).
-    for key in PER_REQUEST_KEYS {
+    // Placeholders for the keys every request sets: the template and the
+    // copies made of it then have their slots and room to spare, so setting
+    // them replaces values instead of growing the dict (twice, for a
+    // typical request).
+    for key in Fixed::KEYS.iter().chain(&OWN_KEYS) {
         d.set_item(PyString::intern(py, key), py.None())?;
     }
     Ok(d.unbind())
 }
 
-/// The keys `build` sets on every request, or deletes (the last two, when
-/// the request has no client port or Host).
-const PER_REQUEST_KEYS: [&str; 15] = [
-    "REQUEST_METHOD",
-    "SCRIPT_NAME",
-    "PATH_INFO",
-    "QUERY_STRING",
-    "REQUEST_URI",
-    "RAW_URI",
-    "SERVER_PROTOCOL",
-    "REMOTE_ADDR",
-    "wsgi.url_scheme",
-    "SERVER_NAME",
-    "SERVER_PORT",
-    "wsgi.input",
-    "wsgi.errors",
-    "REMOTE_PORT",
-    "HTTP_HOST",
-];
+/// The keys of every request that stay out of the template: they differ
+/// each time (REMOTE_PORT is deleted when there is no client port).
+const OWN_KEYS: [&str; 3] = ["REMOTE_PORT", "wsgi.input", "wsgi.errors"];
 
 /// Everything about a request the environ is made of, besides the streams.
 pub struct RequestView<'a> {
@@ -90,57 +76,40 @@ pub struct RequestView<'a> {
 
 pub fn build<'py>(
     py: Python<'py>,
-    base: &Bound<'py, PyDict>,
     cache: &mut EnvCache,
     req: &RequestView<'_>,
     input: Bound<'py, PyAny>,
     errors: Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let env = base.copy()?;
     let parts = req.parts;
     let uri = &parts.uri;
     let path = uri.path();
     let path_info = path.get(req.script_name.len()..).unwrap_or("");
-    let set = |k: &Bound<'py, PyString>, v: &str| env.set_item(k, v);
 
-    env.set_item(intern!(py, "REQUEST_METHOD"), method(py, &parts.method))?;
-    match req.script_name {
-        "" => env.set_item(intern!(py, "SCRIPT_NAME"), intern!(py, ""))?,
-        name => set(intern!(py, "SCRIPT_NAME"), name)?,
-    }
+    cache.set(py, Fixed::RequestMethod, parts.method.as_str().as_bytes())?;
+    cache.set(py, Fixed::ScriptName, req.script_name.as_bytes())?;
     let decoded: Cow<'_, [u8]> = percent_decode_str(path_info).into();
-    let path_info = cache.fixed(py, Fixed::PathInfo, &decoded);
-    env.set_item(intern!(py, "PATH_INFO"), path_info)?;
+    cache.set(py, Fixed::PathInfo, &decoded)?;
     // The target is bytes on the wire; PEP 3333 wants them as latin-1.
     let query = uri.query().unwrap_or("");
-    let query = cache.fixed(py, Fixed::QueryString, query.as_bytes());
-    env.set_item(intern!(py, "QUERY_STRING"), query)?;
+    cache.set(py, Fixed::QueryString, query.as_bytes())?;
     let origin_form = uri.path_and_query().map_or(path, |pq| pq.as_str());
-    let request_uri = cache.fixed(py, Fixed::RequestUri, origin_form.as_bytes());
+    cache.set(py, Fixed::RequestUri, origin_form.as_bytes())?;
     // RAW_URI is the target as sent: absolute-form keeps scheme and authority.
-    let raw = match uri.scheme() {
-        Some(_) => latin1(py, uri.to_string().as_bytes()),
-        None => request_uri.clone(),
-    };
-    env.set_item(intern!(py, "REQUEST_URI"), request_uri)?;
-    env.set_item(intern!(py, "RAW_URI"), raw)?;
-    env.set_item(
-        intern!(py, "SERVER_PROTOCOL"),
-        protocol_text(py, parts.version),
+    match uri.scheme() {
+        Some(_) => cache.set(py, Fixed::RawUri, uri.to_string().as_bytes())?,
+        None => cache.set(py, Fixed::RawUri, origin_form.as_bytes())?,
+    }
+    cache.set(
+        py,
+        Fixed::ServerProtocol,
+        protocol(parts.version).as_bytes(),
     )?;
 
     let client = req.client;
-    let remote_addr = cache.fixed(py, Fixed::RemoteAddr, client.remote_addr.as_bytes());
-    env.set_item(intern!(py, "REMOTE_ADDR"), remote_addr)?;
-    match client.remote_port {
-        Some(port) => set(intern!(py, "REMOTE_PORT"), itoa::Buffer::new().format(port))?,
-        None => env.del_item(intern!(py, "REMOTE_PORT"))?,
-    }
-    let scheme = match client.https {
-        true => intern!(py, "https"),
-        false => intern!(py, "http"),
-    };
-    env.set_item(intern!(py, "wsgi.url_scheme"), scheme)?;
+    cache.set(py, Fixed::RemoteAddr, client.remote_addr.as_bytes())?;
+    let scheme = if client.https { "https" } else { "http" };
+    cache.set(py, Fixed::UrlScheme, scheme.as_bytes())?;
 
     let host = client
         .host
@@ -163,39 +132,25 @@ pub fn build<'py>(
             port = front_port;
         }
     }
-    let name = cache.fixed(py, Fixed::ServerName, name.as_bytes());
-    env.set_item(intern!(py, "SERVER_NAME"), name)?;
-    let port = cache.fixed(py, Fixed::ServerPort, port.as_bytes());
-    env.set_item(intern!(py, "SERVER_PORT"), port)?;
-    match host {
-        Some(host) => {
-            let host = cache.fixed(py, Fixed::HttpHost, host.as_bytes());
-            env.set_item(intern!(py, "HTTP_HOST"), host)?
-        }
-        None => env.del_item(intern!(py, "HTTP_HOST"))?,
+    cache.set(py, Fixed::ServerName, name.as_bytes())?;
+    cache.set(py, Fixed::ServerPort, port.as_bytes())?;
+    if let Some(host) = host {
+        cache.set(py, Fixed::HttpHost, host.as_bytes())?;
     }
 
+    // The rest is this request's own.
+    let env = cache.environ(py)?;
+    if host.is_none() {
+        env.del_item(intern!(py, "HTTP_HOST"))?;
+    }
+    match client.remote_port {
+        Some(port) => env.set_item(intern!(py, "REMOTE_PORT"), itoa::Buffer::new().format(port))?,
+        None => env.del_item(intern!(py, "REMOTE_PORT"))?,
+    }
     add_headers(py, &env, cache, &parts.headers)?;
     env.set_item(intern!(py, "wsgi.input"), input)?;
     env.set_item(intern!(py, "wsgi.errors"), errors)?;
     Ok(env)
-}
-
-/// The common methods as interned strings; others as sent.
-fn method<'py>(py: Python<'py>, method: &Method) -> Bound<'py, PyString> {
-    match *method {
-        Method::GET => intern!(py, "GET").clone(),
-        Method::POST => intern!(py, "POST").clone(),
-        Method::HEAD => intern!(py, "HEAD").clone(),
-        _ => PyString::new(py, method.as_str()),
-    }
-}
-
-fn protocol_text(py: Python<'_>, version: Version) -> Bound<'_, PyString> {
-    match version {
-        Version::HTTP_11 => intern!(py, "HTTP/1.1").clone(),
-        other => PyString::new(py, protocol(other)),
-    }
 }
 
 fn add_headers(

@@ -161,9 +161,17 @@ impl Shared {
 
 fn python_thread(index: usize, shared: &Shared, apps: &[Py<PyAny>], base: &Py<PyDict>) {
     Python::attach(|py| {
-        let base = base.bind(py);
         let apps: Vec<Bound<'_, PyAny>> = apps.iter().map(|a| a.bind(py).clone()).collect();
-        let mut cache = EnvCache::default();
+        let mut cache = match EnvCache::new(base.bind(py)) {
+            Ok(cache) => cache,
+            // Only out of memory; the master starts a new worker.
+            Err(e) => {
+                tracing::error!(
+                    "Python thread {index} cannot copy the base environ: {e}; worker exits"
+                );
+                std::process::exit(1);
+            }
+        };
         loop {
             let job = match shared.try_pop() {
                 Some(job) => job,
@@ -177,7 +185,7 @@ fn python_thread(index: usize, shared: &Shared, apps: &[Py<PyAny>], base: &Py<Py
                 }),
             );
             let app = &apps[job.app];
-            call::run(py, base, &mut cache, app, job);
+            call::run(py, &mut cache, app, job);
             shared.set_running(index, None);
             let done = shared.completed.fetch_add(1, Ordering::Relaxed) + 1;
             if shared.recycle_after > 0 && done == shared.recycle_after {
