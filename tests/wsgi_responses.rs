@@ -165,6 +165,26 @@ fn a_one_item_list_gets_a_content_length() {
     assert_eq!(res.text(), "exactly one chunk");
 }
 
+/// The app's Content-Length goes out as the one field hyper frames with: a
+/// canonical one as written, a repeated or padded one rewritten.
+#[test]
+fn a_declared_content_length_is_sent_once_and_canonical() {
+    let t = TestDir::new();
+    let server = responses(&t);
+    for query in ["as=17", "as=17&as=17", "as=%2017", "as=017"] {
+        let ex = raw_get(server.addr, &format!("/declared-length?{query}"));
+        let res = ex.first();
+        let lengths: Vec<_> = res
+            .headers
+            .iter()
+            .filter(|(name, _)| name.eq_ignore_ascii_case("content-length"))
+            .map(|(_, value)| value.as_str())
+            .collect();
+        assert_eq!(lengths, ["17"], "{query}: {:?}", res.headers);
+        assert_eq!(res.text(), "exactly one chunk", "{query}");
+    }
+}
+
 #[test]
 fn close_is_called_on_success_and_on_exception() {
     let t = TestDir::new();

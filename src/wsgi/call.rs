@@ -142,7 +142,14 @@ fn send_whole(py: Python<'_>, responder: &Shared, items: &Bound<'_, PyAny>) -> P
     let Some((_, headers)) = r.pending.as_mut() else {
         return Err(SendError::NotStarted.into());
     };
-    headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+    // The app's own field is kept when it is already the one we would write.
+    let mut digits = itoa::Buffer::new();
+    let length = digits.format(body.len());
+    let mut fields = headers.get_all(CONTENT_LENGTH).iter();
+    let canonical = matches!((fields.next(), fields.next()), (Some(v), None) if v == length);
+    if !canonical {
+        headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+    }
     r.written = body.len() as u64;
     r.send_head(BodyPlan::Full(body))
         .or_else(ignore_disconnect)?;
