@@ -19,7 +19,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::os::fd::RawFd;
 use std::pin::{pin, Pin};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -27,7 +27,8 @@ use std::time::Duration;
 use hyper_util::rt::TokioIo;
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::time::Instant;
+use tokio::sync::watch;
+use tokio::time::{Instant, Sleep};
 
 use super::park::{self, Park, Waiting, PARK_AFTER};
 use super::service::{self, RequestContext};
@@ -46,35 +47,82 @@ enum Phase {
     Busy,
 }
 
-/// A `Cell` that is `Sync`. hyper wants the socket `Send` when upgrades are
-/// on (an upgraded socket is a `Box<dyn Send>`), so the state the socket
-/// wrapper shares must be too; it is only ever touched on the worker's
-/// thread, so the lock is never contended.
-struct SyncCell<T>(Mutex<T>);
+/// A `Phase` in one atomic word: the kind in the top two bits, the start in
+/// the others as nanoseconds after `epoch` (146 years). hyper wants the
+/// socket `Send` when upgrades are on (an upgraded socket is a
+/// `Box<dyn Send>`), so the state the socket wrapper shares must be `Sync`;
+/// it is only ever touched on the worker's thread, so relaxed loads and
+/// stores are enough, where a lock would cost every request a few.
+struct PhaseCell {
+    word: AtomicU64,
+    epoch: Instant,
+    /// The limit of an idle phase before the first request (or after a
+    /// park), and between requests.
+    header_timeout: Duration,
+    keepalive_timeout: Duration,
+}
 
-impl<T: Copy> SyncCell<T> {
-    fn new(value: T) -> Self {
-        SyncCell(Mutex::new(value))
+impl PhaseCell {
+    const KIND_SHIFT: u32 = 62;
+    const SINCE_MASK: u64 = (1 << Self::KIND_SHIFT) - 1;
+    const BUSY: u64 = 0;
+    const HEAD: u64 = 1;
+    const IDLE_NEW: u64 = 2;
+    const IDLE_KEPT: u64 = 3;
+
+    fn new(header_timeout: Duration, keepalive_timeout: Duration) -> Self {
+        let cell = PhaseCell {
+            word: AtomicU64::new(0),
+            epoch: Instant::now(),
+            header_timeout,
+            keepalive_timeout,
+        };
+        cell.set(Self::IDLE_NEW);
+        cell
     }
 
-    fn get(&self) -> T {
-        *self.0.lock().unwrap_or_else(|e| e.into_inner())
+    /// Enters the phase of kind `kind`, starting now (busy has no start).
+    fn set(&self, kind: u64) {
+        let since = match kind {
+            Self::BUSY => 0,
+            _ => Instant::now()
+                .saturating_duration_since(self.epoch)
+                .as_nanos() as u64,
+        };
+        let word = kind << Self::KIND_SHIFT | since & Self::SINCE_MASK;
+        self.word.store(word, Relaxed);
     }
 
-    fn set(&self, value: T) {
-        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = value;
+    fn get(&self) -> Phase {
+        let word = self.word.load(Relaxed);
+        let since = self.epoch + Duration::from_nanos(word & Self::SINCE_MASK);
+        match word >> Self::KIND_SHIFT {
+            Self::BUSY => Phase::Busy,
+            Self::HEAD => Phase::Head { since },
+            Self::IDLE_NEW => Phase::Idle {
+                since,
+                limit: self.header_timeout,
+            },
+            _ => Phase::Idle {
+                since,
+                limit: self.keepalive_timeout,
+            },
+        }
+    }
+
+    fn is_idle(&self) -> bool {
+        self.word.load(Relaxed) >> Self::KIND_SHIFT >= Self::IDLE_NEW
     }
 }
 
 /// Shared between the socket wrapper, the service and the watchdog of one
 /// connection (all on the same thread).
 pub struct ConnState {
-    phase: SyncCell<Phase>,
-    in_flight: SyncCell<usize>,
+    phase: PhaseCell,
+    in_flight: AtomicUsize,
     /// HTTP/2 frames (pings, window updates) arrive between requests, so the
     /// head timeout only applies to HTTP/1.
-    http2: SyncCell<bool>,
-    keepalive_timeout: Duration,
+    http2: AtomicBool,
     /// File ranges a body handed hyper placeholders for (plain HTTP/1).
     pub sendfile: Arc<SendQueue>,
     /// hyper is being told the stream ended, so that the socket can be parked.
@@ -86,13 +134,9 @@ pub struct ConnState {
 impl ConnState {
     pub(crate) fn new(header_timeout: Duration, keepalive_timeout: Duration) -> Self {
         ConnState {
-            phase: SyncCell::new(Phase::Idle {
-                since: Instant::now(),
-                limit: header_timeout,
-            }),
-            in_flight: SyncCell::new(0),
-            http2: SyncCell::new(false),
-            keepalive_timeout,
+            phase: PhaseCell::new(header_timeout, keepalive_timeout),
+            in_flight: AtomicUsize::new(0),
+            http2: AtomicBool::new(false),
             sendfile: Arc::default(),
             parking: AtomicBool::new(false),
             write_blocked: AtomicBool::new(false),
@@ -101,13 +145,10 @@ impl ConnState {
 
     /// A parked connection's next request is waiting: a new hyper
     /// connection reads it at once.
-    fn unparked(&self, header_timeout: Duration) {
+    fn unparked(&self) {
         self.parking.store(false, Relaxed);
         self.write_blocked.store(false, Relaxed);
-        self.phase.set(Phase::Idle {
-            since: Instant::now(),
-            limit: header_timeout,
-        });
+        self.phase.set(PhaseCell::IDLE_NEW);
     }
 
     /// When an idle connection is closed (its deadline is past when it is
@@ -120,36 +161,34 @@ impl ConnState {
     }
 
     pub fn request_started(&self) {
-        self.in_flight.set(self.in_flight.get() + 1);
-        self.phase.set(Phase::Busy);
+        // One thread only: a load and a store, no locked add.
+        self.in_flight
+            .store(self.in_flight.load(Relaxed) + 1, Relaxed);
+        self.phase.set(PhaseCell::BUSY);
     }
 
     pub fn request_finished(&self) {
-        let left = self.in_flight.get().saturating_sub(1);
-        self.in_flight.set(left);
+        let left = self.in_flight.load(Relaxed).saturating_sub(1);
+        self.in_flight.store(left, Relaxed);
         if left == 0 {
-            self.phase.set(Phase::Idle {
-                since: Instant::now(),
-                limit: self.keepalive_timeout,
-            });
+            self.phase.set(PhaseCell::IDLE_KEPT);
         }
     }
 
     fn bytes_arrived(&self, first: &[u8]) {
-        if let Phase::Idle { .. } = self.phase.get() {
+        if self.phase.is_idle() {
             if first.starts_with(b"PRI * HTTP/2") {
-                self.http2.set(true);
+                self.http2.store(true, Relaxed);
             }
-            if !self.http2.get() {
-                self.phase.set(Phase::Head {
-                    since: Instant::now(),
-                });
+            if !self.http2.load(Relaxed) {
+                self.phase.set(PhaseCell::HEAD);
             }
         }
     }
 }
 
 /// What the watchdog decided.
+#[derive(Clone, Copy)]
 enum Expiry {
     Idle,
     HeadTimeout,
@@ -161,30 +200,93 @@ enum Expiry {
 /// every `step` (the shorter timeout). A phase that starts while we sleep has
 /// a deadline at least `step` after its start, so it is always noticed before
 /// its deadline and enforced on time, without waking per state change.
-async fn watchdog(state: &ConnState, header_timeout: Duration, can_park: bool) -> Expiry {
-    let mut step = header_timeout.min(state.keepalive_timeout);
-    if can_park {
-        step = step.min(PARK_AFTER);
+///
+/// The connection polls it on every wake-up of its task, nearly all of them
+/// for hyper: until its timer has fired, it answers from one load without
+/// polling the timer.
+struct Watchdog<'a> {
+    state: &'a ConnState,
+    header_timeout: Duration,
+    can_park: bool,
+    step: Duration,
+    sleep: Pin<Box<Sleep>>,
+    /// What the timer is set for: the phase then, its deadline, and what
+    /// expires at it (nothing while busy).
+    armed: Option<(Phase, Instant, Option<Expiry>)>,
+    /// The timer was polled since it was set, so it will wake the task.
+    registered: bool,
+}
+
+impl<'a> Watchdog<'a> {
+    fn new(state: &'a ConnState, header_timeout: Duration, can_park: bool) -> Self {
+        let mut step = header_timeout.min(state.phase.keepalive_timeout);
+        if can_park {
+            step = step.min(PARK_AFTER);
+        }
+        Watchdog {
+            state,
+            header_timeout,
+            can_park,
+            step,
+            sleep: Box::pin(tokio::time::sleep_until(Instant::now())),
+            armed: None,
+            registered: false,
+        }
     }
-    // Not HTTP/2, and nothing left to write for a slow reader (that one is
-    // closed at the keep-alive deadline as before).
-    let parkable = || can_park && !state.http2.get() && !state.write_blocked.load(Relaxed);
-    loop {
-        let phase = state.phase.get();
+
+    /// Not HTTP/2, and nothing left to write for a slow reader (that one is
+    /// closed at the keep-alive deadline as before).
+    fn parkable(&self) -> bool {
+        self.can_park && !self.state.http2.load(Relaxed) && !self.state.write_blocked.load(Relaxed)
+    }
+
+    fn arm(&mut self) {
+        let phase = self.state.phase.get();
         let now = Instant::now();
         let (deadline, expiry) = match phase {
-            Phase::Idle { since, limit } if PARK_AFTER < limit && parkable() => {
+            Phase::Idle { since, limit } if PARK_AFTER < limit && self.parkable() => {
                 (since + PARK_AFTER, Some(Expiry::Park))
             }
             Phase::Idle { since, limit } => (since + limit, Some(Expiry::Idle)),
-            Phase::Head { since } => (since + header_timeout, Some(Expiry::HeadTimeout)),
-            Phase::Busy => (now + step, None),
+            Phase::Head { since } => (since + self.header_timeout, Some(Expiry::HeadTimeout)),
+            Phase::Busy => (now + self.step, None),
         };
-        tokio::time::sleep_until(deadline.min(now + step)).await;
-        let Some(expiry) = expiry else { continue };
-        let due = state.phase.get() == phase && Instant::now() >= deadline;
-        if due && (!matches!(expiry, Expiry::Park) || parkable()) {
-            return expiry;
+        self.sleep.as_mut().reset(deadline.min(now + self.step));
+        self.armed = Some((phase, deadline, expiry));
+        self.registered = false;
+    }
+
+    /// The timer fired: is what it was set for due (the phase unchanged)?
+    fn due(&self, phase: Phase, deadline: Instant, expiry: Option<Expiry>) -> Option<Expiry> {
+        let expiry = expiry?;
+        let due = self.state.phase.get() == phase && Instant::now() >= deadline;
+        (due && (!matches!(expiry, Expiry::Park) || self.parkable())).then_some(expiry)
+    }
+}
+
+impl Future for Watchdog<'_> {
+    type Output = Expiry;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Expiry> {
+        let this = self.get_mut();
+        loop {
+            let Some((phase, deadline, expiry)) = this.armed else {
+                this.arm();
+                continue;
+            };
+            if this.registered && !this.sleep.is_elapsed() {
+                return Poll::Pending;
+            }
+            // Out of budget, tokio answers before storing the waker.
+            let budget = tokio::task::coop::has_budget_remaining();
+            if this.sleep.as_mut().poll(cx).is_pending() {
+                this.registered = budget;
+                return Poll::Pending;
+            }
+            if let Some(expiry) = this.due(phase, deadline, expiry) {
+                return Poll::Ready(expiry);
+            }
+            this.arm();
         }
     }
 }
@@ -370,7 +472,7 @@ where
             Waiting::Unparkable => (&shared.http, false),
         };
         // The bytes are waiting: hyper reads them at once.
-        state.unparked(limits.header_timeout);
+        state.unparked();
         shared.in_hyper.up();
         let ended = with_hyper(socket, http, &ctx, &parked, can_park).await;
         shared.in_hyper.down();
@@ -431,12 +533,12 @@ where
         service::handle(req.map(RequestBody::Http), svc_ctx.clone())
     });
     let mut conn = pin!(http.serve_connection_with_upgrades(io, svc));
-    let mut shutdown = shared.shutdown.clone();
-    let mut shutting_down = *shutdown.borrow();
+    let mut shutting_down = *shared.shutdown.borrow();
+    let mut shutdown = shutdown_signal(shared.shutdown.clone());
     if shutting_down {
         conn.as_mut().graceful_shutdown();
     }
-    let mut dog = pin!(watchdog(state, limits.header_timeout, can_park));
+    let mut dog = pin!(Watchdog::new(state, limits.header_timeout, can_park));
     loop {
         tokio::select! {
             result = conn.as_mut() => {
@@ -445,7 +547,7 @@ where
                 }
                 return Ended::Closed;
             }
-            _ = shutdown.changed(), if !shutting_down => {
+            _ = &mut shutdown, if !shutting_down => {
                 shutting_down = true;
                 conn.as_mut().graceful_shutdown();
             }
@@ -483,6 +585,27 @@ where
     }
 }
 
+/// Resolves when the worker begins its graceful shutdown. The connection
+/// polls it on every wake-up of its task: it reads the channel's version
+/// (one load) and polls the channel, which takes a lock, only to register
+/// its waker once and when the version moved.
+fn shutdown_signal(rx: watch::Receiver<bool>) -> impl Future<Output = ()> + Unpin {
+    let probe = rx.clone();
+    let mut changed = Box::pin(async move {
+        let mut rx = rx;
+        let _ = rx.changed().await;
+    });
+    let mut registered = false;
+    std::future::poll_fn(move |cx| {
+        if registered && !probe.has_changed().unwrap_or(true) {
+            return Poll::Pending;
+        }
+        // Out of budget, tokio answers before storing the waker.
+        registered = tokio::task::coop::has_budget_remaining();
+        changed.as_mut().poll(cx)
+    })
+}
+
 /// hyper answers malformed requests itself (400, 431, 414) and then reports
 /// the error here; log them as the access log would, other errors (resets,
 /// broken pipes) only at debug level.
@@ -512,4 +635,30 @@ fn send_request_timeout(shared: &Shared, peer: &Peer) {
     }
     service::log_refused(shared, peer, 408);
     tracing::info!(peer = ?peer.addr, "request head not complete within the header timeout: 408, connection closed");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_phase_reads_back_as_set() {
+        let cell = PhaseCell::new(Duration::from_secs(5), Duration::from_secs(75));
+        let Phase::Idle { since, limit } = cell.get() else {
+            panic!("a new connection is idle");
+        };
+        assert_eq!(limit, Duration::from_secs(5));
+        assert!(since <= Instant::now() && cell.is_idle());
+        cell.set(PhaseCell::BUSY);
+        assert_eq!(cell.get(), Phase::Busy);
+        assert!(!cell.is_idle());
+        cell.set(PhaseCell::HEAD);
+        let head = cell.get();
+        assert!(matches!(head, Phase::Head { since: s } if s >= since));
+        assert_eq!(cell.get(), head, "the same word reads as the same phase");
+        cell.set(PhaseCell::IDLE_KEPT);
+        assert!(
+            matches!(cell.get(), Phase::Idle { limit, .. } if limit == Duration::from_secs(75))
+        );
+    }
 }
