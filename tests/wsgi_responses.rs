@@ -165,6 +165,44 @@ fn a_one_item_list_gets_a_content_length() {
     assert_eq!(res.text(), "exactly one chunk");
 }
 
+/// A generator's first chunk that is the whole declared body goes out with
+/// the head; a chunk past it is dropped and logged; close() runs either way.
+#[test]
+fn a_first_chunk_holding_the_whole_declared_body_is_sent_whole() {
+    let t = TestDir::new();
+    let server = responses(&t);
+    for target in ["/whole-first-chunk", "/whole-first-chunk?extra=1"] {
+        let _ = std::fs::remove_file(t.join("closed-whole"));
+        let mut s = connect(server.addr);
+        let req = format!("GET {target} HTTP/1.1\r\nHost: localhost\r\n\r\n");
+        s.write_all(format!("{req}{req}").as_bytes()).unwrap();
+        let ex = read_responses(&mut s, 2, Duration::from_secs(5));
+        assert_eq!(ex.responses.len(), 2, "{target}: the connection stays open");
+        for res in &ex.responses {
+            assert_eq!(res.header("content-length"), Some("17"), "{target}");
+            assert_eq!(res.header("transfer-encoding"), None, "{target}");
+            assert_eq!(res.text(), "exactly one chunk", "{target}");
+        }
+        assert!(
+            wait_file(&t.join("closed-whole"), Duration::from_secs(2)),
+            "{target}"
+        );
+    }
+    assert!(
+        logged(
+            &server,
+            &["GET /whole-first-chunk?extra=1", "Content-Length"]
+        ),
+        "{}",
+        server.logs()
+    );
+    assert!(
+        !server.logs().contains("of its 17-byte Content-Length"),
+        "a whole body is not short: {}",
+        server.logs()
+    );
+}
+
 /// The app's Content-Length goes out as the one field hyper frames with: a
 /// canonical one as written, a repeated or padded one rewritten.
 #[test]

@@ -5,7 +5,8 @@
 //!    the iterable at once and let the connection serve the file;
 //! 3. `wsgi.file_wrapper` over a real file: hand the descriptor to Rust;
 //! 4. a list or tuple: send it whole with a Content-Length;
-//! 5. anything else: send each chunk as it is produced;
+//! 5. anything else: send each chunk as it is produced (a first chunk that
+//!    is the whole declared Content-Length goes with the head, like a list);
 //! 6. always call the iterable's `close()`, also on error and disconnect;
 //! 7. errors: before the head → 500 (413 if the body was too large) and
 //!    the traceback in the error log; after it → the connection is cut.
@@ -139,20 +140,7 @@ fn send_whole(py: Python<'_>, responder: &Shared, items: &Bound<'_, PyAny>) -> P
         }
         Some(_) => {}
     }
-    let Some((_, headers)) = r.pending.as_mut() else {
-        return Err(SendError::NotStarted.into());
-    };
-    // The app's own field is kept when it is already the one we would write.
-    let mut digits = itoa::Buffer::new();
-    let length = digits.format(body.len());
-    let mut fields = headers.get_all(CONTENT_LENGTH).iter();
-    let canonical = matches!((fields.next(), fields.next()), (Some(v), None) if v == length);
-    if !canonical {
-        headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
-    }
-    r.written = body.len() as u64;
-    r.send_head(BodyPlan::Full(body))
-        .or_else(ignore_disconnect)?;
+    r.send_whole(body).or_else(ignore_disconnect)?;
     Ok(())
 }
 
@@ -179,6 +167,8 @@ fn finish(responder: &Shared) -> PyResult<()> {
         return Ok(());
     }
     match r.content_length {
+        // The body went out with the head.
+        _ if r.whole => {}
         Some(n) if r.written < n => {
             tracing::error!(
                 request = %r.tag,

@@ -32,6 +32,8 @@ pub struct Responder {
     /// `start_response` was called at least once.
     pub started: bool,
     pub head_sent: bool,
+    /// The head went out with the whole body (`send_whole`).
+    pub whole: bool,
     pub content_length: Option<u64>,
     pub written: u64,
     /// "METHOD target", for log lines about this request.
@@ -52,6 +54,7 @@ impl Responder {
             reason: None,
             started: false,
             head_sent: false,
+            whole: false,
             content_length: None,
             written: 0,
             tag,
@@ -70,6 +73,25 @@ impl Responder {
                 body: plan,
             })
             .map_err(|Disconnected| SendError::Disconnected)
+    }
+
+    /// Sends the head with `body` as the whole body, under a Content-Length
+    /// of its size: the app's own field is kept when it is already the one
+    /// we would write.
+    pub fn send_whole(&mut self, body: Bytes) -> Result<(), SendError> {
+        let Some((_, headers)) = self.pending.as_mut() else {
+            return Err(SendError::NotStarted);
+        };
+        let mut digits = itoa::Buffer::new();
+        let length = digits.format(body.len());
+        let mut fields = headers.get_all(CONTENT_LENGTH).iter();
+        let canonical = matches!((fields.next(), fields.next()), (Some(v), None) if v == length);
+        if !canonical {
+            headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+        }
+        self.written = body.len() as u64;
+        self.whole = true;
+        self.send_head(BodyPlan::Full(body))
     }
 
     /// Trims `data` to what Content-Length still allows (logging the excess
@@ -120,6 +142,11 @@ pub fn send_chunk(py: Python<'_>, responder: &Shared, data: Bytes) -> Result<(),
     let pipe = {
         let mut r = lock(responder);
         if !r.head_sent {
+            // The whole declared body in the first chunk, a framework's
+            // usual answer: it goes with the head, as a list's does.
+            if r.content_length == Some(data.len() as u64) {
+                return r.send_whole(data);
+            }
             r.send_head(BodyPlan::Stream)?;
         }
         let data = r.admit(data);
