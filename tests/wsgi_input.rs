@@ -88,6 +88,32 @@ fn read_n_read_all_readline_readlines_and_iteration() {
     );
 }
 
+/// A request without a body reads nothing every way, also between requests
+/// with bodies on the same Python thread (they share one empty stream).
+#[test]
+fn a_request_without_a_body_reads_empty_every_way() {
+    let t = TestDir::new();
+    let server = serve_app(&t, "inputs:application", &[]);
+    let get = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").into_bytes();
+    let mut req = Vec::new();
+    for path in ["/read-n", "/read-all", "/readline", "/iter"] {
+        req.extend(get(path));
+        req.extend(post("/read-all", b"body"));
+    }
+    let got = exchange(server.addr, &req, 8);
+    let empty = [
+        j!(["", "", "", ""]),
+        j!(["", ""]),
+        j!(["", "", "", ""]),
+        j!([]),
+    ];
+    for (i, want) in empty.iter().enumerate() {
+        assert_eq!(&got[2 * i]["parts"], want, "GET #{i}");
+        assert_eq!(got[2 * i]["content_length"], Value::Null);
+        assert_eq!(got[2 * i + 1]["parts"], j!(["body", ""]), "POST #{i}");
+    }
+}
+
 #[test]
 fn input_ends_at_content_length_and_pipelined_bytes_stay_a_request() {
     let t = TestDir::new();

@@ -23,7 +23,7 @@ use pyo3::types::{PyList, PyTuple};
 
 use super::env_cache::EnvCache;
 use super::environ::{self, RequestView};
-use super::input::Input;
+use super::input::{Input, Source};
 use super::interpreter::traceback_text;
 use super::pipe::{BodyPlan, Head};
 use super::start_response::{self, body_bytes, lock, Responder, SendError, Shared, StartResponse};
@@ -33,12 +33,8 @@ use super::Job;
 pub fn run(py: Python<'_>, cache: &mut EnvCache, app: &Bound<'_, PyAny>, mut job: Job) {
     let responder = Responder::new(job.pipe.clone(), job.tag.clone());
     let overflowed = Arc::new(AtomicBool::new(false));
-    let input = Input::new(
-        job.input.take().unwrap_or_default(),
-        job.max_body_size,
-        overflowed.clone(),
-    );
-    let outcome = call_app(py, cache, app, &job, input, &responder);
+    let source = job.input.take().unwrap_or_default();
+    let outcome = call_app(py, cache, app, &job, source, &overflowed, &responder);
     if let Err(err) = outcome {
         fail(py, &responder, &err, overflowed.load(Ordering::Relaxed));
     }
@@ -49,9 +45,17 @@ fn call_app(
     cache: &mut EnvCache,
     app: &Bound<'_, PyAny>,
     job: &Job,
-    input: Input,
+    source: Source,
+    overflowed: &Arc<AtomicBool>,
     responder: &Shared,
 ) -> PyResult<()> {
+    let input = match source {
+        Source::Empty => cache.empty_input(py),
+        source => {
+            let input = Input::new(source, job.max_body_size, overflowed.clone());
+            Bound::new(py, input)?.into_any()
+        }
+    };
     let view = RequestView {
         parts: &job.parts,
         script_name: &job.script_name,
@@ -62,7 +66,7 @@ fn call_app(
         py,
         cache,
         &view,
-        Bound::new(py, input)?.into_any(),
+        input,
         Bound::new(py, ErrorStream::new(job.tag.clone()))?.into_any(),
     )?;
     let start = Bound::new(py, StartResponse::new(responder.clone()))?;

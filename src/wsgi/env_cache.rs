@@ -7,17 +7,22 @@
 //! - the keys of request headers (`HTTP_ACCEPT`, ...) and each one's last
 //!   value, since most repeat too (a browser's Accept and User-Agent).
 //!
+//! - the `wsgi.input` of requests without a body: one empty stream, which
+//!   has nothing to read and no state to share.
+//!
 //! A `str` is immutable, so environs sharing one cannot see each other, and
 //! an app changing its environ changes its copy only. Bounded: keys for the
 //! first [`EnvCache::HEADER_NAMES`] header names seen, values of at most
 //! [`LastValue::MAX_LEN`] bytes; past either, strings are made per request.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use http::header::HeaderName;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 
+use super::input::{Input, Source};
 use crate::gateway_env::env_name;
 
 /// The keys every request sets, held in the template.
@@ -60,6 +65,7 @@ pub struct EnvCache {
     keys: Vec<Py<PyString>>,
     fixed: Vec<LastValue>,
     headers: HashMap<HeaderName, HeaderSlot>,
+    empty_input: Py<Input>,
 }
 
 struct HeaderSlot {
@@ -81,6 +87,7 @@ impl EnvCache {
                 .collect(),
             fixed: Fixed::KEYS.iter().map(|_| LastValue::default()).collect(),
             headers: HashMap::new(),
+            empty_input: Py::new(py, Input::new(Source::Empty, 0, Arc::default()))?,
         })
     }
 
@@ -94,6 +101,11 @@ impl EnvCache {
         let text = slot.replace(py, bytes);
         let key = self.keys[which as usize].bind(py);
         self.template.bind(py).set_item(key, text)
+    }
+
+    /// `wsgi.input` for a request without a body.
+    pub fn empty_input<'py>(&self, py: Python<'py>) -> Bound<'py, PyAny> {
+        self.empty_input.bind(py).clone().into_any()
     }
 
     /// This request's environ, to be completed with its own keys.
