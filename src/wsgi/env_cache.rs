@@ -5,8 +5,7 @@
 //!   whose value is the same as last time costs a byte comparison: no new
 //!   `str`, no dict update; the request's environ is a copy of the template;
 //! - the keys of request headers (`HTTP_ACCEPT`, ...) and each one's last
-//!   value, since most repeat too (a browser's Accept and User-Agent).
-//!
+//!   value, since most repeat too (a browser's Accept and User-Agent);
 //! - the `wsgi.input` of requests without a body: one empty stream, which
 //!   has nothing to read and no state to share.
 //!
@@ -141,7 +140,7 @@ impl EnvCache {
 
 /// One key's last value: its bytes and the `str` made of them.
 #[derive(Default)]
-pub struct LastValue {
+struct LastValue {
     bytes: Vec<u8>,
     text: Option<Py<PyString>>,
 }
