@@ -61,8 +61,8 @@ pub fn base(
     Ok(d.unbind())
 }
 
-/// The keys of every request that stay out of the template: they differ
-/// each time (REMOTE_PORT is deleted when there is no client port).
+/// The keys of every request that stay out of the template, set on the
+/// request's copy (REMOTE_PORT deleted there when there is no client port).
 const OWN_KEYS: [&str; 3] = ["REMOTE_PORT", "wsgi.input", "wsgi.errors"];
 
 /// Everything about a request the environ is made of, besides the streams.
