@@ -19,6 +19,7 @@ set -euo pipefail
 for bin in "$@"; do [[ -x $bin ]] || die "$bin is not an executable"; done
 command -v wrk >/dev/null || apt_install wrk
 CASE=${CASE:-hello} ROUNDS=${ROUNDS:-6} DURATION=${DURATION:-4} THREADS=${THREADS:-1}
+whole_numbers ROUNDS DURATION THREADS
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 case $CASE in

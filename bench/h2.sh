@@ -55,9 +55,7 @@ KEEP=${KEEP:-}
 . "$(dirname "$0")/lib.sh"
 
 [[ -f Cargo.toml && -d src && -d bench/apps ]] || die "run from the repository root (bash bench/h2.sh)"
-for v in DURATION ROUNDS CLIENTS STREAMS WORKERS THREADS WARMUP; do
-    [[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a whole number, got '${!v}'"
-done
+whole_numbers DURATION ROUNDS CLIENTS STREAMS WORKERS THREADS WARMUP
 (( ROUNDS >= 1 && DURATION >= 1 && CLIENTS >= 1 && STREAMS >= 1 && WORKERS >= 1 && THREADS >= 1 )) ||
     die "ROUNDS, DURATION, CLIENTS, STREAMS, WORKERS and THREADS must be at least 1"
 [[ $GRANIAN_HTTP =~ ^(auto|2)$ ]] || die "GRANIAN_HTTP must be auto or 2"
@@ -122,18 +120,6 @@ declare -A PEER=([static]=nginx [wsgi]=granian)
 
 stop_servers_on_exit
 
-# wait_up from lib.sh speaks plain HTTP; these servers speak TLS only.
-wait_tls() { # NAME PID URL LOG
-    local name=$1 pid=$2 url=$3 logf=$4
-    for _ in $(seq 150); do
-        kill -0 "$pid" 2>/dev/null || { cat "$logf" >&2 || true; die "$name exited at start"; }
-        if curl -sk -o /dev/null --max-time 1 "$url"; then return 0; fi
-        sleep 0.1
-    done
-    cat "$logf" >&2 || true
-    die "$name did not answer on $url within 15 s"
-}
-
 start_server() { # SERVER CASE
     local s=$1 c=$2 port logf=$TMP/$1.$2.log
     port=$(free_port)
@@ -176,7 +162,8 @@ start_server() { # SERVER CASE
     *) die "no $s server for case $c" ;;
     esac
     PID[$s]=$!
-    wait_tls "$s" "${PID[$s]}" "${URL[$s]}" "$logf"
+    # These servers speak TLS only, with a test certificate.
+    wait_up "$s" "${PID[$s]}" "${URL[$s]}" "$logf" -k
 }
 
 # ---------------------------------------------------------------- sanity check

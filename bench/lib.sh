@@ -5,6 +5,14 @@
 die() { echo "${0##*/}: $*" >&2; exit 1; }
 log() { echo "== $*" >&2; }
 
+# Fails unless each named variable holds a whole number.
+whole_numbers() { # VAR...
+    local v
+    for v in "$@"; do
+        [[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a whole number, got '${!v}'"
+    done
+}
+
 # Installs Debian packages when a tool is missing (needs root).
 apt_install() {
     [[ $(id -u) -eq 0 ]] || die "missing $*; install it (apt-get install $*) or run as root"
@@ -57,12 +65,14 @@ free_port() {
 }
 
 # Waits up to 15 s for URL to answer; fails with the server's log if the
-# process died or never answered.
-wait_up() { # NAME PID URL LOG
+# process died or never answered. CURL_ARGS go to curl (-k for a test
+# certificate).
+wait_up() { # NAME PID URL LOG [CURL_ARGS...]
     local name=$1 pid=$2 url=$3 logf=$4
+    shift 4
     for _ in $(seq 150); do
         kill -0 "$pid" 2>/dev/null || { cat "$logf" >&2 || true; die "$name exited at start"; }
-        if curl -s -o /dev/null --max-time 1 "$url"; then return 0; fi
+        if curl -s "$@" -o /dev/null --max-time 1 "$url"; then return 0; fi
         sleep 0.1
     done
     cat "$logf" >&2 || true

@@ -59,9 +59,7 @@ KEEP=${KEEP:-}
 . "$(dirname "$0")/lib.sh"
 
 [[ -f Cargo.toml && -d src && -d bench/apps ]] || die "run from the repository root (bash bench/memory.sh)"
-for v in WARM_REQUESTS IDLE CONNS SETTLE; do
-    [[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a whole number, got '${!v}'"
-done
+whole_numbers WARM_REQUESTS IDLE CONNS SETTLE
 read -r -a IDLE_LIST <<<"$IDLE_SERVERS"
 read -r -a PART_LIST <<<"$PARTS"
 for s in "${IDLE_LIST[@]}"; do

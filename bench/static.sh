@@ -39,9 +39,7 @@ KEEP=${KEEP:-}
 . "$(dirname "$0")/lib.sh"
 
 [[ -f Cargo.toml && -d src ]] || die "run from the repository root (bash bench/static.sh)"
-for v in DURATION ROUNDS CONNECTIONS WORKERS WARMUP TIMEOUT; do
-    [[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a whole number, got '${!v}'"
-done
+whole_numbers DURATION ROUNDS CONNECTIONS WORKERS WARMUP TIMEOUT
 (( ROUNDS >= 1 && DURATION >= 1 && CONNECTIONS >= 1 && WORKERS >= 1 )) ||
     die "ROUNDS, DURATION, CONNECTIONS and WORKERS must be at least 1"
 

@@ -52,9 +52,7 @@ KEEP=${KEEP:-}
 . "$(dirname "$0")/lib.sh"
 
 [[ -f Cargo.toml && -d src && -d bench/apps ]] || die "run from the repository root (bash bench/wsgi.sh)"
-for v in DURATION ROUNDS CONNECTIONS WORKERS THREADS WARMUP TIMEOUT; do
-    [[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a whole number, got '${!v}'"
-done
+whole_numbers DURATION ROUNDS CONNECTIONS WORKERS THREADS WARMUP TIMEOUT
 (( ROUNDS >= 1 && DURATION >= 1 && CONNECTIONS >= 1 && WORKERS >= 1 && THREADS >= 1 )) ||
     die "ROUNDS, DURATION, CONNECTIONS, WORKERS and THREADS must be at least 1"
 read -r -a CASE_LIST <<<"$CASES"

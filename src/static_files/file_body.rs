@@ -99,10 +99,10 @@ impl FileBody {
         }
     }
 
-    /// File ranges from a handle become placeholders queued on `queue`, for
-    /// the connection to `sendfile` (see `crate::sendfile`).
-    pub fn send_with(&mut self, queue: Arc<SendQueue>) {
-        self.zero_copy = Some(queue);
+    /// With the connection's queue (when it can `sendfile`), file ranges from
+    /// a handle become placeholders queued on it (see `crate::sendfile`).
+    pub fn send_with(&mut self, queue: Option<&Arc<SendQueue>>) {
+        self.zero_copy = queue.cloned();
     }
 
     /// The whole body when it is one buffer in memory (no stream needed).

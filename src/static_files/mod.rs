@@ -135,9 +135,7 @@ pub fn file_range_body(
 ) -> Body {
     let source = file_body::Source::File(std::sync::Arc::new(file));
     let mut body = FileBody::single(source, range);
-    if let Some(queue) = sendfile {
-        body.send_with(queue.clone());
-    }
+    body.send_with(sendfile);
     Body::stream(body)
 }
 
@@ -398,9 +396,7 @@ pub fn render(
             part,
             mut body,
         } => {
-            if let Some(queue) = sendfile {
-                body.send_with(queue.clone());
-            }
+            body.send_with(sendfile);
             h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
             representation_headers(h, &rep);
             h.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));

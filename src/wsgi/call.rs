@@ -32,11 +32,19 @@ use super::Job;
 
 pub fn run(py: Python<'_>, cache: &mut EnvCache, app: &Bound<'_, PyAny>, mut job: Job) {
     let responder = Responder::new(job.pipe.clone(), job.tag.clone());
-    let overflowed = Arc::new(AtomicBool::new(false));
-    let source = job.input.take().unwrap_or_default();
-    let outcome = call_app(py, cache, app, &job, source, &overflowed, &responder);
+    // Set by the input when the body passes max_body_size (never without one).
+    let (input, overflowed) = match job.input.take().unwrap_or_default() {
+        Source::Empty => (Ok(cache.empty_input(py)), None),
+        source => {
+            let flag = Arc::new(AtomicBool::new(false));
+            let input = Input::new(source, job.max_body_size, flag.clone());
+            (Bound::new(py, input).map(Bound::into_any), Some(flag))
+        }
+    };
+    let outcome = input.and_then(|input| call_app(py, cache, app, &job, input, &responder));
     if let Err(err) = outcome {
-        fail(py, &responder, &err, overflowed.load(Ordering::Relaxed));
+        let overflowed = overflowed.is_some_and(|flag| flag.load(Ordering::Relaxed));
+        fail(py, &responder, &err, overflowed);
     }
 }
 
@@ -45,17 +53,9 @@ fn call_app(
     cache: &mut EnvCache,
     app: &Bound<'_, PyAny>,
     job: &Job,
-    source: Source,
-    overflowed: &Arc<AtomicBool>,
+    input: Bound<'_, PyAny>,
     responder: &Shared,
 ) -> PyResult<()> {
-    let input = match source {
-        Source::Empty => cache.empty_input(py),
-        source => {
-            let input = Input::new(source, job.max_body_size, overflowed.clone());
-            Bound::new(py, input)?.into_any()
-        }
-    };
     let view = RequestView {
         parts: &job.parts,
         script_name: &job.script_name,
@@ -104,7 +104,7 @@ fn send_iterable(
         }
     }
     if is_materialized(iterable) && !lock(responder).head_sent {
-        return send_whole(py, responder, iterable);
+        return send_list(py, responder, iterable);
     }
     for item in iterable.try_iter()? {
         let data = body_bytes(&item?)?;
@@ -123,7 +123,7 @@ fn is_materialized(iterable: &Bound<'_, PyAny>) -> bool {
 }
 
 /// A list or tuple of bytes: one buffer, one message, a Content-Length.
-fn send_whole(py: Python<'_>, responder: &Shared, items: &Bound<'_, PyAny>) -> PyResult<()> {
+fn send_list(py: Python<'_>, responder: &Shared, items: &Bound<'_, PyAny>) -> PyResult<()> {
     let body = if items.len()? == 1 {
         body_bytes(&items.get_item(0)?)?
     } else {

@@ -61,13 +61,14 @@ impl Fixed {
 
 pub struct EnvCache {
     template: Py<PyDict>,
-    keys: Vec<Py<PyString>>,
-    fixed: Vec<LastValue>,
-    headers: HashMap<HeaderName, HeaderSlot>,
+    /// In the order of [`Fixed`].
+    fixed: Vec<Slot>,
+    headers: HashMap<HeaderName, Slot>,
     empty_input: Py<Input>,
 }
 
-struct HeaderSlot {
+/// An environ key and its last value.
+struct Slot {
     key: Py<PyString>,
     value: LastValue,
 }
@@ -80,11 +81,13 @@ impl EnvCache {
         let py = base.py();
         Ok(EnvCache {
             template: base.copy()?.unbind(),
-            keys: Fixed::KEYS
+            fixed: Fixed::KEYS
                 .iter()
-                .map(|k| PyString::intern(py, k).unbind())
+                .map(|k| Slot {
+                    key: PyString::intern(py, k).unbind(),
+                    value: LastValue::default(),
+                })
                 .collect(),
-            fixed: Fixed::KEYS.iter().map(|_| LastValue::default()).collect(),
             headers: HashMap::new(),
             empty_input: Py::new(py, Input::new(Source::Empty, 0, Arc::default()))?,
         })
@@ -94,12 +97,11 @@ impl EnvCache {
     /// it already is.
     pub fn set(&mut self, py: Python<'_>, which: Fixed, bytes: &[u8]) -> PyResult<()> {
         let slot = &mut self.fixed[which as usize];
-        if slot.holds(bytes) {
+        if slot.value.holds(bytes) {
             return Ok(());
         }
-        let text = slot.replace(py, bytes);
-        let key = self.keys[which as usize].bind(py);
-        self.template.bind(py).set_item(key, text)
+        let text = slot.value.replace(py, bytes);
+        self.template.bind(py).set_item(slot.key.bind(py), text)
     }
 
     /// `wsgi.input` for a request without a body.
@@ -129,7 +131,7 @@ impl EnvCache {
         }
         let mut value = LastValue::default();
         let text = value.get(py, bytes);
-        let slot = HeaderSlot {
+        let slot = Slot {
             key: key.clone().unbind(),
             value,
         };

@@ -32,7 +32,7 @@ pub struct Responder {
     /// `start_response` was called at least once.
     pub started: bool,
     pub head_sent: bool,
-    /// The head went out with the whole body (`send_whole`).
+    /// The head went out with the whole body (`Responder::send_whole`).
     pub whole: bool,
     pub content_length: Option<u64>,
     pub written: u64,
