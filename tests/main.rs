@@ -7,6 +7,7 @@ mod access_log;
 mod cgi;
 mod cli;
 mod conformance;
+mod drains;
 mod example_site;
 mod limits;
 mod parking;

@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod fixture;
+pub mod load;
 pub mod raw;
 pub mod wsgi;
 
