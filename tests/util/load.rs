@@ -142,7 +142,7 @@ fn client(id: usize, spec: &LoadSpec, stop: &AtomicBool, ok: &AtomicUsize) -> Cl
     let mut n = 0usize;
     while !stop.load(Ordering::Relaxed) {
         n += 1;
-        let post = spec.post_path.as_ref().filter(|_| n % 2 == 0);
+        let post = spec.post_path.as_ref().filter(|_| n.is_multiple_of(2));
         let (request, expected) = match post {
             Some(path) => {
                 let body = post_body(id, n, spec.body_size);
