@@ -14,6 +14,7 @@ use super::*;
 
 const DEFAULT_BIND: &str = "127.0.0.1:8000";
 const DEFAULT_MAX_BODY: u64 = 1 << 20;
+const DEFAULT_DRAIN_GRACE: Duration = Duration::from_secs(1);
 const DEFAULT_CGI_TIMEOUT: Duration = Duration::from_secs(60);
 const DEFAULT_CGI_MAX_PROCESSES: usize = 32;
 const DEFAULT_CGI_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
@@ -98,12 +99,14 @@ impl Builder<'_> {
                 .graceful_timeout
                 .map_or(Duration::from_secs(30), |s| s.0),
         };
+        let drain_grace = self.drain_grace(graceful_timeout)?;
         let mut config = Config {
             python: None,
             forwarded_allow_ips: self.forwarded_allow_ips()?,
             listeners: self.listeners()?,
             workers,
             graceful_timeout,
+            drain_grace,
             limits,
             log: self.log()?,
             routes: self.routes(default_body)?,
@@ -128,6 +131,31 @@ impl Builder<'_> {
             config.python = Some(python);
         }
         Ok(config)
+    }
+
+    /// The drain grace: default 1 s, cut to the graceful timeout (which
+    /// bounds the whole drain); a value set longer than it is refused.
+    fn drain_grace(&self, graceful_timeout: Duration) -> Result<Duration, ConfigError> {
+        let too_long = |grace: Duration| {
+            format!(
+                "{grace:?} is longer than the graceful timeout ({graceful_timeout:?}), which \
+                 bounds the whole drain: lower it or raise graceful_timeout"
+            )
+        };
+        match (&self.cli.drain_grace, self.file.drain_grace) {
+            (Some(text), _) => {
+                let grace = parse_duration(text).map_err(|m| cli_err("--drain-grace", m))?;
+                if grace > graceful_timeout {
+                    return Err(cli_err("--drain-grace", too_long(grace)));
+                }
+                Ok(grace)
+            }
+            (None, Some(grace)) if grace.0 > graceful_timeout => {
+                Err(self.file_err("drain_grace", too_long(grace.0)))
+            }
+            (None, Some(grace)) => Ok(grace.0),
+            (None, None) => Ok(DEFAULT_DRAIN_GRACE.min(graceful_timeout)),
+        }
     }
 
     fn forwarded_allow_ips(&self) -> Result<ForwardedAllow, ConfigError> {
