@@ -22,7 +22,7 @@ use hyper::server::conn::http1;
 use hyper_util::rt::TokioTimer;
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, UnixListener};
-use tokio::sync::{watch, Notify, Semaphore};
+use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
 pub(crate) use conn::ConnState;
@@ -335,20 +335,13 @@ async fn accept_loop(
         };
         let accepted = tokio::select! {
             accepted = accept(&listener) => accepted,
-            _ = shutdown.changed() => return,
+            _ = shutdown.changed() => {
+                drop(permit);
+                return serve_queued(listener, protocol, tls, shared, permits);
+            }
         };
         match accepted {
-            Ok((stream, addr)) => {
-                let shared = shared.clone();
-                let tls = tls.clone();
-                shared.open_connections.up();
-                tokio::task::spawn_local(async move {
-                    serve_stream(stream, addr, protocol, tls, shared.clone()).await;
-                    drop(permit);
-                    shared.open_connections.down();
-                    shared.all_closed.notify_waiters();
-                });
-            }
+            Ok((stream, addr)) => spawn_connection(stream, addr, protocol, &tls, &shared, permit),
             Err(err) => {
                 // EMFILE and friends: back off instead of spinning.
                 tracing::error!(
@@ -360,9 +353,83 @@ async fn accept_loop(
     }
 }
 
+fn spawn_connection(
+    stream: Stream,
+    addr: Option<std::net::SocketAddr>,
+    protocol: Protocol,
+    tls: &Option<TlsAcceptor>,
+    shared: &Rc<Shared>,
+    permit: OwnedSemaphorePermit,
+) {
+    let shared = shared.clone();
+    let tls = tls.clone();
+    shared.open_connections.up();
+    tokio::task::spawn_local(async move {
+        serve_stream(stream, addr, protocol, tls, shared.clone()).await;
+        drop(permit);
+        shared.open_connections.down();
+        shared.all_closed.notify_waiters();
+    });
+}
+
+/// The worker drains and its listener closes (dropped here). Connections
+/// the kernel already completed wait in the listener's queue and would be
+/// reset with it, though their clients may have sent a request: they are
+/// served instead (each answer says `Connection: close`).
+fn serve_queued(
+    listener: Accepting,
+    protocol: Protocol,
+    tls: Option<TlsAcceptor>,
+    shared: Rc<Shared>,
+    permits: Arc<Semaphore>,
+) {
+    let queued = std::iter::from_fn(|| listener.accept_now()).map_while(Result::ok);
+    for (stream, addr) in queued {
+        // Past max_connections, the rest are reset as before.
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            return;
+        };
+        spawn_connection(stream, addr, protocol, &tls, &shared, permit);
+    }
+}
+
 enum Stream {
     Tcp(tokio::net::TcpStream),
     Unix(tokio::net::UnixStream),
+}
+
+impl Accepting {
+    /// A connection waiting in the queue, without waiting for one (`None`:
+    /// the queue is empty). The reactor may not know yet of connections
+    /// the kernel has queued, so this asks the kernel.
+    fn accept_now(&self) -> Option<std::io::Result<(Stream, Option<std::net::SocketAddr>)>> {
+        use nix::sys::socket::{accept4, SockFlag};
+        use std::os::fd::{AsRawFd, FromRawFd};
+        use std::os::unix::net::UnixStream as StdUnix;
+        let fd = match self {
+            Accepting::Tcp(l) => l.as_raw_fd(),
+            Accepting::Unix(l) => l.as_raw_fd(),
+        };
+        let raw = match accept4(fd, SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK) {
+            Ok(raw) => raw,
+            Err(nix::errno::Errno::EAGAIN) => return None,
+            Err(err) => return Some(Err(err.into())),
+        };
+        Some(match self {
+            Accepting::Tcp(_) => {
+                // SAFETY: `raw` is a connected TCP socket we just accepted and own.
+                let std = unsafe { std::net::TcpStream::from_raw_fd(raw) };
+                let addr = std.peer_addr().ok();
+                let _ = std.set_nodelay(true);
+                tokio::net::TcpStream::from_std(std).map(|s| (Stream::Tcp(s), addr))
+            }
+            Accepting::Unix(_) => {
+                // SAFETY: as above, a unix socket.
+                let std = unsafe { StdUnix::from_raw_fd(raw) };
+                tokio::net::UnixStream::from_std(std).map(|s| (Stream::Unix(s), None))
+            }
+        })
+    }
 }
 
 async fn accept(listener: &Accepting) -> std::io::Result<(Stream, Option<std::net::SocketAddr>)> {
