@@ -48,7 +48,7 @@ mod tests {
     use super::*;
     use crate::sendfile::SendfileSocket;
     use crate::server::park::Park;
-    use crate::server::{conn, start_drain, Peer, Shared};
+    use crate::server::{conn, serve_queued, start_drain, Accepting, Peer, Shared};
 
     const SECOND: Duration = Duration::from_secs(1);
     const GRACE: Duration = Duration::from_secs(1);
@@ -202,7 +202,7 @@ mod tests {
 
     /// Reads one response: its head (lowercase) and status; `None` if the
     /// connection closed first.
-    async fn response(client: &mut DuplexStream) -> Option<(u16, String)> {
+    async fn response(client: &mut (impl AsyncRead + Unpin)) -> Option<(u16, String)> {
         let mut bytes = Vec::new();
         let mut chunk = [0u8; 4096];
         loop {
@@ -230,7 +230,7 @@ mod tests {
     }
 
     /// Waits for the server to close the connection; when it did.
-    async fn closed(client: &mut DuplexStream) -> Instant {
+    async fn closed(client: &mut (impl AsyncRead + Unpin)) -> Instant {
         let mut chunk = [0u8; 64];
         let n = client.read(&mut chunk).await.expect("read");
         assert_eq!(n, 0, "bytes instead of a close: {:?}", &chunk[..n]);
@@ -351,6 +351,39 @@ mod tests {
                 .await
                 .expect("the second request was dropped");
             assert_eq!(status, 404);
+        })
+        .await;
+    }
+
+    /// The listener closes when the drain begins; a connection the kernel
+    /// had already queued on it (its client may have sent a request) would
+    /// be reset with it.
+    #[tokio::test]
+    async fn a_connection_queued_when_the_listener_closes_is_answered_not_reset() {
+        local(async {
+            let (shared, stop) = worker();
+            let bound = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            bound.set_nonblocking(true).unwrap();
+            let addr = bound.local_addr().unwrap();
+            let listener = Accepting::Tcp(tokio::net::TcpListener::from_std(bound).unwrap());
+            // Connected by the kernel, not accepted yet.
+            let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
+            client.write_all(GET).await.unwrap();
+            start_drain(&shared, &stop);
+            let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(10));
+            serve_queued(
+                listener,
+                crate::config::Protocol::Http,
+                None,
+                shared.clone(),
+                permits,
+            );
+            let answer = tokio::time::timeout(5 * SECOND, response(&mut client)).await;
+            let (status, head) = answer
+                .expect("no answer within 5 s")
+                .expect("closed without an answer");
+            assert_eq!(status, 404);
+            assert!(head.contains("connection: close"), "{head}");
         })
         .await;
     }
