@@ -548,9 +548,13 @@ enum Ended<S> {
 }
 
 /// How a hyper connection's driver ([`drive`]) ended.
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Drove {
     /// hyper ended the connection for parking, leaving the socket open.
     Parked,
+    /// The same, at the idle deadline: the connection closes unless hyper
+    /// had read the beginning of a request.
+    IdleEnded,
     Closed,
 }
 
@@ -612,7 +616,7 @@ where
         .with_upgrades();
     let drove = drive(Pin::new(&mut conn), |c| c.graceful_shutdown(), ctx, true).await;
     let parts = match (drove, conn.into_parts()) {
-        (Drove::Parked, Some(parts)) => parts,
+        (Drove::Parked | Drove::IdleEnded, Some(parts)) => parts,
         _ => return Ended::Closed,
     };
     let watched = parts.io.into_inner();
@@ -622,7 +626,14 @@ where
         (false, true) => parts.read_buf,
         (_, false) => [parts.read_buf, watched.unread].concat().into(),
     };
-    tracing::debug!(peer = ?ctx.peer.addr, unread = unread.len(), "idle connection parked");
+    let peer = ctx.peer.addr;
+    match (drove, unread.is_empty()) {
+        (Drove::IdleEnded, true) => return Ended::Closed,
+        (_, true) => tracing::debug!(peer = ?peer, "idle connection parked"),
+        // A request's beginning came with the last one (pipelined): it is
+        // served at once, within the header timeout.
+        (_, false) => tracing::debug!(peer = ?peer, "{} unread bytes served again", unread.len()),
+    }
     Ended::Parked {
         socket: watched.inner,
         unread,
@@ -684,7 +695,7 @@ where
                 }
             }
             expiry = dog.as_mut() => match expiry {
-                Expiry::Idle => {
+                Expiry::Idle if !can_park => {
                     end(conn.as_mut());
                     // A client that does not let the connection close (an
                     // HTTP/2 peer ignoring GOAWAY) is dropped after a grace period.
@@ -695,14 +706,16 @@ where
                     send_request_timeout(shared, peer);
                     return Drove::Closed;
                 }
-                Expiry::Park => {
+                // hyper's HTTP/1 connection, idle: it ends at once and writes
+                // nothing; the socket stays open (`Watched::poll_shutdown`)
+                // for the caller to take back with what hyper read.
+                Expiry::Idle | Expiry::Park => {
                     state.parking.store(true, Relaxed);
-                    // Idle, hyper ends at once and writes nothing; the
-                    // socket stays open (`Watched::poll_shutdown`).
                     end(conn.as_mut());
                     let ended = tokio::time::timeout(limits.header_timeout, conn.as_mut()).await;
-                    return match ended {
-                        Ok(Ok(())) => Drove::Parked,
+                    return match (ended, expiry) {
+                        (Ok(Ok(())), Expiry::Park) => Drove::Parked,
+                        (Ok(Ok(())), _) => Drove::IdleEnded,
                         _ => Drove::Closed,
                     };
                 }

@@ -355,6 +355,33 @@ mod tests {
         .await;
     }
 
+    /// A request's head that started arriving is served even past the
+    /// grace: here its beginning came pipelined with the last request, so
+    /// it sits in hyper's buffer of a connection that looks idle.
+    #[tokio::test(start_paused = true)]
+    async fn a_pipelined_request_split_across_the_drain_grace_is_answered() {
+        local(async {
+            let (shared, stop) = worker();
+            let mut client = connect(&shared, Held::InHyper);
+            let mut first = GET.to_vec();
+            first.extend_from_slice(b"GET /second HT");
+            client.write_all(&first).await.unwrap();
+            assert!(response(&mut client).await.is_some());
+            start_drain(&shared, &stop);
+            tokio::time::sleep(GRACE + SECOND / 2).await;
+            client
+                .write_all(b"TP/1.1\r\nHost: localhost\r\n\r\n")
+                .await
+                .unwrap();
+            let (status, head) = response(&mut client)
+                .await
+                .expect("the second request was dropped at the grace");
+            assert_eq!(status, 404);
+            assert!(head.contains("connection: close"), "{head}");
+        })
+        .await;
+    }
+
     /// The listener closes when the drain begins; a connection the kernel
     /// had already queued on it (its client may have sent a request) would
     /// be reset with it.
