@@ -243,6 +243,29 @@ fn an_idle_connection_is_closed_after_the_drain_grace_not_at_once() {
 }
 
 #[test]
+fn a_draining_single_process_refuses_new_connections_at_once() {
+    let t = TestDir::new();
+    let mut s = serve_app(&t, "loadapp:application", &["-w", "0"]);
+    let mut c = connect(s.addr);
+    c.write_all(&get_request("/?sleep=3", &[])).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    s.signal(Signal::SIGTERM);
+    wait_drain_began(&s);
+    let refused = TcpStream::connect(s.addr);
+    assert!(
+        s.wait_exit(Duration::ZERO).is_none(),
+        "the process exited before its request in flight was answered"
+    );
+    assert_eq!(
+        refused.as_ref().map_err(|e| e.kind()).err(),
+        Some(ErrorKind::ConnectionRefused),
+        "a new connection while draining: {refused:?}"
+    );
+    let ex = read_responses(&mut c, 1, Duration::from_secs(10));
+    assert_answered_with_close(&ex, &s);
+}
+
+#[test]
 fn an_h2c_connection_gets_goaway_and_its_stream_in_flight_completes() {
     use http_body_util::BodyExt;
     use hyper_util::rt::{TokioExecutor, TokioIo};

@@ -559,6 +559,58 @@ mod tests {
         .listeners()
     }
 
+    fn drain_grace_of(file: &str, cli: Cli, graceful: Duration) -> Result<Duration, ConfigError> {
+        Builder {
+            cli: &cli,
+            file: file::parse(file).unwrap(),
+            origin: "test.toml".into(),
+            base_dir: "/".into(),
+            upstreams: RefCell::new(Vec::new()),
+        }
+        .drain_grace(graceful)
+    }
+
+    #[test]
+    fn the_drain_grace_defaults_to_1s_and_never_exceeds_the_graceful_timeout() {
+        let secs = Duration::from_secs;
+        let grace = |file: &str, flag: Option<&str>, graceful| {
+            let cli = Cli {
+                drain_grace: flag.map(String::from),
+                ..Cli::default()
+            };
+            drain_grace_of(file, cli, graceful)
+        };
+        assert_eq!(grace("", None, secs(30)).unwrap(), secs(1));
+        // The default is cut to a shorter graceful timeout.
+        assert_eq!(
+            grace("", None, Duration::from_millis(300)).unwrap(),
+            Duration::from_millis(300)
+        );
+        assert_eq!(
+            grace("drain_grace = \"2s\"", None, secs(30)).unwrap(),
+            secs(2)
+        );
+        assert_eq!(
+            grace("drain_grace = \"2s\"", Some("500ms"), secs(30)).unwrap(),
+            Duration::from_millis(500)
+        );
+        assert_eq!(grace("", Some("0"), secs(30)).unwrap(), Duration::ZERO);
+        // Set longer than the graceful timeout: refused, naming the key.
+        let err = grace("", Some("5"), secs(2)).unwrap_err().to_string();
+        assert!(
+            err.contains("--drain-grace") && err.contains("graceful"),
+            "{err}"
+        );
+        let err = grace("drain_grace = \"40s\"", None, secs(30))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`drain_grace`") && err.contains("test.toml"),
+            "{err}"
+        );
+        assert!(grace("", Some("soon"), secs(30)).is_err());
+    }
+
     #[test]
     fn relative_unix_socket_paths_are_made_absolute() {
         let file = "[[listen]]\naddress = \"unix:run/p.sock\"\nprotocol = \"uwsgi\"\n";
