@@ -353,6 +353,8 @@ async fn accept_loop(
     }
 }
 
+/// Serves an accepted connection on a task of its own, which gives back
+/// its permit and its count when the connection ends.
 fn spawn_connection(
     stream: Stream,
     addr: Option<std::net::SocketAddr>,

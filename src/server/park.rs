@@ -77,7 +77,9 @@ impl<S> Park for tokio_rustls::server::TlsStream<S> {
 pub enum Waiting {
     /// A request that is not an HTTP/2 preface: served by HTTP/1 alone.
     Http1,
-    /// An HTTP/2 preface, or too few bytes to tell: hyper detects.
+    /// An HTTP/2 preface, or too few bytes to tell: hyper-util detects the
+    /// version, and the connection is not parked (its connection cannot
+    /// hand back the socket).
     Detect,
     /// The socket cannot be parked (TLS): hyper detects, and keeps it.
     Unparkable,
