@@ -11,6 +11,7 @@
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
+use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,7 +24,7 @@ use crate::util::load::{Load, LoadSpec, Report};
 use crate::util::raw::{
     closes_within, connect, get_request, parse_all, read_responses, Exchange, RawResponse,
 };
-use crate::util::wsgi::serve_app;
+use crate::util::wsgi::{copy_fixtures, serve_app};
 use crate::util::{Server, TestDir};
 
 /// When the next request comes after the drain began: well inside the
@@ -242,24 +243,53 @@ fn an_idle_connection_is_closed_after_the_drain_grace_not_at_once() {
     );
 }
 
+/// Checked on a unix socket: a TCP port freed by the close can be taken at
+/// once by another test's server.
 #[test]
 fn a_draining_single_process_refuses_new_connections_at_once() {
     let t = TestDir::new();
-    let mut s = serve_app(&t, "loadapp:application", &["-w", "0"]);
+    copy_fixtures(&t);
+    let sock = t.join("http.sock");
+    let unix = format!("unix:{}", sock.display());
+    let args = [
+        "loadapp:application",
+        "-w",
+        "0",
+        "-b",
+        "127.0.0.1:0",
+        "-b",
+        &unix,
+    ];
+    let mut s = Server::start_in(t.path(), &args, 2);
     let mut c = connect(s.addr);
     c.write_all(&get_request("/?sleep=3", &[])).unwrap();
     std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        UnixStream::connect(&sock).is_ok(),
+        "the unix listener is up"
+    );
     s.signal(Signal::SIGTERM);
     wait_drain_began(&s);
-    let refused = TcpStream::connect(s.addr);
-    assert!(
-        s.wait_exit(Duration::ZERO).is_none(),
-        "the process exited before its request in flight was answered"
-    );
+    // The log line comes just before the drain: allow a moment.
+    let deadline = Instant::now() + Duration::from_secs(1);
+    let refused = loop {
+        let attempt = UnixStream::connect(&sock);
+        let refused = attempt
+            .as_ref()
+            .is_err_and(|e| e.kind() == ErrorKind::ConnectionRefused);
+        if refused || Instant::now() > deadline {
+            break attempt;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
     assert_eq!(
         refused.as_ref().map_err(|e| e.kind()).err(),
         Some(ErrorKind::ConnectionRefused),
-        "a new connection while draining: {refused:?}"
+        "a new connection 1 s after the drain began: {refused:?}"
+    );
+    assert!(
+        s.wait_exit(Duration::ZERO).is_none(),
+        "the process exited before its request in flight was answered"
     );
     let ex = read_responses(&mut c, 1, Duration::from_secs(10));
     assert_answered_with_close(&ex, &s);
