@@ -118,6 +118,7 @@ fn help_mentions_every_flag() {
         "-w,",
         "--no-master",
         "--graceful-timeout",
+        "--drain-grace",
         "--access-log ",
         "--access-log-format",
         "--log-level",

@@ -65,6 +65,31 @@ fn a_request_head_split_across_the_park_is_served() {
     assert_eq!(ex.first().text(), HELLO, "{}", s.logs());
 }
 
+/// Issue 12 item 4: hyper had read the second request's beginning with the
+/// first request when the connection parked; those bytes must come back.
+#[test]
+fn a_pipelined_request_split_across_the_park_is_answered() {
+    let t = TestDir::new();
+    let s = t.serve_site(&["--header-timeout", "5", "--log-level", "debug"]);
+    let mut c = connect(s.addr);
+    let mut first = get_request("/hello.txt", &[]);
+    first.extend_from_slice(b"GET /style.css HT");
+    c.write_all(&first).unwrap();
+    let ex = read_responses(&mut c, 1, Duration::from_secs(3));
+    assert_eq!(ex.first().text(), HELLO, "{}", s.logs());
+    std::thread::sleep(Duration::from_millis(1500));
+    c.write_all(b"TP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    let ex = read_responses(&mut c, 1, Duration::from_secs(3));
+    assert!(
+        !ex.responses.is_empty(),
+        "the pipelined request was dropped (closed: {}, {} bytes)\n{}",
+        ex.closed,
+        ex.bytes.len(),
+        s.logs()
+    );
+    assert_eq!(ex.first().text(), "body { color: black }\n");
+}
+
 #[test]
 fn a_parked_connection_is_closed_at_the_keepalive_timeout() {
     let t = TestDir::new();

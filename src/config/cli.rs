@@ -113,6 +113,12 @@ pub struct Cli {
     #[arg(long, value_name = "S")]
     pub graceful_timeout: Option<String>,
 
+    /// While a worker drains, an idle keep-alive connection is kept this
+    /// long: a request arriving in it is still served (with `Connection:
+    /// close`), then the connection is closed. [default: 1]
+    #[arg(long, value_name = "S")]
+    pub drain_grace: Option<String>,
+
     /// Access log: a file path, `-` for stdout, or `off`. [default: -]
     #[arg(long, value_name = "PATH|-|off")]
     pub access_log: Option<String>,

@@ -23,6 +23,7 @@ pub struct FileConfig {
     pub forwarded_allow_ips: Option<Vec<String>>,
     pub workers: Option<usize>,
     pub graceful_timeout: Option<Seconds>,
+    pub drain_grace: Option<Seconds>,
     #[serde(default)]
     pub listen: Vec<FileListener>,
     #[serde(default)]

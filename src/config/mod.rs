@@ -48,6 +48,9 @@ pub struct Config {
     /// Worker processes; 0 means everything runs in the master's process.
     pub workers: usize,
     pub graceful_timeout: Duration,
+    /// While draining, how long an idle keep-alive connection is kept for
+    /// its next request (at most `graceful_timeout`).
+    pub drain_grace: Duration,
     /// Peers whose X-Forwarded-* / Forwarded headers are believed.
     pub forwarded_allow_ips: ForwardedAllow,
     pub limits: Limits,

@@ -9,10 +9,16 @@
 //!    timeout, and a request head that started arriving but is not complete
 //!    within the header timeout (slowloris) gets `408` and the connection is
 //!    closed;
-//! 4. on worker shutdown, hyper's graceful shutdown: idle connections close
-//!    at once, busy ones after their response;
+//! 4. when the worker drains (`super::drain`), an HTTP/2 connection gets
+//!    GOAWAY at once; an HTTP/1 one closes after its next response (which
+//!    says `Connection: close`), or when idle past the drain grace;
 //! 5. a plain HTTP/1 connection idle for a while leaves hyper and waits
 //!    parked, without hyper's buffers, for its next request (`super::park`).
+//!    hyper's own HTTP/1 connection serves it (no version detection), so
+//!    that parking can end it as a drain does and take back the socket
+//!    *and* any bytes hyper read but did not use (a pipelined request's
+//!    beginning): they are read first when the connection is served again.
+//!    Nothing the client sent is lost, whatever the timing.
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -20,19 +26,20 @@ use std::os::fd::RawFd;
 use std::pin::{pin, Pin};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
 use hyper_util::rt::TokioIo;
-use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 
+use super::drain::Drain;
 use super::park::{self, Park, Waiting, PARK_AFTER};
 use super::service::{self, RequestContext};
-use super::{LocalExec, Shared};
+use super::Shared;
 use crate::body::RequestBody;
 use crate::sendfile::{SendQueue, SendfileSocket};
 
@@ -125,7 +132,8 @@ pub struct ConnState {
     http2: AtomicBool,
     /// File ranges a body handed hyper placeholders for (plain HTTP/1).
     pub sendfile: Arc<SendQueue>,
-    /// hyper is being told the stream ended, so that the socket can be parked.
+    /// hyper is ending the connection so that the socket can be parked:
+    /// the socket must stay open.
     parking: AtomicBool,
     /// The last write did not complete: hyper still holds bytes to send.
     write_blocked: AtomicBool,
@@ -152,10 +160,11 @@ impl ConnState {
     }
 
     /// When an idle connection is closed (its deadline is past when it is
-    /// not idle).
-    pub fn idle_deadline(&self) -> Instant {
-        match self.phase.get() {
-            Phase::Idle { since, limit } => since + limit,
+    /// not idle), given the worker's drain if it has begun.
+    pub fn idle_deadline(&self, drain: Option<Drain>) -> Instant {
+        match (self.phase.get(), drain) {
+            (Phase::Idle { since, limit }, None) => since + limit,
+            (Phase::Idle { since, limit }, Some(drain)) => drain.idle_deadline(since, limit),
             _ => Instant::now(),
         }
     }
@@ -188,7 +197,7 @@ impl ConnState {
 }
 
 /// What the watchdog decided.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug)]
 enum Expiry {
     Idle,
     HeadTimeout,
@@ -208,6 +217,8 @@ struct Watchdog<'a> {
     state: &'a ConnState,
     header_timeout: Duration,
     can_park: bool,
+    /// The worker's drain, once begun: idle connections close at its grace.
+    drain: Option<Drain>,
     step: Duration,
     sleep: Pin<Box<Sleep>>,
     /// What the timer is set for: the phase then, its deadline, and what
@@ -218,36 +229,71 @@ struct Watchdog<'a> {
 }
 
 impl<'a> Watchdog<'a> {
-    fn new(state: &'a ConnState, header_timeout: Duration, can_park: bool) -> Self {
-        let mut step = header_timeout.min(state.phase.keepalive_timeout);
-        if can_park {
-            step = step.min(PARK_AFTER);
-        }
-        Watchdog {
+    /// The shortest step, for a drain grace of zero: a busy connection is
+    /// not polled in a loop.
+    const MIN_STEP: Duration = Duration::from_millis(10);
+
+    fn new(
+        state: &'a ConnState,
+        header_timeout: Duration,
+        can_park: bool,
+        drain: Option<Drain>,
+    ) -> Self {
+        let mut dog = Watchdog {
             state,
             header_timeout,
             can_park,
-            step,
+            drain,
+            step: header_timeout,
             sleep: Box::pin(tokio::time::sleep_until(Instant::now())),
             armed: None,
             registered: false,
-        }
+        };
+        dog.step = dog.step();
+        dog
     }
 
-    /// Not HTTP/2, and nothing left to write for a slow reader (that one is
+    /// The shortest time a phase can last before its deadline.
+    fn step(&self) -> Duration {
+        let mut step = self.header_timeout.min(self.state.phase.keepalive_timeout);
+        if self.can_park {
+            step = step.min(PARK_AFTER);
+        }
+        if let Some(drain) = self.drain {
+            step = step.min(drain.grace.max(Self::MIN_STEP));
+        }
+        step
+    }
+
+    /// The worker began to drain: idle deadlines shorten to its grace.
+    fn drain(&mut self, drain: Drain) {
+        self.drain = Some(drain);
+        self.step = self.step();
+        self.armed = None;
+        self.registered = false;
+    }
+
+    /// Not HTTP/2, not draining (the connection closes at the grace
+    /// anyway), and nothing left to write for a slow reader (that one is
     /// closed at the keep-alive deadline as before).
     fn parkable(&self) -> bool {
-        self.can_park && !self.state.http2.load(Relaxed) && !self.state.write_blocked.load(Relaxed)
+        self.can_park
+            && self.drain.is_none()
+            && !self.state.http2.load(Relaxed)
+            && !self.state.write_blocked.load(Relaxed)
     }
 
     fn arm(&mut self) {
         let phase = self.state.phase.get();
         let now = Instant::now();
         let (deadline, expiry) = match phase {
-            Phase::Idle { since, limit } if PARK_AFTER < limit && self.parkable() => {
-                (since + PARK_AFTER, Some(Expiry::Park))
-            }
-            Phase::Idle { since, limit } => (since + limit, Some(Expiry::Idle)),
+            Phase::Idle { since, limit } => match self.drain {
+                Some(drain) => (drain.idle_deadline(since, limit), Some(Expiry::Idle)),
+                None if PARK_AFTER < limit && self.parkable() => {
+                    (since + PARK_AFTER, Some(Expiry::Park))
+                }
+                None => (since + limit, Some(Expiry::Idle)),
+            },
             Phase::Head { since } => (since + self.header_timeout, Some(Expiry::HeadTimeout)),
             Phase::Busy => (now + self.step, None),
         };
@@ -292,35 +338,29 @@ impl Future for Watchdog<'_> {
 }
 
 /// The socket as hyper sees it: reports the arrival of request bytes to the
-/// connection state, sends file bodies' placeholders with `sendfile`, and
-/// when the connection parks, shows hyper an end of stream and hands the
-/// socket back instead of closing it.
+/// connection state, hands hyper first the bytes an earlier hyper
+/// connection left unread, sends file bodies' placeholders with
+/// `sendfile`, and keeps the socket open when hyper ends the connection
+/// for parking.
 pub struct Watched<S> {
-    /// `None` only while being dropped for parking.
-    inner: Option<S>,
+    inner: S,
+    /// Read from the socket by an earlier hyper connection, not used by it:
+    /// the beginning of the next request.
+    unread: Bytes,
     state: Arc<ConnState>,
-    /// Where the socket goes when hyper lets go of it for parking. hyper
-    /// wants its IO `Send`, so this is a (never contended) mutex.
-    parked: Arc<Mutex<Option<S>>>,
 }
 
 impl<S> Watched<S> {
-    fn socket(&mut self) -> &mut S {
-        self.inner
-            .as_mut()
-            .expect("the socket is taken only on drop")
+    fn new(inner: S, unread: Bytes, state: Arc<ConnState>) -> Self {
+        Watched {
+            inner,
+            unread,
+            state,
+        }
     }
 
     fn parking(&self) -> bool {
         self.state.parking.load(Relaxed)
-    }
-}
-
-impl<S> Drop for Watched<S> {
-    fn drop(&mut self) {
-        if self.parking() {
-            *self.parked.lock().unwrap_or_else(|e| e.into_inner()) = self.inner.take();
-        }
     }
 }
 
@@ -330,12 +370,15 @@ impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        if self.parking() {
-            // An end of stream between requests: hyper closes cleanly.
+        if !self.unread.is_empty() {
+            let n = self.unread.len().min(buf.remaining());
+            let replayed = self.unread.split_to(n);
+            buf.put_slice(&replayed);
+            self.state.bytes_arrived(&replayed);
             return Poll::Ready(Ok(()));
         }
         let before = buf.filled().len();
-        let result = Pin::new(self.socket()).poll_read(cx, buf);
+        let result = Pin::new(&mut self.inner).poll_read(cx, buf);
         if buf.filled().len() > before {
             self.state.bytes_arrived(&buf.filled()[before..]);
         }
@@ -358,25 +401,24 @@ impl<S: AsyncWrite + SendfileSocket + Unpin> AsyncWrite for Watched<S> {
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
         let Watched { inner, state, .. } = self.get_mut();
-        let socket = inner.as_mut().expect("the socket is taken only on drop");
-        let result = state.sendfile.poll_write(socket, cx, bufs);
+        let result = state.sendfile.poll_write(inner, cx, bufs);
         state.write_blocked.store(result.is_pending(), Relaxed);
         result
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.inner.as_ref().is_some_and(S::is_write_vectored)
+        self.inner.is_write_vectored()
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(self.socket()).poll_flush(cx)
+        Pin::new(&mut self.inner).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         if self.parking() {
             return Poll::Ready(Ok(()));
         }
-        Pin::new(self.socket()).poll_shutdown(cx)
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
@@ -463,122 +505,219 @@ where
         state: state.clone(),
         peer,
     });
-    let parked = Arc::new(Mutex::new(None));
+    let mut unread = Bytes::new();
     loop {
-        let (http, can_park) = match park::wait_for_request(&socket, &state, &shared).await {
-            Waiting::Closed => return,
-            Waiting::Http1 => (&shared.http1, true),
-            Waiting::Detect => (&shared.http, true),
-            Waiting::Unparkable => (&shared.http, false),
+        // Bytes in hand are a request's beginning: hyper takes them at once.
+        let waiting = if unread.is_empty() {
+            park::wait_for_request(&mut socket, &state, &shared).await
+        } else {
+            Waiting::Http1
         };
-        // The bytes are waiting: hyper reads them at once.
+        if waiting == Waiting::Closed {
+            return;
+        }
         state.unparked();
         shared.in_hyper.up();
-        let ended = with_hyper(socket, http, &ctx, &parked, can_park).await;
+        let ended = match waiting {
+            Waiting::Http1 => with_http1(socket, unread, &ctx).await,
+            _ => {
+                with_auto(socket, &ctx).await;
+                Ended::Closed
+            }
+        };
         shared.in_hyper.down();
-        let taken = parked.lock().unwrap_or_else(|e| e.into_inner()).take();
-        match (ended, taken) {
-            (Ended::Parked, Some(back)) => socket = back,
-            _ => return,
+        match ended {
+            Ended::Parked {
+                socket: s,
+                unread: u,
+            } => (socket, unread) = (s, u),
+            Ended::Closed => return,
         }
     }
 }
 
 /// How a hyper connection ended.
-enum Ended {
-    /// The socket is parked, the connection open.
-    Parked,
+enum Ended<S> {
+    /// The connection is open, out of hyper: its socket, and the bytes
+    /// hyper read from it but did not use.
+    Parked {
+        socket: S,
+        unread: Bytes,
+    },
     Closed,
 }
 
-/// `serve_with_hyper`'s future, boxed by a plain function: an async fn
-/// would keep room for it in its own state, parked connections included.
-fn with_hyper<'a, S>(
-    socket: S,
-    http: &'a auto::Builder<LocalExec>,
-    ctx: &'a Rc<RequestContext>,
-    parked: &'a Arc<Mutex<Option<S>>>,
-    can_park: bool,
-) -> Pin<Box<impl Future<Output = Ended> + 'a>>
-where
-    S: AsyncRead + AsyncWrite + SendfileSocket + Unpin + Send + 'static,
-{
-    Box::pin(serve_with_hyper(socket, http, ctx, parked, can_park))
+/// How a hyper connection's driver ([`drive`]) ended.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Drove {
+    /// hyper ended the connection for parking, leaving the socket open.
+    Parked,
+    /// The same, at the idle deadline: the connection closes unless hyper
+    /// had read the beginning of a request.
+    IdleEnded,
+    Closed,
 }
 
-/// Serves requests with hyper until the connection closes or parks.
-async fn serve_with_hyper<S>(
+/// `serve_http1`'s future, boxed by a plain function: an async fn would
+/// keep room for it in its own state, parked connections included.
+fn with_http1<'a, S>(
     socket: S,
-    http: &auto::Builder<LocalExec>,
-    ctx: &Rc<RequestContext>,
-    parked: &Arc<Mutex<Option<S>>>,
-    can_park: bool,
-) -> Ended
+    unread: Bytes,
+    ctx: &'a Rc<RequestContext>,
+) -> Pin<Box<impl Future<Output = Ended<S>> + 'a>>
 where
     S: AsyncRead + AsyncWrite + SendfileSocket + Unpin + Send + 'static,
 {
-    let (shared, state, peer) = (&ctx.shared, &ctx.state, &ctx.peer);
-    let limits = &shared.limits;
-    let io = TokioIo::new(Watched {
-        inner: Some(socket),
-        state: state.clone(),
-        parked: parked.clone(),
-    });
-    let svc_ctx = ctx.clone();
+    Box::pin(serve_http1(socket, unread, ctx))
+}
+
+/// The same for `serve_auto`.
+fn with_auto<'a, S>(
+    socket: S,
+    ctx: &'a Rc<RequestContext>,
+) -> Pin<Box<impl Future<Output = ()> + 'a>>
+where
+    S: AsyncRead + AsyncWrite + SendfileSocket + Unpin + Send + 'static,
+{
+    Box::pin(serve_auto(socket, ctx))
+}
+
+/// The service hyper calls for each request.
+fn service_for(
+    ctx: &Rc<RequestContext>,
+) -> impl hyper::service::Service<
+    http::Request<hyper::body::Incoming>,
+    Response = http::Response<service::LoggedBody>,
+    Error = std::convert::Infallible,
+    Future = impl Future<Output = Result<http::Response<service::LoggedBody>, std::convert::Infallible>>,
+> {
+    let ctx = ctx.clone();
     // hyper keeps room for this future in every connection it serves; it
     // is kept small (about 2 KiB: the rare handlers' futures
     // are boxed) rather than boxed per request, which measured 700 more
     // instructions per request.
-    let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-        service::handle(req.map(RequestBody::Http), svc_ctx.clone())
-    });
-    let mut conn = pin!(http.serve_connection_with_upgrades(io, svc));
-    let mut shutting_down = *shared.shutdown.borrow();
-    let mut shutdown = shutdown_signal(shared.shutdown.clone());
-    if shutting_down {
-        conn.as_mut().graceful_shutdown();
+    hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+        service::handle(req.map(RequestBody::Http), ctx.clone())
+    })
+}
+
+/// A connection known to speak HTTP/1, served by hyper's HTTP/1 connection
+/// until it closes or parks. Parking ends it as a drain does (idle, it
+/// writes nothing) and takes back the socket and hyper's unread bytes.
+async fn serve_http1<S>(socket: S, unread: Bytes, ctx: &Rc<RequestContext>) -> Ended<S>
+where
+    S: AsyncRead + AsyncWrite + SendfileSocket + Unpin + Send + 'static,
+{
+    let io = TokioIo::new(Watched::new(socket, unread, ctx.state.clone()));
+    let mut conn = ctx
+        .shared
+        .http1
+        .serve_connection(io, service_for(ctx))
+        .with_upgrades();
+    let drove = drive(Pin::new(&mut conn), |c| c.graceful_shutdown(), ctx, true).await;
+    let parts = match (drove, conn.into_parts()) {
+        (Drove::Parked | Drove::IdleEnded, Some(parts)) => parts,
+        _ => return Ended::Closed,
+    };
+    let watched = parts.io.into_inner();
+    // An empty buffer still holds hyper's allocation: let it go.
+    let unread = match (parts.read_buf.is_empty(), watched.unread.is_empty()) {
+        (true, true) => Bytes::new(),
+        (false, true) => parts.read_buf,
+        (_, false) => [parts.read_buf, watched.unread].concat().into(),
+    };
+    let peer = ctx.peer.addr;
+    match (drove, unread.is_empty()) {
+        (Drove::IdleEnded, true) => return Ended::Closed,
+        (_, true) => tracing::debug!(peer = ?peer, "idle connection parked"),
+        // A request's beginning came with the last one (pipelined): it is
+        // served at once, within the header timeout.
+        (_, false) => tracing::debug!(peer = ?peer, "{} unread bytes served again", unread.len()),
     }
-    let mut dog = pin!(Watchdog::new(state, limits.header_timeout, can_park));
+    Ended::Parked {
+        socket: watched.inner,
+        unread,
+    }
+}
+
+/// A connection that may speak HTTP/2 (or is TLS): hyper-util detects the
+/// version. Never parked.
+async fn serve_auto<S>(socket: S, ctx: &Rc<RequestContext>)
+where
+    S: AsyncRead + AsyncWrite + SendfileSocket + Unpin + Send + 'static,
+{
+    let io = TokioIo::new(Watched::new(socket, Bytes::new(), ctx.state.clone()));
+    let conn = pin!(ctx
+        .shared
+        .http
+        .serve_connection_with_upgrades(io, service_for(ctx)));
+    drive(conn, |c| c.graceful_shutdown(), ctx, false).await;
+}
+
+/// Runs a hyper connection with our timeouts and the worker's drain, until
+/// it closes or (`can_park`) it is ended for parking. `end` is the
+/// connection's graceful shutdown: HTTP/1 closes once idle (at once if
+/// idle now), HTTP/2 sends GOAWAY and finishes its streams.
+async fn drive<C, E>(
+    mut conn: Pin<&mut C>,
+    end: impl Fn(Pin<&mut C>),
+    ctx: &RequestContext,
+    can_park: bool,
+) -> Drove
+where
+    C: Future<Output = Result<(), E>>,
+    E: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let (shared, state, peer) = (&ctx.shared, &ctx.state, &ctx.peer);
+    let limits = &shared.limits;
+    let mut drain = shared.drain();
+    let mut shutdown = shutdown_signal(shared.shutdown.clone());
+    let mut dog = pin!(Watchdog::new(state, limits.header_timeout, can_park, drain));
     loop {
         tokio::select! {
+            // The connection first: bytes that arrived are read (and the
+            // phase moves on) before the watchdog judges the phase.
+            biased;
             result = conn.as_mut() => {
                 if let Err(err) = result {
-                    log_connection_error(shared, peer, err.as_ref());
+                    log_connection_error(shared, peer, err.into().as_ref());
                 }
-                return Ended::Closed;
+                return Drove::Closed;
             }
-            _ = &mut shutdown, if !shutting_down => {
-                shutting_down = true;
-                conn.as_mut().graceful_shutdown();
+            _ = &mut shutdown, if drain.is_none() => {
+                let begun = shared.drain().expect("the drain is set before shutdown turns");
+                drain = Some(begun);
+                dog.as_mut().get_mut().drain(begun);
+                // HTTP/1 waits: its next response says `Connection: close`,
+                // and an idle connection gets the grace (the watchdog).
+                if state.http2.load(Relaxed) {
+                    end(conn.as_mut());
+                }
             }
             expiry = dog.as_mut() => match expiry {
-                Expiry::Idle => {
-                    conn.as_mut().graceful_shutdown();
+                Expiry::Idle if !can_park => {
+                    end(conn.as_mut());
                     // A client that does not let the connection close (an
                     // HTTP/2 peer ignoring GOAWAY) is dropped after a grace period.
-                    tokio::select! {
-                        _ = conn.as_mut() => {}
-                        _ = tokio::time::sleep(limits.header_timeout) => {}
-                    }
-                    return Ended::Closed;
+                    let _ = tokio::time::timeout(limits.header_timeout, conn.as_mut()).await;
+                    return Drove::Closed;
                 }
                 Expiry::HeadTimeout => {
                     send_request_timeout(shared, peer);
-                    return Ended::Closed;
+                    return Drove::Closed;
                 }
-                Expiry::Park => {
+                // hyper's HTTP/1 connection, idle: it ends at once and writes
+                // nothing; the socket stays open (`Watched::poll_shutdown`)
+                // for the caller to take back with what hyper read.
+                Expiry::Idle | Expiry::Park => {
                     state.parking.store(true, Relaxed);
-                    // hyper reads an end of stream between requests and ends
-                    // cleanly, writing nothing; the socket goes to `parked`.
-                    let clean = tokio::select! {
-                        result = conn.as_mut() => result.is_ok(),
-                        _ = tokio::time::sleep(limits.header_timeout) => false,
+                    end(conn.as_mut());
+                    let ended = tokio::time::timeout(limits.header_timeout, conn.as_mut()).await;
+                    return match (ended, expiry) {
+                        (Ok(Ok(())), Expiry::Park) => Drove::Parked,
+                        (Ok(Ok(())), _) => Drove::IdleEnded,
+                        _ => Drove::Closed,
                     };
-                    if !clean {
-                        return Ended::Closed;
-                    }
-                    tracing::debug!(peer = ?peer.addr, "idle connection parked");
-                    return Ended::Parked;
                 }
             },
         }

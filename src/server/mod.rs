@@ -5,6 +5,7 @@
 //! connections between them.
 
 mod conn;
+mod drain;
 pub mod listener;
 mod park;
 mod service;
@@ -17,10 +18,11 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
+use hyper::server::conn::http1;
 use hyper_util::rt::TokioTimer;
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, UnixListener};
-use tokio::sync::{watch, Notify, Semaphore};
+use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
 pub(crate) use conn::ConnState;
@@ -33,6 +35,7 @@ use crate::config::{Config, Limits, Protocol};
 use crate::log::AccessLog;
 use crate::router::Router;
 use crate::wsgi::WsgiRuntime;
+use drain::Drain;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -62,6 +65,25 @@ where
     }
 }
 
+/// The HTTP/1 settings, the same on hyper's builder and on hyper-util's
+/// (which mirrors its methods without sharing a trait).
+macro_rules! http1_settings {
+    ($b:expr, $limits:expr) => {
+        $b.keep_alive(true)
+            // Body chunks must reach the socket by reference, never copied
+            // into hyper's buffer: `crate::sendfile` depends on it.
+            .writev(true)
+            .half_close(false)
+            // hyper's buffer caps the whole request head: room for the
+            // longest target plus the header block, so our own checks answer
+            // 414 and 431 precisely below that.
+            .max_buf_size($limits.max_header_bytes + $limits.max_uri_length)
+            .max_headers($limits.max_headers)
+            .timer(TokioTimer::new())
+            .header_read_timeout(None);
+    };
+}
+
 /// State shared by every connection of a worker.
 pub struct Shared {
     router: Router,
@@ -69,9 +91,15 @@ pub struct Shared {
     access_log: AccessLog,
     /// HTTP/1.1 and HTTP/2, told apart by the first bytes.
     http: auto::Builder<LocalExec>,
-    /// The same, for connections known to speak HTTP/1.
-    http1: auto::Builder<LocalExec>,
+    /// The same HTTP/1 settings, for connections known to speak HTTP/1:
+    /// hyper's own connection hands back the socket and its unread bytes
+    /// when the connection parks.
+    http1: http1::Builder,
+    /// Turns true when the worker begins to drain.
     shutdown: watch::Receiver<bool>,
+    /// Set (before `shutdown` turns) when the worker begins to drain.
+    drain: Cell<Option<Drain>>,
+    drain_grace: Duration,
     open_connections: HeapCount,
     /// Connections served by hyper (open and not parked), which holds
     /// buffers for each.
@@ -92,19 +120,9 @@ impl Shared {
     ) -> Result<Self, ServerError> {
         let limits = config.limits.clone();
         let mut http = auto::Builder::new(LocalExec);
-        http.http1()
-            .keep_alive(true)
-            // Body chunks must reach the socket by reference, never copied
-            // into hyper's buffer: `crate::sendfile` depends on it.
-            .writev(true)
-            .half_close(false)
-            // hyper's buffer caps the whole request head: room for the
-            // longest target plus the header block, so our own checks answer
-            // 414 and 431 precisely below that.
-            .max_buf_size(limits.max_header_bytes + limits.max_uri_length)
-            .max_headers(limits.max_headers)
-            .timer(TokioTimer::new())
-            .header_read_timeout(None);
+        http1_settings!(http.http1(), limits);
+        let mut http1 = http1::Builder::new();
+        http1_settings!(http1, limits);
         http.http2()
             .timer(TokioTimer::new())
             .max_concurrent_streams(256)
@@ -114,9 +132,11 @@ impl Shared {
             router: Router::new(&config.routes),
             limits,
             access_log: AccessLog::open(&config.log).map_err(ServerError::AccessLog)?,
-            http1: http.clone().http1_only(),
+            http1,
             http,
             shutdown,
+            drain: Cell::new(None),
+            drain_grace: config.drain_grace,
             open_connections: HeapCount::default(),
             in_hyper: HeapCount::default(),
             all_closed: Notify::new(),
@@ -124,6 +144,26 @@ impl Shared {
             proxy: crate::proxy::Proxy::new(config),
             static_cache: crate::static_files::Cache::new(),
         })
+    }
+}
+
+impl Shared {
+    /// The drain begins: what each connection reads when `shutdown` turns.
+    fn begin_drain(&self) {
+        self.drain.set(Some(Drain {
+            since: tokio::time::Instant::now(),
+            grace: self.drain_grace,
+        }));
+    }
+
+    /// The drain, once it has begun.
+    fn drain(&self) -> Option<Drain> {
+        self.drain.get()
+    }
+
+    /// The worker is draining: HTTP/1 responses say `Connection: close`.
+    pub(crate) fn draining(&self) -> bool {
+        self.drain.get().is_some()
     }
 }
 
@@ -210,14 +250,22 @@ pub fn run_worker(
         });
         let _ = stop_requested.await;
         tracing::info!(
-            "shutting down: {} open connection(s), waiting up to {:?}",
+            "shutting down: {} open connection(s), waiting up to {:?} (idle ones {:?})",
             shared.open_connections.get(),
-            config.graceful_timeout
+            config.graceful_timeout,
+            config.drain_grace
         );
-        let _ = stop.send(true);
-        drain(&shared, config.graceful_timeout).await;
+        start_drain(&shared, &stop);
+        drain_connections(&shared, config.graceful_timeout).await;
         Ok(())
     })
+}
+
+/// The worker stops taking work: its listeners close, its connections
+/// drain (`drain`).
+fn start_drain(shared: &Shared, stop: &watch::Sender<bool>) {
+    shared.begin_drain();
+    let _ = stop.send(true);
 }
 
 /// SIGTERM or SIGINT: the worker stops accepting and drains.
@@ -236,7 +284,9 @@ async fn wait_for_stop_signal() {
     }
 }
 
-async fn drain(shared: &Shared, timeout: Duration) {
+/// Waits until every connection has closed, at most `timeout`; the ones
+/// still open are then dropped with the runtime.
+async fn drain_connections(shared: &Shared, timeout: Duration) {
     let all_closed = async {
         while shared.open_connections.get() > 0 {
             shared.all_closed.notified().await;
@@ -285,20 +335,13 @@ async fn accept_loop(
         };
         let accepted = tokio::select! {
             accepted = accept(&listener) => accepted,
-            _ = shutdown.changed() => return,
+            _ = shutdown.changed() => {
+                drop(permit);
+                return serve_queued(listener, protocol, tls, shared, permits);
+            }
         };
         match accepted {
-            Ok((stream, addr)) => {
-                let shared = shared.clone();
-                let tls = tls.clone();
-                shared.open_connections.up();
-                tokio::task::spawn_local(async move {
-                    serve_stream(stream, addr, protocol, tls, shared.clone()).await;
-                    drop(permit);
-                    shared.open_connections.down();
-                    shared.all_closed.notify_waiters();
-                });
-            }
+            Ok((stream, addr)) => spawn_connection(stream, addr, protocol, &tls, &shared, permit),
             Err(err) => {
                 // EMFILE and friends: back off instead of spinning.
                 tracing::error!(
@@ -310,9 +353,85 @@ async fn accept_loop(
     }
 }
 
+/// Serves an accepted connection on a task of its own, which gives back
+/// its permit and its count when the connection ends.
+fn spawn_connection(
+    stream: Stream,
+    addr: Option<std::net::SocketAddr>,
+    protocol: Protocol,
+    tls: &Option<TlsAcceptor>,
+    shared: &Rc<Shared>,
+    permit: OwnedSemaphorePermit,
+) {
+    let shared = shared.clone();
+    let tls = tls.clone();
+    shared.open_connections.up();
+    tokio::task::spawn_local(async move {
+        serve_stream(stream, addr, protocol, tls, shared.clone()).await;
+        drop(permit);
+        shared.open_connections.down();
+        shared.all_closed.notify_waiters();
+    });
+}
+
+/// The worker drains and its listener closes (dropped here). Connections
+/// the kernel already completed wait in the listener's queue and would be
+/// reset with it, though their clients may have sent a request: they are
+/// served instead (each answer says `Connection: close`).
+fn serve_queued(
+    listener: Accepting,
+    protocol: Protocol,
+    tls: Option<TlsAcceptor>,
+    shared: Rc<Shared>,
+    permits: Arc<Semaphore>,
+) {
+    let queued = std::iter::from_fn(|| listener.accept_now()).map_while(Result::ok);
+    for (stream, addr) in queued {
+        // Past max_connections, the rest are reset as before.
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            return;
+        };
+        spawn_connection(stream, addr, protocol, &tls, &shared, permit);
+    }
+}
+
 enum Stream {
     Tcp(tokio::net::TcpStream),
     Unix(tokio::net::UnixStream),
+}
+
+impl Accepting {
+    /// A connection waiting in the queue, without waiting for one (`None`:
+    /// the queue is empty). The reactor may not know yet of connections
+    /// the kernel has queued, so this asks the kernel.
+    fn accept_now(&self) -> Option<std::io::Result<(Stream, Option<std::net::SocketAddr>)>> {
+        use nix::sys::socket::{accept4, SockFlag};
+        use std::os::fd::{AsRawFd, FromRawFd};
+        use std::os::unix::net::UnixStream as StdUnix;
+        let fd = match self {
+            Accepting::Tcp(l) => l.as_raw_fd(),
+            Accepting::Unix(l) => l.as_raw_fd(),
+        };
+        let raw = match accept4(fd, SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK) {
+            Ok(raw) => raw,
+            Err(nix::errno::Errno::EAGAIN) => return None,
+            Err(err) => return Some(Err(err.into())),
+        };
+        Some(match self {
+            Accepting::Tcp(_) => {
+                // SAFETY: `raw` is a connected TCP socket we just accepted and own.
+                let std = unsafe { std::net::TcpStream::from_raw_fd(raw) };
+                let addr = std.peer_addr().ok();
+                let _ = std.set_nodelay(true);
+                tokio::net::TcpStream::from_std(std).map(|s| (Stream::Tcp(s), addr))
+            }
+            Accepting::Unix(_) => {
+                // SAFETY: as above, a unix socket.
+                let std = unsafe { StdUnix::from_raw_fd(raw) };
+                tokio::net::UnixStream::from_std(std).map(|s| (Stream::Unix(s), None))
+            }
+        })
+    }
 }
 
 async fn accept(listener: &Accepting) -> std::io::Result<(Stream, Option<std::net::SocketAddr>)> {

@@ -1,12 +1,17 @@
 //! Idle connections without hyper. hyper keeps a write buffer (8 KiB), a
 //! read buffer (8 KiB or more) and the last header map for as long as it
 //! serves a connection, idle or not: 22 KiB per idle keep-alive connection.
-//! So a plain HTTP/1 connection idle for `PARK_AFTER` is *parked*: hyper is
-//! told the stream ended (it closes cleanly, writing nothing), the socket
-//! comes back, and the connection waits here, holding only the socket and
+//! So a plain HTTP/1 connection idle for `PARK_AFTER` is *parked*: hyper
+//! ends the connection gracefully (idle, it writes nothing) and hands back
+//! the socket with any bytes it read but did not use (`super::conn`). With
+//! no such bytes, the connection waits here, holding only the socket and
 //! its small state, until the client sends the next request; then a new
-//! hyper connection serves it. New connections also wait here for their
-//! first bytes, which tell HTTP/1 from an HTTP/2 preface without a read.
+//! hyper connection serves it (with such bytes, at once, reading them
+//! first). New connections also wait here for their first bytes, which
+//! tell HTTP/1 from an HTTP/2 preface without a read.
+//!
+//! While the worker drains, a waiting connection is kept for the drain
+//! grace (`super::drain`): a request arriving in it is served.
 //!
 //! TLS connections are never parked: rustls may already hold decrypted
 //! bytes the kernel no longer reports as readable.
@@ -33,17 +38,17 @@ pub trait Park {
     /// Waits until the client sends bytes or closes, and copies the first
     /// bytes into `buf` without consuming them (`Ok(0)`: the client closed).
     /// `None`: this kind of socket cannot be parked.
-    async fn peek(&self, buf: &mut [u8]) -> Option<io::Result<usize>>;
+    async fn peek(&mut self, buf: &mut [u8]) -> Option<io::Result<usize>>;
 }
 
 impl Park for tokio::net::TcpStream {
-    async fn peek(&self, buf: &mut [u8]) -> Option<io::Result<usize>> {
+    async fn peek(&mut self, buf: &mut [u8]) -> Option<io::Result<usize>> {
         Some(tokio::net::TcpStream::peek(self, buf).await)
     }
 }
 
 impl Park for tokio::net::UnixStream {
-    async fn peek(&self, buf: &mut [u8]) -> Option<io::Result<usize>> {
+    async fn peek(&mut self, buf: &mut [u8]) -> Option<io::Result<usize>> {
         use nix::sys::socket::{recv, MsgFlags};
         let fd = self.as_raw_fd();
         Some(loop {
@@ -62,7 +67,7 @@ impl Park for tokio::net::UnixStream {
 }
 
 impl<S> Park for tokio_rustls::server::TlsStream<S> {
-    async fn peek(&self, _buf: &mut [u8]) -> Option<io::Result<usize>> {
+    async fn peek(&mut self, _buf: &mut [u8]) -> Option<io::Result<usize>> {
         None
     }
 }
@@ -72,30 +77,40 @@ impl<S> Park for tokio_rustls::server::TlsStream<S> {
 pub enum Waiting {
     /// A request that is not an HTTP/2 preface: served by HTTP/1 alone.
     Http1,
-    /// An HTTP/2 preface, or too few bytes to tell: hyper detects.
+    /// An HTTP/2 preface, or too few bytes to tell: hyper-util detects the
+    /// version, and the connection is not parked (its connection cannot
+    /// hand back the socket).
     Detect,
     /// The socket cannot be parked (TLS): hyper detects, and keeps it.
     Unparkable,
-    /// The client closed, the idle time ran out, or the worker is stopping.
+    /// The client closed, or the idle time (or the drain grace) ran out.
     Closed,
 }
 
 /// Waits for the next request's first bytes, at most until the idle
-/// deadline of the connection's state.
-pub async fn wait_for_request<S: Park>(socket: &S, state: &ConnState, shared: &Shared) -> Waiting {
+/// deadline of the connection's state (shortened to the drain grace when
+/// the worker drains).
+pub async fn wait_for_request<S: Park>(
+    socket: &mut S,
+    state: &ConnState,
+    shared: &Shared,
+) -> Waiting {
     let mut shutdown = shared.shutdown.clone();
-    if *shutdown.borrow() {
-        return Waiting::Closed;
-    }
     let mut first = [0u8; H2_PREFACE.len()];
-    tokio::select! {
-        peeked = socket.peek(&mut first) => match peeked {
-            None => Waiting::Unparkable,
-            Some(Ok(0)) | Some(Err(_)) => Waiting::Closed,
-            Some(Ok(n)) => classify(&first[..n]),
-        },
-        _ = tokio::time::sleep_until(state.idle_deadline()) => Waiting::Closed,
-        _ = shutdown.changed() => Waiting::Closed,
+    loop {
+        let drain = shared.drain();
+        tokio::select! {
+            peeked = socket.peek(&mut first) => return match peeked {
+                None => Waiting::Unparkable,
+                Some(Ok(0)) | Some(Err(_)) => Waiting::Closed,
+                Some(Ok(n)) => classify(&first[..n]),
+            },
+            _ = tokio::time::sleep_until(state.idle_deadline(drain)) => return Waiting::Closed,
+            // The drain began: wait again, until its grace.
+            changed = shutdown.changed(), if drain.is_none() => if changed.is_err() {
+                return Waiting::Closed;
+            },
+        }
     }
 }
 

@@ -6,9 +6,10 @@
 //! 3. route by host and path (no route → 404);
 //! 4. refuse a declared body over the route's `max_body_size` (413);
 //! 5. run the route's handler;
-//! 6. add `Server`, and wrap the body so that when it is finished (or the
-//!    client is gone) the access-log line is written and the connection is
-//!    marked idle again.
+//! 6. add `Server` (and, while the worker drains, `Connection: close` to an
+//!    HTTP/1 response), and wrap the body so that when it is finished (or
+//!    the client is gone) the access-log line is written and the connection
+//!    is marked idle again.
 
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -58,6 +59,7 @@ pub async fn handle(
     ctx: Rc<RequestContext>,
 ) -> Result<Response<LoggedBody>, Infallible> {
     ctx.state.request_started();
+    let http1 = req.version() <= http::Version::HTTP_11;
     let mut log = ctx
         .shared
         .access_log
@@ -67,6 +69,11 @@ pub async fn handle(
     response
         .headers_mut()
         .insert(header::SERVER, SERVER.clone());
+    // Read when the response is ready, not when the request came: a
+    // response that leaves after the drain began must close the connection.
+    if http1 && ctx.shared.draining() {
+        ask_to_close(&mut response);
+    }
     if let Some(log) = log.as_mut() {
         log.status = response.status().as_u16();
     }
@@ -76,6 +83,17 @@ pub async fn handle(
         log,
         ctx,
     }))
+}
+
+/// `Connection: close`: hyper closes the connection after this response,
+/// and the client knows to open a new one (to another worker) for its next
+/// request. An upgrade's 101 keeps its `Connection: upgrade`.
+fn ask_to_close(response: &mut Response<Body>) {
+    if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
 }
 
 async fn respond(req: Request<RequestBody>, ctx: &RequestContext) -> Response<Body> {

@@ -9,6 +9,11 @@
 //! refused or reset connections, a connection closed before the response
 //! was complete, no answer within the timeout, an unexpected status, or a
 //! POST whose echo is not the body that was sent.
+//!
+//! A refused connection is not a lost request (nothing was sent): the
+//! server's listeners are closed, as they are once it stops. The report
+//! counts those apart, and the client that met one stops, as the server is
+//! gone ([`Load::wait_stopped`]).
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -56,6 +61,8 @@ impl LoadSpec {
 pub struct Load {
     stop: Arc<AtomicBool>,
     ok: Arc<AtomicUsize>,
+    /// Clients still sending.
+    running: Arc<AtomicUsize>,
     threads: Vec<JoinHandle<ClientReport>>,
 }
 
@@ -70,6 +77,9 @@ pub struct Report {
     pub closed_by_server: usize,
     /// Connections opened.
     pub connections: usize,
+    /// Connections refused: no request was sent on them (no failure; each
+    /// stopped its client).
+    pub refused: usize,
 }
 
 #[derive(Default)]
@@ -77,19 +87,45 @@ struct ClientReport {
     failures: Vec<String>,
     closed_by_server: usize,
     connections: usize,
+    refused: usize,
 }
 
 impl Load {
     pub fn start(spec: LoadSpec) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let ok = Arc::new(AtomicUsize::new(0));
+        let running = Arc::new(AtomicUsize::new(spec.clients));
         let threads = (0..spec.clients)
             .map(|id| {
                 let (spec, stop, ok) = (spec.clone(), stop.clone(), ok.clone());
-                std::thread::spawn(move || client(id, &spec, &stop, &ok))
+                let running = running.clone();
+                std::thread::spawn(move || {
+                    let report = client(id, &spec, &stop, &ok);
+                    running.fetch_sub(1, Ordering::Relaxed);
+                    report
+                })
             })
             .collect();
-        Load { stop, ok, threads }
+        Load {
+            stop,
+            ok,
+            running,
+            threads,
+        }
+    }
+
+    /// Waits until every client has stopped by itself (each stops when its
+    /// connection is refused: the server is gone), or `timeout`; true if
+    /// they all did.
+    pub fn wait_stopped(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while self.running.load(Ordering::Relaxed) > 0 {
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        true
     }
 
     /// Successful requests so far.
@@ -123,6 +159,7 @@ impl Load {
             report.failures.extend(client.failures);
             report.closed_by_server += client.closed_by_server;
             report.connections += client.connections;
+            report.refused += client.refused;
         }
         report.ok = self.ok.load(Ordering::Relaxed);
         report
@@ -166,6 +203,10 @@ fn client(id: usize, spec: &LoadSpec, stop: &AtomicBool, ok: &AtomicUsize) -> Cl
                     report.connections += 1;
                     let _ = s.set_nodelay(true);
                     s
+                }
+                Err(e) if e.kind() == ErrorKind::ConnectionRefused => {
+                    report.refused += 1;
+                    break;
                 }
                 Err(e) => {
                     report.failures.push(format!("connect: {e}"));

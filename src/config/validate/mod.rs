@@ -14,6 +14,7 @@ use super::*;
 
 const DEFAULT_BIND: &str = "127.0.0.1:8000";
 const DEFAULT_MAX_BODY: u64 = 1 << 20;
+const DEFAULT_DRAIN_GRACE: Duration = Duration::from_secs(1);
 const DEFAULT_CGI_TIMEOUT: Duration = Duration::from_secs(60);
 const DEFAULT_CGI_MAX_PROCESSES: usize = 32;
 const DEFAULT_CGI_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
@@ -98,12 +99,14 @@ impl Builder<'_> {
                 .graceful_timeout
                 .map_or(Duration::from_secs(30), |s| s.0),
         };
+        let drain_grace = self.drain_grace(graceful_timeout)?;
         let mut config = Config {
             python: None,
             forwarded_allow_ips: self.forwarded_allow_ips()?,
             listeners: self.listeners()?,
             workers,
             graceful_timeout,
+            drain_grace,
             limits,
             log: self.log()?,
             routes: self.routes(default_body)?,
@@ -128,6 +131,31 @@ impl Builder<'_> {
             config.python = Some(python);
         }
         Ok(config)
+    }
+
+    /// The drain grace: default 1 s, cut to the graceful timeout (which
+    /// bounds the whole drain); a value set longer than it is refused.
+    fn drain_grace(&self, graceful_timeout: Duration) -> Result<Duration, ConfigError> {
+        let too_long = |grace: Duration| {
+            format!(
+                "{grace:?} is longer than the graceful timeout ({graceful_timeout:?}), which \
+                 bounds the whole drain: lower it or raise graceful_timeout"
+            )
+        };
+        match (&self.cli.drain_grace, self.file.drain_grace) {
+            (Some(text), _) => {
+                let grace = parse_duration(text).map_err(|m| cli_err("--drain-grace", m))?;
+                if grace > graceful_timeout {
+                    return Err(cli_err("--drain-grace", too_long(grace)));
+                }
+                Ok(grace)
+            }
+            (None, Some(grace)) if grace.0 > graceful_timeout => {
+                Err(self.file_err("drain_grace", too_long(grace.0)))
+            }
+            (None, Some(grace)) => Ok(grace.0),
+            (None, None) => Ok(DEFAULT_DRAIN_GRACE.min(graceful_timeout)),
+        }
     }
 
     fn forwarded_allow_ips(&self) -> Result<ForwardedAllow, ConfigError> {
@@ -529,6 +557,58 @@ mod tests {
             upstreams: RefCell::new(Vec::new()),
         }
         .listeners()
+    }
+
+    fn drain_grace_of(file: &str, cli: Cli, graceful: Duration) -> Result<Duration, ConfigError> {
+        Builder {
+            cli: &cli,
+            file: file::parse(file).unwrap(),
+            origin: "test.toml".into(),
+            base_dir: "/".into(),
+            upstreams: RefCell::new(Vec::new()),
+        }
+        .drain_grace(graceful)
+    }
+
+    #[test]
+    fn the_drain_grace_defaults_to_1s_and_never_exceeds_the_graceful_timeout() {
+        let secs = Duration::from_secs;
+        let grace = |file: &str, flag: Option<&str>, graceful| {
+            let cli = Cli {
+                drain_grace: flag.map(String::from),
+                ..Cli::default()
+            };
+            drain_grace_of(file, cli, graceful)
+        };
+        assert_eq!(grace("", None, secs(30)).unwrap(), secs(1));
+        // The default is cut to a shorter graceful timeout.
+        assert_eq!(
+            grace("", None, Duration::from_millis(300)).unwrap(),
+            Duration::from_millis(300)
+        );
+        assert_eq!(
+            grace("drain_grace = \"2s\"", None, secs(30)).unwrap(),
+            secs(2)
+        );
+        assert_eq!(
+            grace("drain_grace = \"2s\"", Some("500ms"), secs(30)).unwrap(),
+            Duration::from_millis(500)
+        );
+        assert_eq!(grace("", Some("0"), secs(30)).unwrap(), Duration::ZERO);
+        // Set longer than the graceful timeout: refused, naming the key.
+        let err = grace("", Some("5"), secs(2)).unwrap_err().to_string();
+        assert!(
+            err.contains("--drain-grace") && err.contains("graceful"),
+            "{err}"
+        );
+        let err = grace("drain_grace = \"40s\"", None, secs(30))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`drain_grace`") && err.contains("test.toml"),
+            "{err}"
+        );
+        assert!(grace("", Some("soon"), secs(30)).is_err());
     }
 
     #[test]
