@@ -109,7 +109,7 @@ async fn run(
     };
     *label = script.path.display().to_string();
     // 2. The body (before the slot: a slow uploader must not hold one).
-    let mut input = input::prepare(&parts.headers, body, mount.max_body_size).await?;
+    let mut input = input::prepare(&parts.headers, body, mount.max_buffered_body_size).await?;
     // 3. A slot.
     let slots = slots::for_route(opts, mount.script_name);
     let mut slot = slots

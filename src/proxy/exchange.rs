@@ -29,6 +29,7 @@ use tokio::time::Instant;
 use super::body::{Lent, OutgoingBody, Progress};
 use super::client::{self, Activity, Conn, ConnectError};
 use super::error::ProxyError;
+use super::headers;
 use super::pool::{Lease, Pool};
 use crate::body::Body;
 use crate::config::UpstreamUrl;
@@ -80,6 +81,9 @@ pub async fn exchange(
     uwsgi_request: Option<&UwsgiRequest>,
 ) -> Result<Exchanged, ProxyError> {
     let cfg = &pool.config;
+    // A client without Host (HTTP/1.0) and no `proxy_host`: each attempt
+    // names its server.
+    let host_missing = !req.headers().contains_key(http::header::HOST);
     let mut tried = vec![false; pool.servers.len()];
     let mut fresh_only = false;
     while let Some(i) = pool.pick(&tried, client_key) {
@@ -153,6 +157,9 @@ pub async fn exchange(
         let reused = conn.reused;
         let activity = conn.activity.clone();
         let mut sender = conn.sender;
+        if host_missing {
+            headers::set_host(req.headers_mut(), &server.config.url);
+        }
         let sent = sender.try_send_request(req);
         lease.conn = Some(Conn {
             sender,

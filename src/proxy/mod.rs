@@ -4,9 +4,10 @@
 //!
 //! 1. who is asking: the client view from trusted forwarding headers;
 //! 2. the upstream request: origin-form target, hop-by-hop fields removed
-//!    (`Upgrade` kept for an upgrade), `Host` passed through or
-//!    `proxy_host`, forwarding headers set (`headers`); the client's body
-//!    is streamed, never buffered (`body`);
+//!    (`Upgrade` kept for an upgrade), `Proxy` and names with `_` removed,
+//!    `Host` passed through or `proxy_host` (without either, the server's
+//!    own authority, set per attempt), forwarding headers set (`headers`);
+//!    the client's body is streamed, never buffered (`body`);
 //! 3. the exchange: balancing, connection reuse, timeouts, retries
 //!    (`exchange`);
 //! 4. decide what the response is ([`Outcome`]): a tunnel (`101`), a file
@@ -160,6 +161,7 @@ impl Proxy {
         let h2 = parts.version == http::Version::HTTP_2;
         let h = &mut parts.headers;
         headers::strip_hop_by_hop(h, upgrade);
+        headers::strip_unsafe(h, opts.underscore_headers);
         // hyper answers `100-continue` itself when the body is first read.
         h.remove(header::EXPECT);
         if h2 {

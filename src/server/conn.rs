@@ -2,8 +2,9 @@
 //!
 //! 1. TLS handshake when the listener has a certificate (bounded by the
 //!    header timeout);
-//! 2. hyper serves HTTP/1.1 or HTTP/2 (prior knowledge or ALPN) on it,
-//!    with HTTP/1.1 upgrades (the proxy tunnels WebSocket connections);
+//! 2. hyper serves HTTP/1.1 or HTTP/2 on it (told apart by the first bytes
+//!    on a plain socket, exactly the protocol ALPN agreed on TLS), with
+//!    HTTP/1.1 upgrades (the proxy tunnels WebSocket connections);
 //! 3. a watchdog enforces our timeouts, which hyper alone cannot express:
 //!    an idle keep-alive connection is closed quietly after the keep-alive
 //!    timeout, and a request head that started arriving but is not complete
@@ -25,14 +26,14 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
-use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 
+use super::layer::HttpLayer;
 use super::park::{self, Park, Waiting, PARK_AFTER};
 use super::service::{self, RequestContext};
-use super::{LocalExec, Shared};
+use super::Shared;
 use crate::body::RequestBody;
 use crate::sendfile::{SendQueue, SendfileSocket};
 
@@ -469,7 +470,7 @@ where
             Waiting::Closed => return,
             Waiting::Http1 => (&shared.http1, true),
             Waiting::Detect => (&shared.http, true),
-            Waiting::Unparkable => (&shared.http, false),
+            Waiting::Unparkable => (shared.http_for(socket.alpn()), false),
         };
         // The bytes are waiting: hyper reads them at once.
         state.unparked();
@@ -495,7 +496,7 @@ enum Ended {
 /// would keep room for it in its own state, parked connections included.
 fn with_hyper<'a, S>(
     socket: S,
-    http: &'a auto::Builder<LocalExec>,
+    http: &'a HttpLayer,
     ctx: &'a Rc<RequestContext>,
     parked: &'a Arc<Mutex<Option<S>>>,
     can_park: bool,
@@ -509,7 +510,7 @@ where
 /// Serves requests with hyper until the connection closes or parks.
 async fn serve_with_hyper<S>(
     socket: S,
-    http: &auto::Builder<LocalExec>,
+    http: &HttpLayer,
     ctx: &Rc<RequestContext>,
     parked: &Arc<Mutex<Option<S>>>,
     can_park: bool,

@@ -5,6 +5,8 @@
 //! connections between them.
 
 mod conn;
+mod head;
+mod layer;
 pub mod listener;
 mod park;
 mod service;
@@ -23,16 +25,18 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{watch, Notify, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
+pub use crate::refusal::status_page;
 pub(crate) use conn::ConnState;
 pub use conn::Peer;
 pub use listener::BoundListener;
+pub use service::Mount;
 pub(crate) use service::{handle, LoggedBody, RequestContext};
-pub use service::{status_page, Mount};
 
 use crate::config::{Config, Limits, Protocol};
 use crate::log::AccessLog;
 use crate::router::Router;
 use crate::wsgi::WsgiRuntime;
+use layer::HttpLayer;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -68,9 +72,13 @@ pub struct Shared {
     pub(crate) limits: Limits,
     access_log: AccessLog,
     /// HTTP/1.1 and HTTP/2, told apart by the first bytes.
-    http: auto::Builder<LocalExec>,
+    http: HttpLayer,
     /// The same, for connections known to speak HTTP/1.
-    http1: auto::Builder<LocalExec>,
+    http1: HttpLayer,
+    /// HTTP/1.1 alone, for TLS connections that agreed on it (or on nothing).
+    tls_http1: HttpLayer,
+    /// HTTP/2 alone, for TLS connections that agreed on `h2`.
+    tls_http2: HttpLayer,
     shutdown: watch::Receiver<bool>,
     open_connections: HeapCount,
     /// Connections served by hyper (open and not parked), which holds
@@ -92,6 +100,7 @@ impl Shared {
     ) -> Result<Self, ServerError> {
         let limits = config.limits.clone();
         let mut http = auto::Builder::new(LocalExec);
+        // `http1_alone` repeats these HTTP/1 settings.
         http.http1()
             .keep_alive(true)
             // Body chunks must reach the socket by reference, never copied
@@ -112,19 +121,47 @@ impl Shared {
             .max_pending_accept_reset_streams(64);
         Ok(Shared {
             router: Router::new(&config.routes),
-            limits,
             access_log: AccessLog::open(&config.log).map_err(ServerError::AccessLog)?,
-            http1: http.clone().http1_only(),
-            http,
+            http1: HttpLayer::Detect(http.clone().http1_only()),
+            tls_http1: HttpLayer::Http1(http1_alone(&limits)),
+            tls_http2: HttpLayer::Http2(http.clone().http2_only()),
+            http: HttpLayer::Detect(http),
             shutdown,
             open_connections: HeapCount::default(),
             in_hyper: HeapCount::default(),
             all_closed: Notify::new(),
             wsgi,
+            limits,
             proxy: crate::proxy::Proxy::new(config),
             static_cache: crate::static_files::Cache::new(),
         })
     }
+}
+
+impl Shared {
+    /// The HTTP layer for a connection: both protocols on a plain socket
+    /// (told apart by the first bytes), exactly the one ALPN agreed on TLS.
+    fn http_for(&self, alpn: tls::Alpn) -> &HttpLayer {
+        match alpn {
+            tls::Alpn::NotTls => &self.http,
+            tls::Alpn::H2 => &self.tls_http2,
+            tls::Alpn::Http1 => &self.tls_http1,
+        }
+    }
+}
+
+/// hyper's HTTP/1 alone, with the HTTP/1 settings of `Shared::new` (keep
+/// the two in step).
+fn http1_alone(limits: &Limits) -> hyper::server::conn::http1::Builder {
+    let mut h1 = hyper::server::conn::http1::Builder::new();
+    h1.keep_alive(true)
+        .writev(true)
+        .half_close(false)
+        .max_buf_size(limits.max_header_bytes + limits.max_uri_length)
+        .max_headers(limits.max_headers)
+        .timer(TokioTimer::new())
+        .header_read_timeout(None);
+    h1
 }
 
 /// A count of things holding heap memory, which hands the freed heap back
