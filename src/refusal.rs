@@ -52,15 +52,21 @@ pub enum Refusal {
     CgiBusy { slots: usize },
     /// 502: no server of the upstream pool could be reached.
     NoUpstream { upstream: String },
-    /// 502: an upstream server failed before a complete response head.
-    UpstreamFailed { server: String, message: String },
+    /// 502: an upstream server failed before a complete response head;
+    /// `detail` names the server and what happened.
+    UpstreamFailed { upstream: String, detail: String },
     /// 504: an upstream server was silent (or stalled) past one of its
-    /// timeouts; `key` names it (`read_timeout`, `send_timeout`).
+    /// timeouts; `key` names it (`read_timeout`, `send_timeout`,
+    /// `connect_timeout`).
     UpstreamTimeout {
+        upstream: String,
         server: String,
         after: Duration,
         key: &'static str,
     },
+    /// 504: a CGI script wrote nothing for `cgi_timeout`; its process
+    /// group was killed.
+    ScriptSilent { script: String, after: Duration },
     /// 400: a missing or repeated `Host` in HTTP/1.1, or one that is not
     /// `host[:port]` (RFC 9112 §3.2).
     BadHost(&'static str),
@@ -98,7 +104,9 @@ impl Refusal {
             Refusal::HeadTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Refusal::CgiBusy { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Refusal::NoUpstream { .. } | Refusal::UpstreamFailed { .. } => StatusCode::BAD_GATEWAY,
-            Refusal::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            Refusal::UpstreamTimeout { .. } | Refusal::ScriptSilent { .. } => {
+                StatusCode::GATEWAY_TIMEOUT
+            }
             Refusal::BadHost(_) | Refusal::BadTarget(_) | Refusal::ChunkedTwice => {
                 StatusCode::BAD_REQUEST
             }
@@ -129,7 +137,8 @@ impl Refusal {
             Refusal::CgiBusy { .. }
             | Refusal::NoUpstream { .. }
             | Refusal::UpstreamFailed { .. }
-            | Refusal::UpstreamTimeout { .. } => Level::Warn,
+            | Refusal::UpstreamTimeout { .. }
+            | Refusal::ScriptSilent { .. } => Level::Warn,
             Refusal::BadHost(_)
             | Refusal::BadTarget(_)
             | Refusal::Connect
@@ -162,6 +171,7 @@ impl Refusal {
             }
             Refusal::UpstreamFailed { .. } => "see the upstream server's own log".into(),
             Refusal::UpstreamTimeout { key, .. } => format!("raise `{key}` of the upstream"),
+            Refusal::ScriptSilent { .. } => "raise `cgi_timeout` on the route".into(),
             _ => return None,
         })
     }
@@ -183,7 +193,7 @@ impl Refusal {
             Refusal::NoUpstream { .. } | Refusal::UpstreamFailed { .. } => {
                 "The server behind this one could not answer.".into()
             }
-            Refusal::UpstreamTimeout { .. } => {
+            Refusal::UpstreamTimeout { .. } | Refusal::ScriptSilent { .. } => {
                 "The server behind this one did not answer in time.".into()
             }
             Refusal::BadHost(why) | Refusal::BadTarget(why) => format!("{why}."),
@@ -239,13 +249,24 @@ impl fmt::Display for Refusal {
             Refusal::NoUpstream { upstream } => {
                 write!(f, "no server of upstream `{upstream}` could be reached")
             }
-            Refusal::UpstreamFailed { server, message } => write!(
+            Refusal::UpstreamFailed { upstream, detail } => write!(
                 f,
-                "upstream server {server} failed before a complete response head: {message}"
+                "upstream `{upstream}` failed before a complete response head ({detail})"
             ),
-            Refusal::UpstreamTimeout { server, after, key } => write!(
+            Refusal::UpstreamTimeout {
+                upstream,
+                server,
+                after,
+                key,
+            } => write!(
                 f,
-                "upstream server {server} was silent for {key} {}",
+                "upstream `{upstream}` server {server} made no progress for {key} {}",
+                seconds(*after)
+            ),
+            Refusal::ScriptSilent { script, after } => write!(
+                f,
+                "CGI script {script} wrote nothing for cgi_timeout {}; its process group was \
+                 killed",
                 seconds(*after)
             ),
             Refusal::BadHost(why) | Refusal::BadTarget(why) => f.write_str(why),

@@ -78,10 +78,13 @@ pub async fn serve(
     let mut script = String::from("-");
     match run(opts, mount, &parts, body, &request, &mut script).await {
         Ok(res) => res,
-        Err(err) => {
-            err.log(&script, &request);
-            response::render_error(&err)
-        }
+        Err(err) => match err.refusal(&script) {
+            Some(refusal) => crate::refusal::refuse(&refusal, mount.scope()),
+            None => {
+                err.log(&script, &request);
+                response::render_error(&err)
+            }
+        },
     }
 }
 

@@ -233,8 +233,8 @@ mod tests {
         assert_eq!(names, ["x-custom"]);
         let mut h = map(&fields);
         strip_unsafe(&mut h, true);
-        let names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
-        assert_eq!(names, ["x_custom", "x-custom"]);
+        assert!(h.contains_key("x_custom") && h.contains_key("x-custom"));
+        assert!(!h.contains_key("proxy"));
     }
 
     #[test]

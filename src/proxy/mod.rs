@@ -36,7 +36,8 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
 use crate::body::{Body, RequestBody};
-use crate::config::{Config, ForwardedAllow, ProxyOptions};
+use crate::config::{Config, ForwardedAllow, ProxyOptions, UpstreamConfig};
+use crate::refusal;
 use crate::forwarded;
 use crate::server::{status_page, Mount};
 
@@ -125,7 +126,7 @@ impl Proxy {
         let outcome = decide(opts, exchanged, client_upgrade, pool.config.read_timeout);
         render(
             outcome,
-            opts,
+            (opts, &pool.config),
             mount,
             (&method, &client_headers.unwrap_or_default()),
         )
@@ -295,7 +296,7 @@ enum UpstreamBodyOrLeased {
 /// the upstream is served with ranges and conditionals).
 fn render(
     outcome: Outcome,
-    opts: &ProxyOptions,
+    (opts, pool): (&ProxyOptions, &UpstreamConfig),
     mount: &Mount<'_>,
     request: (&Method, &HeaderMap),
 ) -> Response<Body> {
@@ -310,7 +311,10 @@ fn render(
             tokio::task::spawn_local(tunnel(client, upstream, lease));
             head.map(|()| Body::empty())
         }
-        Outcome::Failed(err) => status_page(err.status()),
+        Outcome::Failed(err) => match err.refusal(pool, mount.max_body_size) {
+            Some(refusal) => refusal::refuse(&refusal, mount.scope()),
+            None => status_page(err.status()),
+        },
         Outcome::Sendfile {
             accel,
             target,

@@ -35,6 +35,7 @@ use super::park::{self, Park, Waiting, PARK_AFTER};
 use super::service::{self, RequestContext};
 use super::Shared;
 use crate::body::RequestBody;
+use crate::refusal::{self, Refusal};
 use crate::sendfile::{SendQueue, SendfileSocket};
 
 /// Where a connection is between requests; drives the watchdog.
@@ -622,20 +623,25 @@ fn log_connection_error(shared: &Shared, peer: &Peer, err: &(dyn std::error::Err
 }
 
 fn send_request_timeout(shared: &Shared, peer: &Peer) {
-    const RESPONSE: &[u8] =
-        b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\nServer: portico\r\n\r\n";
+    let refusal = Refusal::HeadTimeout {
+        after: shared.limits.header_timeout,
+    };
     if let Some(fd) = peer.raw_fd {
         use nix::sys::socket::{send, MsgFlags};
         // Best effort: the socket buffer is empty between requests, so a
         // non-blocking send of these few bytes either fits or the client is gone.
         let _ = send(
             fd,
-            RESPONSE,
+            &refusal::http1_bytes(&refusal),
             MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
         );
     }
     service::log_refused(shared, peer, 408);
-    tracing::info!(peer = ?peer.addr, "request head not complete within the header timeout: 408, connection closed");
+    let scope = refusal::Scope {
+        route: None,
+        peer: peer.ip_text.as_str(),
+    };
+    refusal::log(&refusal, scope);
 }
 
 #[cfg(test)]
