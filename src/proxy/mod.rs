@@ -37,8 +37,8 @@ use hyper_util::rt::TokioIo;
 
 use crate::body::{Body, RequestBody};
 use crate::config::{Config, ForwardedAllow, ProxyOptions, UpstreamConfig};
-use crate::refusal;
 use crate::forwarded;
+use crate::refusal;
 use crate::server::{status_page, Mount};
 
 use body::{Leased, OutgoingBody, UpstreamBody};
