@@ -36,6 +36,14 @@ pub enum Refusal {
     TargetTooLong { len: usize, limit: usize },
     /// 431: the header block is larger than `limits.max_header_size`.
     HeaderTooLarge { len: usize, limit: usize },
+    /// 431 (or 414), from the HTTP parser, connection closed: more than
+    /// `limits.max_headers` fields, or a head larger than the parser's
+    /// buffer (`max_header_size` + `max_uri_length`); the parser does not
+    /// say which, nor the size.
+    HeadOverParserLimits {
+        max_headers: usize,
+        max_bytes: usize,
+    },
     /// 413, connection closed (the rest of the body is not read): the body
     /// is larger than the route's `max_body_size`; `declared` is its
     /// `Content-Length`, `None` when it had none and grew past the limit.
@@ -97,7 +105,9 @@ impl Refusal {
     pub fn status(&self) -> StatusCode {
         match self {
             Refusal::TargetTooLong { .. } => StatusCode::URI_TOO_LONG,
-            Refusal::HeaderTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Refusal::HeaderTooLarge { .. } | Refusal::HeadOverParserLimits { .. } => {
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+            }
             Refusal::BodyTooLarge { .. } | Refusal::BufferedBodyTooLarge { .. } => {
                 StatusCode::PAYLOAD_TOO_LARGE
             }
@@ -122,6 +132,7 @@ impl Refusal {
             Refusal::BodyTooLarge { .. }
                 | Refusal::BufferedBodyTooLarge { .. }
                 | Refusal::HeadTimeout { .. }
+                | Refusal::HeadOverParserLimits { .. }
                 | Refusal::UnknownTransferCoding
                 | Refusal::ChunkedTwice
         )
@@ -131,6 +142,7 @@ impl Refusal {
         match self {
             Refusal::TargetTooLong { .. }
             | Refusal::HeaderTooLarge { .. }
+            | Refusal::HeadOverParserLimits { .. }
             | Refusal::BodyTooLarge { .. }
             | Refusal::BufferedBodyTooLarge { .. }
             | Refusal::HeadTimeout { .. } => Level::Info,
@@ -152,6 +164,10 @@ impl Refusal {
         Some(match self {
             Refusal::TargetTooLong { .. } => "raise `limits.max_uri_length`".into(),
             Refusal::HeaderTooLarge { .. } => "raise `limits.max_header_size`".into(),
+            Refusal::HeadOverParserLimits { .. } => {
+                "raise `limits.max_headers`, `limits.max_header_size` or `limits.max_uri_length`"
+                    .into()
+            }
             Refusal::BodyTooLarge { .. } => {
                 "raise `max_body_size` on the route or --max-body-size".into()
             }
@@ -185,6 +201,9 @@ impl Refusal {
             Refusal::HeaderTooLarge { limit, .. } => format!(
                 "The request header fields are larger than this server accepts ({limit} bytes)."
             ),
+            Refusal::HeadOverParserLimits { .. } => {
+                "The request head is larger than this server accepts.".into()
+            }
             Refusal::BodyTooLarge { limit, .. } | Refusal::BufferedBodyTooLarge { limit } => {
                 format!("The request body is larger than this server accepts ({limit} bytes).")
             }
@@ -217,6 +236,14 @@ impl fmt::Display for Refusal {
             Refusal::HeaderTooLarge { len, limit } => write!(
                 f,
                 "header block of {len} bytes is over max_header_size {limit}"
+            ),
+            Refusal::HeadOverParserLimits {
+                max_headers,
+                max_bytes,
+            } => write!(
+                f,
+                "request head over the HTTP parser's limits: more than max_headers {max_headers} \
+                 fields, or more than {max_bytes} bytes (max_header_size + max_uri_length)"
             ),
             Refusal::BodyTooLarge {
                 declared: Some(len),

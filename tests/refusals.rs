@@ -44,6 +44,17 @@ fn target_too_long_and_header_block_too_large_name_their_keys() {
         "431 on route / from 127.0.0.1: header block of 17026 bytes is over max_header_size \
          16384 (raise `limits.max_header_size`)",
     );
+    // Past what the HTTP parser takes: it refuses, we name the keys.
+    let fields: Vec<String> = (0..120).map(|i| format!("X-H{i}: v")).collect();
+    let refs: Vec<&str> = fields.iter().map(String::as_str).collect();
+    let ex = raw(s.addr, &get_request("/hello.txt", &refs));
+    assert_eq!(ex.first().status, 431);
+    assert_logged(
+        &s,
+        "431 from 127.0.0.1: request head over the HTTP parser's limits: more than max_headers \
+         100 fields, or more than 24576 bytes (max_header_size + max_uri_length) (raise \
+         `limits.max_headers`, `limits.max_header_size` or `limits.max_uri_length`)",
+    );
 }
 
 #[test]

@@ -613,9 +613,21 @@ fn shutdown_signal(rx: watch::Receiver<bool>) -> impl Future<Output = ()> + Unpi
 /// broken pipes) only at debug level.
 fn log_connection_error(shared: &Shared, peer: &Peer, err: &(dyn std::error::Error + 'static)) {
     match err.downcast_ref::<hyper::Error>() {
-        Some(e) if e.is_parse() || e.is_parse_too_large() => {
-            let status = if e.is_parse_too_large() { 431 } else { 400 };
-            service::log_refused(shared, peer, status);
+        Some(e) if e.is_parse_too_large() => {
+            service::log_refused(shared, peer, 431);
+            let limits = &shared.limits;
+            let refusal = Refusal::HeadOverParserLimits {
+                max_headers: limits.max_headers,
+                max_bytes: limits.max_header_bytes + limits.max_uri_length,
+            };
+            let scope = refusal::Scope {
+                route: None,
+                peer: peer.ip_text.as_str(),
+            };
+            refusal::log(&refusal, scope);
+        }
+        Some(e) if e.is_parse() => {
+            service::log_refused(shared, peer, 400);
             tracing::debug!(peer = ?peer.addr, "malformed request: {e}");
         }
         _ => tracing::debug!(peer = ?peer.addr, "connection closed: {err}"),
