@@ -34,7 +34,7 @@ use super::head::{self, Early};
 use super::Shared;
 use crate::body::Body;
 use crate::cgi;
-use crate::config::{Handler, Limits, Route};
+use crate::config::{Handler, Limits};
 use crate::log::Entry;
 use crate::refusal::{self, status_page, Refusal, Scope};
 use crate::sendfile::SendQueue;
@@ -123,7 +123,10 @@ async fn respond(req: Request<RequestBody>, ctx: &RequestContext) -> Response<Bo
         .or_else(|| req.uri().authority().map(|a| a.as_str()));
     let path = req.uri().path();
     if let Some(refusal) = over_head_limits(&req, limits) {
-        let route = shared.router.find(host, path).map(|m| route_name(m.route));
+        let route = shared
+            .router
+            .find(host, path)
+            .map(|m| m.route.prefix.as_str());
         return refusal::refuse(&refusal, scope(route, &ctx.peer));
     }
     let Some(matched) = shared.router.find(host, path) else {
@@ -135,7 +138,7 @@ async fn respond(req: Request<RequestBody>, ctx: &RequestContext) -> Response<Bo
             declared: Some(len),
             limit: route.max_body_size,
         };
-        return refusal::refuse(&refusal, scope(Some(route_name(route)), &ctx.peer));
+        return refusal::refuse(&refusal, scope(Some(&route.prefix), &ctx.peer));
     }
     let sendfile = can_sendfile(&req, &ctx.peer).then_some(&ctx.state.sendfile);
     if let Some(opts) = &route.static_files {
@@ -210,11 +213,6 @@ fn answer_early(early: Early, peer: &Peer) -> Response<Body> {
             res
         }
     }
-}
-
-/// A route as refusal lines name it: its path prefix.
-fn route_name(route: &Route) -> &str {
-    &route.prefix
 }
 
 fn scope<'a>(route: Option<&'a str>, peer: &'a Peer) -> Scope<'a> {
