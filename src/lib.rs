@@ -6,7 +6,8 @@
 //! (`log`).
 //! A listener may speak the uwsgi protocol instead of HTTP (`uwsgi`, which
 //! also holds the client side for proxying to uwsgi servers).
-//! `gateway_env` builds the CGI/1.1 meta-variables that gateways share.
+//! `gateway_env` builds the CGI/1.1 meta-variables that gateways share;
+//! `refusal` is the one catalogue of the answers portico gives itself.
 
 pub mod body;
 pub mod cgi;
@@ -16,6 +17,7 @@ pub mod gateway_env;
 pub mod log;
 pub mod master;
 pub mod proxy;
+pub mod refusal;
 pub mod router;
 pub mod sendfile;
 pub mod server;

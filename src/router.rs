@@ -42,10 +42,14 @@ impl Router {
         Router { by_host, default }
     }
 
-    /// `host` is the Host header or :authority, with or without a port.
+    /// `host` is the Host header or :authority, with or without a port; a
+    /// fully qualified name's trailing dot is ignored (`example.com.`).
     pub fn find<'r, 'p>(&'r self, host: Option<&str>, path: &'p str) -> Option<Match<'r, 'p>> {
         let routes = host
-            .map(strip_port)
+            .map(|h| {
+                let name = strip_port(h);
+                name.strip_suffix('.').unwrap_or(name)
+            })
             .and_then(|h| {
                 self.by_host
                     .iter()
@@ -120,6 +124,16 @@ mod tests {
             "/"
         );
         assert_eq!(router.find(None, "/x").unwrap().route.prefix, "/");
+        // A fully qualified name, uppercase, with a port.
+        assert_eq!(
+            router
+                .find(Some("EXAMPLE.com.:8080"), "/blog")
+                .unwrap()
+                .route
+                .host
+                .as_deref(),
+            Some("example.com")
+        );
     }
 
     #[test]

@@ -586,6 +586,15 @@ fn concurrency_past_the_limit_is_503_with_retry_after() {
     let statuses: Vec<u16> = responses.iter().map(|r| r.status).collect();
     assert_eq!(statuses, [200, 200, 503], "{}", s.logs());
     assert_eq!(responses[2].header("retry-after"), Some("1"));
+    let line = "503 on route /cgi-bin from 127.0.0.1: all 2 CGI process slots are busy \
+                (cgi_max_processes 2) (raise `cgi_max_processes` on the route)";
+    assert!(
+        s.stderr.wait_for(Duration::from_secs(5), |l| l
+            .iter()
+            .any(|l| l.contains(line))),
+        "no line `{line}`\n{}",
+        s.logs()
+    );
     // The slots come back when the scripts have exited.
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(get(addr, "/cgi-bin/sleep1.sh", &[]).status, 200);

@@ -14,6 +14,8 @@ mod parking;
 mod processes;
 mod protocols;
 mod proxy;
+mod refusals;
+mod request_heads;
 mod routing;
 mod static_files;
 mod streaming;

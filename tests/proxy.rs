@@ -784,3 +784,64 @@ fn portico_fronts_portico_over_uwsgi_tcp_and_unix() {
     let (head, _) = read_head(&mut c, Duration::from_secs(10));
     assert_eq!(head.status, 411, "{}", s.logs());
 }
+
+#[test]
+fn an_http10_request_without_host_reaches_the_upstream_with_one() {
+    let ok = |_: &str| Some(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec());
+    let (addr, seen) = raw_backend(ok);
+    let t = TestDir::new();
+    let s = t.serve(&["--proxy", &format!("/=http://{addr}")]);
+    let ex = crate::util::raw(s.addr, b"GET /x HTTP/1.0\r\n\r\n");
+    assert_eq!(ex.first().status, 200, "{}", s.logs());
+    let head = seen.lock().unwrap()[0].clone();
+    assert!(head.starts_with("GET /x HTTP/1.1\r\n"), "{head}");
+    assert_eq!(
+        header_of(&head, "host"),
+        Some(addr.to_string().as_str()),
+        "{head}"
+    );
+    // With proxy_host, that one.
+    let s = front(
+        &t,
+        "f.toml",
+        &format!(
+            "[[route]]\npath = \"/\"\nproxy = \"http://{addr}\"\nproxy_host = \"app.internal\"\n"
+        ),
+    );
+    let ex = crate::util::raw(s.addr, b"GET /y HTTP/1.0\r\n\r\n");
+    assert_eq!(ex.first().status, 200, "{}", s.logs());
+    let head = seen.lock().unwrap()[1].clone();
+    assert_eq!(header_of(&head, "host"), Some("app.internal"), "{head}");
+}
+
+#[test]
+fn proxy_and_underscored_header_fields_are_not_forwarded() {
+    let ok = |_: &str| Some(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec());
+    let (addr, seen) = raw_backend(ok);
+    let t = TestDir::new();
+    let s = t.serve(&["--proxy", &format!("/=http://{addr}")]);
+    let sent = [
+        ("x_custom", "spoofed"),
+        ("x-custom", "real"),
+        ("proxy", "http://evil.example:8080"),
+    ];
+    let r = get(s.addr, "/", &sent);
+    assert_eq!(r.status, 200, "{}", s.logs());
+    let head = seen.lock().unwrap()[0].clone();
+    assert_eq!(header_of(&head, "x-custom"), Some("real"), "{head}");
+    assert!(header_of(&head, "x_custom").is_none(), "{head}");
+    assert!(header_of(&head, "proxy").is_none(), "{head}");
+    // proxy_underscore_headers lets them through; Proxy never.
+    let s = front(
+        &t,
+        "f.toml",
+        &format!(
+            "[[route]]\npath = \"/\"\nproxy = \"http://{addr}\"\nproxy_underscore_headers = true\n"
+        ),
+    );
+    let r = get(s.addr, "/", &sent);
+    assert_eq!(r.status, 200, "{}", s.logs());
+    let head = seen.lock().unwrap()[1].clone();
+    assert_eq!(header_of(&head, "x_custom"), Some("spoofed"), "{head}");
+    assert!(header_of(&head, "proxy").is_none(), "{head}");
+}

@@ -1,7 +1,11 @@
-//! TLS listeners: ALPN picks h2 or http/1.1; keys in PKCS#8, PKCS#1 and SEC1;
-//! relative certificate paths stay right when the worker changes directory.
+//! TLS listeners: ALPN picks h2 or http/1.1, and the connection speaks
+//! exactly that protocol (h2spec's preface cases pass); keys in PKCS#8,
+//! PKCS#1 and SEC1; relative certificate paths stay right when the worker
+//! changes directory.
 
-use crate::util::client::{get_tls, make_cert, KeyKind};
+use std::time::Duration;
+
+use crate::util::client::{get_tls, make_cert, tls_exchange, KeyKind};
 use crate::util::fixture::HELLO;
 use crate::util::TestDir;
 
@@ -56,6 +60,82 @@ fn tls_alpn_http11_and_no_alpn() {
     let (res, alpn) = get_tls(s.addr, &cert, &[], "/hello.txt");
     assert_eq!(alpn, None);
     assert_eq!(res.status, 200);
+}
+
+const HTTP11_GET: &[u8] = b"GET /hello.txt HTTP/1.1\r\nHost: localhost\r\n\r\n";
+
+/// The HTTP/2 connection preface and an empty SETTINGS frame.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0";
+
+/// Whether `bytes` begin with an HTTP/2 frame header of type SETTINGS on
+/// stream 0 (what a server's HTTP/2 side sends first).
+fn starts_with_h2_settings(bytes: &[u8]) -> bool {
+    bytes.len() >= 9 && bytes[3] == 0x4 && bytes[5..9] == [0, 0, 0, 0]
+}
+
+#[test]
+fn alpn_h2_serves_http2_alone() {
+    let t = TestDir::new();
+    let (s, cert) = serve_tls(&t, KeyKind::Pkcs8);
+    let wait = Duration::from_secs(3);
+    let (got, closed, alpn) = tls_exchange(s.addr, &cert, &[b"h2"], HTTP11_GET, wait);
+    assert_eq!(alpn.as_deref(), Some(&b"h2"[..]));
+    assert!(
+        !got.starts_with(b"HTTP/1.1"),
+        "HTTP/1.1 served on an h2 connection: {:?}",
+        String::from_utf8_lossy(&got)
+    );
+    assert!(closed, "h2 connection with HTTP/1.1 bytes left open");
+}
+
+#[test]
+fn alpn_http11_serves_http11_alone() {
+    let t = TestDir::new();
+    let (s, cert) = serve_tls(&t, KeyKind::Pkcs8);
+    let wait = Duration::from_secs(3);
+    for offered in [&[&b"http/1.1"[..]][..], &[]] {
+        let (got, closed, _) = tls_exchange(s.addr, &cert, offered, H2_PREFACE, wait);
+        assert!(
+            !starts_with_h2_settings(&got),
+            "HTTP/2 served with ALPN {offered:?}: {got:?}"
+        );
+        assert!(
+            closed,
+            "ALPN {offered:?}: connection with a preface left open"
+        );
+        // And HTTP/1.1 works there.
+        let (got, _, _) = tls_exchange(s.addr, &cert, offered, HTTP11_GET, wait);
+        assert!(got.starts_with(b"HTTP/1.1 200"), "{got:?}");
+    }
+}
+
+/// h2spec (../shared/tools/h2spec, or $H2SPEC) on the TLS listener: the
+/// connection preface cases (3.5), which need the protocol ALPN agreed.
+#[test]
+fn h2spec_preface_cases_pass_on_the_tls_listener() {
+    let h2spec = std::env::var_os("H2SPEC").map_or_else(
+        || std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/tools/h2spec/h2spec"),
+        std::path::PathBuf::from,
+    );
+    assert!(
+        h2spec.exists(),
+        "{} is missing: install h2spec 2 (github.com/summerwind/h2spec) there or set H2SPEC",
+        h2spec.display()
+    );
+    let t = TestDir::new();
+    let (s, _) = serve_tls(&t, KeyKind::Pkcs8);
+    let out = std::process::Command::new(&h2spec)
+        .args(["-t", "-k", "-h", "127.0.0.1", "-p"])
+        .arg(s.addr.port().to_string())
+        .args(["-P", "/hello.txt", "http2/3.5"])
+        .output()
+        .expect("run h2spec");
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && report.contains("2 tests, 2 passed"),
+        "h2spec http2/3.5:\n{report}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]

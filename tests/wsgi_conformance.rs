@@ -70,7 +70,25 @@ const DELIBERATE: &[(&str, &str)] = &[
         "rfc9112_target_authority_ipv6_01",
         "CONNECT is for proxies; portico is an origin server and answers 405",
     ),
+    ("025", GZIP_CODING),
+    ("025_line", GZIP_CODING),
+    ("rfc9112_smuggle_gzip_chunked_01", GZIP_CODING),
+    ("029", IDENTITY_CODING),
+    ("030", IDENTITY_CODING),
+    ("rfc9112_smuggle_te_identity_chunked_01", IDENTITY_CODING),
+    (
+        "rfc9112_target_absolute_userinfo_01",
+        "userinfo in the target's authority is refused (400): RFC 9110 §4.2.4 asks a \
+         recipient to treat it as an error, and it is no part of a Host (RFC 9112 §3.2)",
+    ),
 ];
+
+const GZIP_CODING: &str = "`Transfer-Encoding: gzip, chunked` is answered 501 (RFC 9112 §6.1): \
+     portico decodes chunked only, and gunicorn hands the app the still-gzipped body as if it \
+     were plain";
+
+const IDENTITY_CODING: &str = "`Transfer-Encoding: identity, chunked` is answered 501 (RFC 9112 \
+     §6.1): `identity` is no transfer coding since RFC 7230";
 
 fn corpus() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/conformance/gunicorn-requests/valid")

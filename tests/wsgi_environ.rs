@@ -320,3 +320,18 @@ fn http2_requests_reach_the_app_with_their_authority() {
     assert_eq!(env["QUERY_STRING"], "h2=1");
     assert_eq!(env["REQUEST_URI"], "/environ?h2=1", "{env}");
 }
+
+/// httpoxy: a `Proxy:` request header must not become `HTTP_PROXY`, which
+/// HTTP libraries in the app read as their outgoing proxy.
+#[test]
+fn the_proxy_header_is_not_in_the_environ() {
+    let t = TestDir::new();
+    let server = serve_app(&t, "probe:application", &[]);
+    let env = get_environ(
+        server.addr,
+        "/environ",
+        &["Proxy: http://evil.example:8080", "X-Kept: yes"],
+    );
+    assert!(env.get("HTTP_PROXY").is_none(), "{env}");
+    assert_eq!(env["HTTP_X_KEPT"], "yes", "{env}");
+}

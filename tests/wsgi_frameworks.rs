@@ -11,16 +11,18 @@ use crate::util::raw::{connect, read_head};
 use crate::util::wsgi::{copy_fixtures, venv, venv_python};
 use crate::util::{get, request, Resp, Server, TestDir};
 
-fn serve_flask(t: &TestDir) -> Server {
+fn serve_flask(t: &TestDir, extra: &[&str]) -> Server {
     copy_fixtures(t);
     let venv = venv();
-    t.serve(&[
+    let mut args = vec![
         "flaskapp:app",
         "--venv",
         venv.to_str().unwrap(),
         "--threads",
         "2",
-    ])
+    ];
+    args.extend_from_slice(extra);
+    t.serve(&args)
 }
 
 /// `name=value` of each Set-Cookie, joined for a Cookie header.
@@ -36,7 +38,7 @@ fn cookies(res: &Resp) -> String {
 #[test]
 fn flask_form_post() {
     let t = TestDir::new();
-    let server = serve_flask(&t);
+    let server = serve_flask(&t, &[]);
     let res = request(
         server.addr,
         "POST",
@@ -48,11 +50,9 @@ fn flask_form_post() {
     assert_eq!(res.text(), "hello café, fr");
 }
 
-#[test]
-fn flask_file_upload() {
-    let t = TestDir::new();
-    let server = serve_flask(&t);
-    let file: Vec<u8> = (0..300_000u32).map(|i| (i % 256) as u8).collect();
+/// A multipart body with a `note` field and `file` as `data.bin`; returns
+/// it with its Content-Type.
+fn multipart(file: &[u8]) -> (Vec<u8>, String) {
     let boundary = "----porticoBoundary7MA4YWxkTrZu0gW";
     let mut body = Vec::new();
     body.extend_from_slice(
@@ -68,9 +68,17 @@ fn flask_file_upload() {
         )
         .as_bytes(),
     );
-    body.extend_from_slice(&file);
+    body.extend_from_slice(file);
     body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-    let ctype = format!("multipart/form-data; boundary={boundary}");
+    (body, format!("multipart/form-data; boundary={boundary}"))
+}
+
+#[test]
+fn flask_file_upload() {
+    let t = TestDir::new();
+    let server = serve_flask(&t, &[]);
+    let file: Vec<u8> = (0..300_000u32).map(|i| (i % 256) as u8).collect();
+    let (body, ctype) = multipart(&file);
     let res = request(
         server.addr,
         "POST",
@@ -89,10 +97,56 @@ fn flask_file_upload() {
     assert_eq!(res.text(), format!("data.bin 300000 {want_sha} hi there"));
 }
 
+/// Regression: the default body limit was 1 MiB on app routes, so an
+/// upload that works under gunicorn (no limit) answered 413.
+#[test]
+fn flask_3_mib_upload_with_default_settings() {
+    let t = TestDir::new();
+    let server = serve_flask(&t, &[]);
+    let (body, ctype) = multipart(&vec![7u8; 3 << 20]);
+    let res = request(
+        server.addr,
+        "POST",
+        "/upload",
+        &[("content-type", ctype.as_str())],
+        body,
+    );
+    assert_eq!(res.status, 200, "{}", server.logs());
+    assert!(
+        res.text().starts_with(&format!("data.bin {} ", 3 << 20)),
+        "{}",
+        res.text()
+    );
+}
+
+#[test]
+fn flask_upload_over_a_configured_limit_is_413_and_the_log_names_the_key() {
+    let t = TestDir::new();
+    let server = serve_flask(&t, &["--max-body-size", "1m"]);
+    let (body, ctype) = multipart(&vec![7u8; 3 << 20]);
+    let len = body.len();
+    let res = request(
+        server.addr,
+        "POST",
+        "/upload",
+        &[("content-type", ctype.as_str())],
+        body,
+    );
+    assert_eq!(res.status, 413, "{}", server.logs());
+    let line = format!(
+        "413 on route / from 127.0.0.1: request body of {len} bytes is over max_body_size \
+         1048576 (raise `max_body_size` on the route or --max-body-size)"
+    );
+    let logged = server.stderr.wait_for(Duration::from_secs(5), |lines| {
+        lines.iter().any(|l| l.contains(&line))
+    });
+    assert!(logged, "no line `{line}`\n{}", server.logs());
+}
+
 #[test]
 fn flask_streaming_response_arrives_in_parts() {
     let t = TestDir::new();
-    let server = serve_flask(&t);
+    let server = serve_flask(&t, &[]);
     // Warm up: Flask sets itself up on its first request.
     assert_eq!(get(server.addr, "/count", &[]).status, 200);
     let mut s = connect(server.addr);
@@ -123,7 +177,7 @@ fn flask_streaming_response_arrives_in_parts() {
 #[test]
 fn flask_session_cookie_round_trips() {
     let t = TestDir::new();
-    let server = serve_flask(&t);
+    let server = serve_flask(&t, &[]);
     let res = get(server.addr, "/count", &[]);
     assert_eq!(res.text(), "1");
     let cookie = cookies(&res);

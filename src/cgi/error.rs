@@ -9,6 +9,8 @@ use std::path::PathBuf;
 
 use http::StatusCode;
 
+use crate::refusal::Refusal;
+
 /// Everything that stops a script from answering. Each variant documents
 /// its status.
 #[derive(Debug, thiserror::Error)]
@@ -29,7 +31,9 @@ pub enum CgiError {
     /// this worker for this route.
     #[error("all {0} CGI process slots busy")]
     Busy(usize),
-    /// 413 (connection closed): a chunked body grew past `max_body_size`.
+    /// 413 (connection closed): a chunked body, which is held in memory to
+    /// measure it, grew past `max_buffered_body_size` (or the route's
+    /// smaller `max_body_size`).
     #[error("request body over {0} bytes")]
     BodyTooLarge(u64),
     /// 400: the client's body broke off (or was malformed) while buffering.
@@ -78,19 +82,33 @@ impl CgiError {
         }
     }
 
+    /// The errors that are refusals (a limit was reached) are answered and
+    /// logged by `crate::refusal`, naming the setting to change.
+    pub fn refusal(&self, script: &str) -> Option<Refusal> {
+        Some(match self {
+            CgiError::Busy(slots) => Refusal::CgiBusy { slots: *slots },
+            CgiError::BodyTooLarge(limit) => Refusal::BufferedBodyTooLarge { limit: *limit },
+            CgiError::Timeout(after) => Refusal::ScriptSilent {
+                script: script.to_string(),
+                after: *after,
+            },
+            _ => return None,
+        })
+    }
+
     /// Script and server failures are logged with the script and request;
-    /// client mistakes are not (any client could fill the log).
+    /// client mistakes are not (any client could fill the log). Refusals
+    /// are logged by `crate::refusal`.
     pub fn log(&self, script: &str, request: &str) {
         match self {
             CgiError::BadPath(_)
             | CgiError::NotFound
             | CgiError::BodyTooLarge(_)
-            | CgiError::BodyRead(_) => {}
+            | CgiError::BodyRead(_)
+            | CgiError::Busy(_)
+            | CgiError::Timeout(_) => {}
             CgiError::Forbidden(_) => {
                 tracing::debug!(script, request, error = %self, "CGI script refused")
-            }
-            CgiError::Busy(_) => {
-                tracing::warn!(script, request, error = %self, "CGI request refused: 503")
             }
             _ => tracing::error!(script, request, error = %self, "CGI script failed"),
         }

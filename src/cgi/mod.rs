@@ -78,10 +78,13 @@ pub async fn serve(
     let mut script = String::from("-");
     match run(opts, mount, &parts, body, &request, &mut script).await {
         Ok(res) => res,
-        Err(err) => {
-            err.log(&script, &request);
-            response::render_error(&err)
-        }
+        Err(err) => match err.refusal(&script) {
+            Some(refusal) => crate::refusal::refuse(&refusal, mount.scope()),
+            None => {
+                err.log(&script, &request);
+                response::render_error(&err)
+            }
+        },
     }
 }
 
@@ -109,7 +112,7 @@ async fn run(
     };
     *label = script.path.display().to_string();
     // 2. The body (before the slot: a slow uploader must not hold one).
-    let mut input = input::prepare(&parts.headers, body, mount.max_body_size).await?;
+    let mut input = input::prepare(&parts.headers, body, mount.max_buffered_body_size).await?;
     // 3. A slot.
     let slots = slots::for_route(opts, mount.script_name);
     let mut slot = slots

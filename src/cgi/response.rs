@@ -136,22 +136,10 @@ pub fn render_add_slash(path: &str, query: Option<&str>) -> Response<Body> {
     res
 }
 
-/// Every error, as its documented status.
+/// Every error that is not a refusal (those are `crate::refusal`'s), as
+/// its documented status.
 pub fn render_error(err: &CgiError) -> Response<Body> {
-    let mut res = status_page(err.status());
-    match err {
-        CgiError::Busy(_) => {
-            res.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        }
-        // The rest of the body was not read.
-        CgiError::BodyTooLarge(_) => {
-            res.headers_mut()
-                .insert(header::CONNECTION, HeaderValue::from_static("close"));
-        }
-        _ => {}
-    }
-    res
+    status_page(err.status())
 }
 
 #[cfg(test)]
@@ -217,11 +205,14 @@ mod tests {
     }
 
     #[test]
-    fn error_extras() {
-        let res = render_error(&CgiError::Busy(4));
+    fn refusals_keep_their_extras() {
+        let page = |err: CgiError| crate::refusal::page(&err.refusal("s").unwrap());
+        let res = page(CgiError::Busy(4));
         assert_eq!(res.status(), 503);
         assert_eq!(res.headers()["retry-after"], "1");
-        let res = render_error(&CgiError::BodyTooLarge(10));
+        let res = page(CgiError::BodyTooLarge(10));
+        assert_eq!(res.status(), 413);
         assert_eq!(res.headers()["connection"], "close");
+        assert!(CgiError::NotFound.refusal("s").is_none());
     }
 }

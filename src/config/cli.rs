@@ -141,9 +141,18 @@ pub struct Cli {
     pub tls_key: Option<PathBuf>,
 
     /// Largest request body accepted on routes that set none (413 past it).
-    /// [default: 1m]
+    /// Bodies stream to the app, CGI script or upstream, so the default
+    /// only stops runaway uploads (Apache's; gunicorn has no limit).
+    /// [default: 1g]
     #[arg(long, value_name = "SIZE")]
     pub max_body_size: Option<String>,
+
+    /// Most of a request body without a Content-Length that is held in
+    /// memory: a CGI script's chunked upload, measured before the script
+    /// starts (413 past it, or past the route's smaller limit).
+    /// [default: 1m]
+    #[arg(long, value_name = "SIZE")]
+    pub max_buffered_body_size: Option<String>,
 
     /// Idle seconds allowed between requests on a keep-alive connection.
     /// [default: 75]

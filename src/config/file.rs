@@ -83,6 +83,7 @@ pub struct FileLimits {
     pub keepalive_timeout: Option<Seconds>,
     pub max_connections: Option<usize>,
     pub max_body_size: Option<ByteSize>,
+    pub max_buffered_body_size: Option<ByteSize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -119,6 +120,8 @@ pub struct FileRoute {
     pub proxy: Option<String>,
     /// Host header sent upstream instead of the client's.
     pub proxy_host: Option<String>,
+    /// Forward header fields whose name holds `_` (dropped by default).
+    pub proxy_underscore_headers: Option<bool>,
 }
 
 /// Reads and parses `path`; the error names the file and the key path

@@ -126,6 +126,10 @@ pub struct Limits {
     pub keepalive_timeout: Duration,
     /// Open connections per worker; past it, accepting pauses.
     pub max_connections: usize,
+    /// The most of a request body without a length that is held in memory
+    /// (a CGI script's, which must be measured before the script starts);
+    /// past it → 413. Streamed bodies only meet the route's `max_body_size`.
+    pub max_buffered_body_size: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,7 +160,8 @@ pub struct Route {
     pub host: Option<String>,
     /// Starts with `/`, no trailing slash except for the root route `/`.
     pub prefix: String,
-    /// Largest request body accepted; larger → 413.
+    /// Largest request body accepted; larger → 413. Bodies stream to
+    /// their handler, so the default is large (see `DEFAULT_MAX_BODY`).
     pub max_body_size: u64,
     pub static_files: Option<StaticOptions>,
     /// What answers the request when there is no static root, or when the

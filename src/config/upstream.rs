@@ -80,6 +80,25 @@ impl fmt::Display for UpstreamUrl {
 }
 
 impl UpstreamUrl {
+    /// The server's `host[:port]` as a Host header names it (the port only
+    /// when it is not 80); `localhost` for a unix socket.
+    pub fn authority(&self) -> String {
+        match self {
+            UpstreamUrl::Http { host, port } | UpstreamUrl::Uwsgi { host, port } => {
+                let host = if host.contains(':') {
+                    format!("[{host}]")
+                } else {
+                    host.clone()
+                };
+                match port {
+                    80 => host,
+                    port => format!("{host}:{port}"),
+                }
+            }
+            UpstreamUrl::HttpUnix(_) | UpstreamUrl::UwsgiUnix(_) => "localhost".into(),
+        }
+    }
+
     /// A relative socket path made absolute under `base` (the config file's
     /// directory, or the current one for flags): the worker that connects
     /// may have changed directory since.
@@ -124,6 +143,9 @@ pub struct ProxyOptions {
     /// Directory that `X-Accel-Redirect` / `X-Sendfile` from the upstream
     /// may name; `None` passes those headers to the client untouched.
     pub sendfile_root: Option<PathBuf>,
+    /// Forward header fields whose name holds `_` (`proxy_underscore_headers`);
+    /// by default they are dropped, as nginx does.
+    pub underscore_headers: bool,
 }
 
 /// `http://HOST[:PORT][/]`, `http+unix:PATH`, `uwsgi://HOST:PORT`,

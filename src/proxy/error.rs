@@ -1,9 +1,14 @@
 //! Why a proxied request got no upstream response; each variant names the
-//! status the client is answered with.
+//! status the client is answered with, and [`ProxyError::refusal`] the
+//! refusal line that is logged with it.
 
 use std::time::Duration;
 
 use http::StatusCode;
+
+use crate::config::UpstreamConfig;
+use crate::refusal::Refusal;
+use crate::uwsgi::UwsgiError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
@@ -49,4 +54,63 @@ impl ProxyError {
             ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         }
     }
+
+    /// The refusal portico logs and answers with, from the pool's config
+    /// and the route's body limit; `None` for the answers that are the
+    /// client's doing (a uwsgi body that broke off, 411), not logged.
+    pub fn refusal(&self, pool: &UpstreamConfig, max_body_size: u64) -> Option<Refusal> {
+        let upstream = pool.name.clone();
+        Some(match self {
+            ProxyError::NoServer(name) => Refusal::NoUpstream {
+                upstream: name.clone(),
+            },
+            ProxyError::Exchange { server, message } => Refusal::UpstreamFailed {
+                upstream,
+                detail: format!("server {server}: {message}"),
+            },
+            ProxyError::Timeout {
+                server,
+                after,
+                what,
+            } => Refusal::UpstreamTimeout {
+                upstream,
+                server: server.clone(),
+                after: *after,
+                key: what,
+            },
+            ProxyError::BodyTooLarge => Refusal::BodyTooLarge {
+                declared: None,
+                limit: max_body_size,
+            },
+            ProxyError::Uwsgi(err) => uwsgi_refusal(err, pool)?,
+            ProxyError::LengthRequired(_) => return None,
+        })
+    }
+}
+
+fn uwsgi_refusal(err: &UwsgiError, pool: &UpstreamConfig) -> Option<Refusal> {
+    let timeout = |server: &str, after, key| Refusal::UpstreamTimeout {
+        upstream: pool.name.clone(),
+        server: server.to_string(),
+        after,
+        key,
+    };
+    Some(match err {
+        UwsgiError::ConnectTimeout { target } => {
+            timeout(target, pool.connect_timeout, "connect_timeout")
+        }
+        UwsgiError::Timeout { target, what } if what.starts_with("sending") => {
+            timeout(target, pool.send_timeout, "send_timeout")
+        }
+        UwsgiError::Timeout { target, .. } => timeout(target, pool.read_timeout, "read_timeout"),
+        UwsgiError::Body { .. } => return None,
+        UwsgiError::Encode(_)
+        | UwsgiError::Connect { .. }
+        | UwsgiError::Send { .. }
+        | UwsgiError::Read { .. }
+        | UwsgiError::BadResponse { .. } => Refusal::UpstreamFailed {
+            upstream: pool.name.clone(),
+            detail: err.to_string(),
+        },
+    })
 }

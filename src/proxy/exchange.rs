@@ -12,6 +12,10 @@
 //!    keep-alive connection is the server closing it, not a server fault:
 //!    the retry takes a fresh connection and the server is not blamed.
 //!
+//! Attempts that go on to another server log a warning here; the failure
+//! the client is answered with is logged once, with its answer
+//! (`crate::refusal`).
+//!
 //! A uwsgi server gets one request per connection through
 //! `crate::uwsgi::send`; the body is lent to each attempt and taken back
 //! when the attempt failed before reaching the app.
@@ -29,6 +33,7 @@ use tokio::time::Instant;
 use super::body::{Lent, OutgoingBody, Progress};
 use super::client::{self, Activity, Conn, ConnectError};
 use super::error::ProxyError;
+use super::headers;
 use super::pool::{Lease, Pool};
 use crate::body::Body;
 use crate::config::UpstreamUrl;
@@ -80,6 +85,9 @@ pub async fn exchange(
     uwsgi_request: Option<&UwsgiRequest>,
 ) -> Result<Exchanged, ProxyError> {
     let cfg = &pool.config;
+    // A client without Host (HTTP/1.0) and no `proxy_host`: each attempt
+    // names its server.
+    let host_missing = !req.headers().contains_key(http::header::HOST);
     let mut tried = vec![false; pool.servers.len()];
     let mut fresh_only = false;
     while let Some(i) = pool.pick(&tried, client_key) {
@@ -132,10 +140,8 @@ pub async fn exchange(
                     req = replay.build();
                     continue;
                 }
-                _ => {
-                    tracing::error!("upstream `{}`: {err}; answered {}", cfg.name, err.status());
-                    return Err(ProxyError::Uwsgi(err));
-                }
+                // Logged with the answer (`crate::refusal`).
+                _ => return Err(ProxyError::Uwsgi(err)),
             }
         }
         let conn = match open(pool, i, fresh_only).await {
@@ -153,6 +159,9 @@ pub async fn exchange(
         let reused = conn.reused;
         let activity = conn.activity.clone();
         let mut sender = conn.sender;
+        if host_missing {
+            headers::set_host(req.headers_mut(), &server.config.url);
+        }
         let sent = sender.try_send_request(req);
         lease.conn = Some(Conn {
             sender,
@@ -162,11 +171,6 @@ pub async fn exchange(
         let Some(outcome) = head_within(sent, &activity, progress, cfg.read_timeout).await else {
             lease.discard();
             pool.failed(i, "read timeout");
-            tracing::error!(
-                "upstream `{}` server {label}: no response within read_timeout ({:?}); 504",
-                cfg.name,
-                cfg.read_timeout
-            );
             return Err(ProxyError::Timeout {
                 server: label.to_string(),
                 after: cfg.read_timeout,
@@ -200,11 +204,6 @@ pub async fn exchange(
             continue;
         }
         if is_timeout(err.error()) {
-            tracing::error!(
-                "upstream `{}` server {label}: a write stalled for send_timeout ({:?}); 504",
-                cfg.name,
-                cfg.send_timeout
-            );
             return Err(ProxyError::Timeout {
                 server: label.to_string(),
                 after: cfg.send_timeout,
@@ -220,11 +219,6 @@ pub async fn exchange(
                 req = replay.build();
             }
             _ => {
-                tracing::error!(
-                    "upstream `{}` server {label}: {message}; not retried (the request may have \
-                     reached the app); 502",
-                    cfg.name
-                );
                 return Err(ProxyError::Exchange {
                     server: label.to_string(),
                     message,
@@ -232,9 +226,7 @@ pub async fn exchange(
             }
         }
     }
-    let err = ProxyError::NoServer(cfg.name.clone());
-    tracing::error!("{err}; 502");
-    Err(err)
+    Err(ProxyError::NoServer(cfg.name.clone()))
 }
 
 /// An idle connection to server `i` that is still usable, or a new one.

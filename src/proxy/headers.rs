@@ -8,6 +8,7 @@ use std::net::IpAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
+use crate::config::UpstreamUrl;
 use crate::forwarded::ClientView;
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -15,6 +16,7 @@ static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-prot
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY: HeaderName = HeaderName::from_static("proxy");
 
 /// The `Upgrade` value when the request asks for a protocol switch
 /// (`Connection: upgrade` + `Upgrade`, HTTP/1.1 only).
@@ -73,6 +75,35 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     }
     if upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+}
+
+/// Removes what the client sent that must not reach the upstream: `Proxy`
+/// (httpoxy: a CGI or WSGI upstream would see it as `HTTP_PROXY`, which
+/// HTTP libraries read as their proxy), and, unless `keep_underscores`,
+/// every field whose name holds `_`, which such an upstream would merge
+/// with the `-` spelling of the name (`X_User` and `X-User` both become
+/// `HTTP_X_USER`: a client could forge what a front proxy set). nginx drops
+/// the latter too (`underscores_in_headers off`).
+pub fn strip_unsafe(headers: &mut HeaderMap, keep_underscores: bool) {
+    let unsafe_names: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| *n == PROXY || (!keep_underscores && n.as_str().contains('_')))
+        .cloned()
+        .collect();
+    for name in unsafe_names {
+        if name != PROXY {
+            tracing::debug!("header field {name} not forwarded: its name holds `_`");
+        }
+        headers.remove(name);
+    }
+}
+
+/// Sets `Host` to the server's authority, for a request that has none
+/// (HTTP/1.0 without Host, and no `proxy_host`): HTTP/1.1 requires one.
+pub fn set_host(headers: &mut HeaderMap, url: &UpstreamUrl) {
+    if let Ok(host) = HeaderValue::from_str(&url.authority()) {
+        headers.insert(header::HOST, host);
     }
 }
 
@@ -187,6 +218,37 @@ mod tests {
         strip_hop_by_hop(&mut h, false);
         let names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
         assert_eq!(names, ["x-end-to-end"]);
+    }
+
+    #[test]
+    fn proxy_and_underscored_fields_are_not_forwarded() {
+        let fields = [
+            ("proxy", "http://evil:8080"),
+            ("x_custom", "1"),
+            ("x-custom", "2"),
+        ];
+        let mut h = map(&fields);
+        strip_unsafe(&mut h, false);
+        let names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["x-custom"]);
+        let mut h = map(&fields);
+        strip_unsafe(&mut h, true);
+        assert!(h.contains_key("x_custom") && h.contains_key("x-custom"));
+        assert!(!h.contains_key("proxy"));
+    }
+
+    #[test]
+    fn a_missing_host_is_the_servers_authority() {
+        let mut h = HeaderMap::new();
+        let url = |text| crate::config::parse_upstream_url(text).unwrap();
+        set_host(&mut h, &url("http://10.0.0.2:8000"));
+        assert_eq!(h["host"], "10.0.0.2:8000");
+        set_host(&mut h, &url("http://app.internal"));
+        assert_eq!(h["host"], "app.internal");
+        set_host(&mut h, &url("http://[::1]:81"));
+        assert_eq!(h["host"], "[::1]:81");
+        set_host(&mut h, &url("http+unix:/run/app.sock"));
+        assert_eq!(h["host"], "localhost");
     }
 
     #[test]

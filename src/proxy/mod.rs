@@ -4,9 +4,10 @@
 //!
 //! 1. who is asking: the client view from trusted forwarding headers;
 //! 2. the upstream request: origin-form target, hop-by-hop fields removed
-//!    (`Upgrade` kept for an upgrade), `Host` passed through or
-//!    `proxy_host`, forwarding headers set (`headers`); the client's body
-//!    is streamed, never buffered (`body`);
+//!    (`Upgrade` kept for an upgrade), `Proxy` and names with `_` removed,
+//!    `Host` passed through or `proxy_host` (without either, the server's
+//!    own authority, set per attempt), forwarding headers set (`headers`);
+//!    the client's body is streamed, never buffered (`body`);
 //! 3. the exchange: balancing, connection reuse, timeouts, retries
 //!    (`exchange`);
 //! 4. decide what the response is ([`Outcome`]): a tunnel (`101`), a file
@@ -35,8 +36,9 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
 use crate::body::{Body, RequestBody};
-use crate::config::{Config, ForwardedAllow, ProxyOptions};
+use crate::config::{Config, ForwardedAllow, ProxyOptions, UpstreamConfig};
 use crate::forwarded;
+use crate::refusal;
 use crate::server::{status_page, Mount};
 
 use body::{Leased, OutgoingBody, UpstreamBody};
@@ -124,7 +126,7 @@ impl Proxy {
         let outcome = decide(opts, exchanged, client_upgrade, pool.config.read_timeout);
         render(
             outcome,
-            opts,
+            (opts, &pool.config),
             mount,
             (&method, &client_headers.unwrap_or_default()),
         )
@@ -160,6 +162,7 @@ impl Proxy {
         let h2 = parts.version == http::Version::HTTP_2;
         let h = &mut parts.headers;
         headers::strip_hop_by_hop(h, upgrade);
+        headers::strip_unsafe(h, opts.underscore_headers);
         // hyper answers `100-continue` itself when the body is first read.
         h.remove(header::EXPECT);
         if h2 {
@@ -293,7 +296,7 @@ enum UpstreamBodyOrLeased {
 /// the upstream is served with ranges and conditionals).
 fn render(
     outcome: Outcome,
-    opts: &ProxyOptions,
+    (opts, pool): (&ProxyOptions, &UpstreamConfig),
     mount: &Mount<'_>,
     request: (&Method, &HeaderMap),
 ) -> Response<Body> {
@@ -308,7 +311,10 @@ fn render(
             tokio::task::spawn_local(tunnel(client, upstream, lease));
             head.map(|()| Body::empty())
         }
-        Outcome::Failed(err) => status_page(err.status()),
+        Outcome::Failed(err) => match err.refusal(pool, mount.max_body_size) {
+            Some(refusal) => refusal::refuse(&refusal, mount.scope()),
+            None => status_page(err.status()),
+        },
         Outcome::Sendfile {
             accel,
             target,

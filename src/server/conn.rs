@@ -2,8 +2,9 @@
 //!
 //! 1. TLS handshake when the listener has a certificate (bounded by the
 //!    header timeout);
-//! 2. hyper serves HTTP/1.1 or HTTP/2 (prior knowledge or ALPN) on it,
-//!    with HTTP/1.1 upgrades (the proxy tunnels WebSocket connections);
+//! 2. hyper serves HTTP/1.1 or HTTP/2 on it (told apart by the first bytes
+//!    on a plain socket, exactly the protocol ALPN agreed on TLS), with
+//!    HTTP/1.1 upgrades (the proxy tunnels WebSocket connections);
 //! 3. a watchdog enforces our timeouts, which hyper alone cannot express:
 //!    an idle keep-alive connection is closed quietly after the keep-alive
 //!    timeout, and a request head that started arriving but is not complete
@@ -39,8 +40,10 @@ use tokio::time::{Instant, Sleep};
 use super::drain::Drain;
 use super::park::{self, Park, Waiting, PARK_AFTER};
 use super::service::{self, RequestContext};
+use super::tls::Alpn;
 use super::Shared;
 use crate::body::RequestBody;
+use crate::refusal::{self, Refusal};
 use crate::sendfile::{SendQueue, SendfileSocket};
 
 /// Where a connection is between requests; drives the watchdog.
@@ -518,9 +521,15 @@ where
         }
         state.unparked();
         shared.in_hyper.up();
-        let ended = match waiting {
-            Waiting::Http1 => with_http1(socket, unread, &ctx).await,
-            _ => {
+        let ended = match (waiting, socket.alpn()) {
+            (Waiting::Http1, _) => with_http1(socket, unread, &ctx, true).await,
+            // TLS speaks exactly what ALPN agreed, and never parks.
+            (_, Alpn::Http1) => with_http1(socket, unread, &ctx, false).await,
+            (_, Alpn::H2) => {
+                with_h2(socket, &ctx).await;
+                Ended::Closed
+            }
+            (_, Alpn::NotTls) => {
                 with_auto(socket, &ctx).await;
                 Ended::Closed
             }
@@ -564,11 +573,12 @@ fn with_http1<'a, S>(
     socket: S,
     unread: Bytes,
     ctx: &'a Rc<RequestContext>,
+    can_park: bool,
 ) -> Pin<Box<impl Future<Output = Ended<S>> + 'a>>
 where
     S: AsyncRead + AsyncWrite + SendfileSocket + Unpin + Send + 'static,
 {
-    Box::pin(serve_http1(socket, unread, ctx))
+    Box::pin(serve_http1(socket, unread, ctx, can_park))
 }
 
 /// The same for `serve_auto`.
@@ -580,6 +590,14 @@ where
     S: AsyncRead + AsyncWrite + SendfileSocket + Unpin + Send + 'static,
 {
     Box::pin(serve_auto(socket, ctx))
+}
+
+/// The same for `serve_h2`.
+fn with_h2<'a, S>(socket: S, ctx: &'a Rc<RequestContext>) -> Pin<Box<impl Future<Output = ()> + 'a>>
+where
+    S: AsyncRead + AsyncWrite + SendfileSocket + Unpin + Send + 'static,
+{
+    Box::pin(serve_h2(socket, ctx))
 }
 
 /// The service hyper calls for each request.
@@ -604,7 +622,12 @@ fn service_for(
 /// A connection known to speak HTTP/1, served by hyper's HTTP/1 connection
 /// until it closes or parks. Parking ends it as a drain does (idle, it
 /// writes nothing) and takes back the socket and hyper's unread bytes.
-async fn serve_http1<S>(socket: S, unread: Bytes, ctx: &Rc<RequestContext>) -> Ended<S>
+async fn serve_http1<S>(
+    socket: S,
+    unread: Bytes,
+    ctx: &Rc<RequestContext>,
+    can_park: bool,
+) -> Ended<S>
 where
     S: AsyncRead + AsyncWrite + SendfileSocket + Unpin + Send + 'static,
 {
@@ -614,7 +637,13 @@ where
         .http1
         .serve_connection(io, service_for(ctx))
         .with_upgrades();
-    let drove = drive(Pin::new(&mut conn), |c| c.graceful_shutdown(), ctx, true).await;
+    let drove = drive(
+        Pin::new(&mut conn),
+        |c| c.graceful_shutdown(),
+        ctx,
+        can_park,
+    )
+    .await;
     let parts = match (drove, conn.into_parts()) {
         (Drove::Parked | Drove::IdleEnded, Some(parts)) => parts,
         _ => return Ended::Closed,
@@ -651,6 +680,18 @@ where
         .shared
         .http
         .serve_connection_with_upgrades(io, service_for(ctx)));
+    drive(conn, |c| c.graceful_shutdown(), ctx, false).await;
+}
+
+/// A TLS connection that agreed on `h2`: HTTP/2 alone (hyper-util's auto
+/// connection ignores `http2_only` when it serves upgrades; HTTP/2 has
+/// none). Never parked.
+async fn serve_h2<S>(socket: S, ctx: &Rc<RequestContext>)
+where
+    S: AsyncRead + AsyncWrite + SendfileSocket + Unpin + Send + 'static,
+{
+    let io = TokioIo::new(Watched::new(socket, Bytes::new(), ctx.state.clone()));
+    let conn = pin!(ctx.shared.tls_http2.serve_connection(io, service_for(ctx)));
     drive(conn, |c| c.graceful_shutdown(), ctx, false).await;
 }
 
@@ -750,30 +791,47 @@ fn shutdown_signal(rx: watch::Receiver<bool>) -> impl Future<Output = ()> + Unpi
 /// broken pipes) only at debug level.
 fn log_connection_error(shared: &Shared, peer: &Peer, err: &(dyn std::error::Error + 'static)) {
     match err.downcast_ref::<hyper::Error>() {
-        Some(e) if e.is_parse() || e.is_parse_too_large() => {
-            let status = if e.is_parse_too_large() { 431 } else { 400 };
-            service::log_refused(shared, peer, status);
+        Some(e) if e.is_parse_too_large() => {
+            service::log_refused(shared, peer, 431);
+            let limits = &shared.limits;
+            let refusal = Refusal::HeadOverParserLimits {
+                max_headers: limits.max_headers,
+                max_bytes: limits.max_header_bytes + limits.max_uri_length,
+            };
+            refusal::log(&refusal, connection_scope(peer));
+        }
+        Some(e) if e.is_parse() => {
+            service::log_refused(shared, peer, 400);
             tracing::debug!(peer = ?peer.addr, "malformed request: {e}");
         }
         _ => tracing::debug!(peer = ?peer.addr, "connection closed: {err}"),
     }
 }
 
+/// A refusal before any route was chosen.
+fn connection_scope(peer: &Peer) -> refusal::Scope<'_> {
+    refusal::Scope {
+        route: None,
+        peer: peer.ip_text.as_str(),
+    }
+}
+
 fn send_request_timeout(shared: &Shared, peer: &Peer) {
-    const RESPONSE: &[u8] =
-        b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\nServer: portico\r\n\r\n";
+    let refusal = Refusal::HeadTimeout {
+        after: shared.limits.header_timeout,
+    };
     if let Some(fd) = peer.raw_fd {
         use nix::sys::socket::{send, MsgFlags};
         // Best effort: the socket buffer is empty between requests, so a
         // non-blocking send of these few bytes either fits or the client is gone.
         let _ = send(
             fd,
-            RESPONSE,
+            &refusal::http1_bytes(&refusal),
             MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
         );
     }
     service::log_refused(shared, peer, 408);
-    tracing::info!(peer = ?peer.addr, "request head not complete within the header timeout: 408, connection closed");
+    refusal::log(&refusal, connection_scope(peer));
 }
 
 #[cfg(test)]

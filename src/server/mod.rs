@@ -6,6 +6,7 @@
 
 mod conn;
 mod drain;
+mod head;
 pub mod listener;
 mod park;
 mod service;
@@ -25,11 +26,12 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
+pub use crate::refusal::status_page;
 pub(crate) use conn::ConnState;
 pub use conn::Peer;
 pub use listener::BoundListener;
+pub use service::Mount;
 pub(crate) use service::{handle, LoggedBody, RequestContext};
-pub use service::{status_page, Mount};
 
 use crate::config::{Config, Limits, Protocol};
 use crate::log::AccessLog;
@@ -93,8 +95,11 @@ pub struct Shared {
     http: auto::Builder<LocalExec>,
     /// The same HTTP/1 settings, for connections known to speak HTTP/1:
     /// hyper's own connection hands back the socket and its unread bytes
-    /// when the connection parks.
+    /// when the connection parks. Also for TLS connections that agreed on
+    /// `http/1.1` (or on nothing).
     http1: http1::Builder,
+    /// HTTP/2 alone, for TLS connections that agreed on `h2`.
+    tls_http2: auto::Builder<LocalExec>,
     /// Turns true when the worker begins to drain.
     shutdown: watch::Receiver<bool>,
     /// Set (before `shutdown` turns) when the worker begins to drain.
@@ -130,9 +135,9 @@ impl Shared {
             .max_pending_accept_reset_streams(64);
         Ok(Shared {
             router: Router::new(&config.routes),
-            limits,
             access_log: AccessLog::open(&config.log).map_err(ServerError::AccessLog)?,
             http1,
+            tls_http2: http.clone().http2_only(),
             http,
             shutdown,
             drain: Cell::new(None),
@@ -141,6 +146,7 @@ impl Shared {
             in_hyper: HeapCount::default(),
             all_closed: Notify::new(),
             wsgi,
+            limits,
             proxy: crate::proxy::Proxy::new(config),
             static_cache: crate::static_files::Cache::new(),
         })

@@ -23,6 +23,7 @@ use std::time::Duration;
 use tokio::io::Interest;
 
 use super::conn::ConnState;
+use super::tls::Alpn;
 use super::Shared;
 
 /// How long a plain HTTP/1 connection stays idle in hyper before it is
@@ -39,6 +40,12 @@ pub trait Park {
     /// bytes into `buf` without consuming them (`Ok(0)`: the client closed).
     /// `None`: this kind of socket cannot be parked.
     async fn peek(&mut self, buf: &mut [u8]) -> Option<io::Result<usize>>;
+
+    /// The protocol a TLS handshake agreed, which is the only one the
+    /// connection may speak.
+    fn alpn(&self) -> Alpn {
+        Alpn::NotTls
+    }
 }
 
 impl Park for tokio::net::TcpStream {
@@ -69,6 +76,10 @@ impl Park for tokio::net::UnixStream {
 impl<S> Park for tokio_rustls::server::TlsStream<S> {
     async fn peek(&mut self, _buf: &mut [u8]) -> Option<io::Result<usize>> {
         None
+    }
+
+    fn alpn(&self) -> Alpn {
+        super::tls::alpn(self)
     }
 }
 

@@ -1,15 +1,21 @@
 //! What happens to each request, in order:
 //!
 //! 1. mark the connection busy (for the watchdog);
-//! 2. refuse what breaks a limit: target too long (414), header fields too
+//! 2. the head checks RFC 9112 asks for and the parser does not make
+//!    (`super::head`: Host, the target's authority replacing Host, target
+//!    forms, transfer codings);
+//! 3. refuse what breaks a limit: target too long (414), header fields too
 //!    large (431);
-//! 3. route by host and path (no route → 404);
-//! 4. refuse a declared body over the route's `max_body_size` (413);
-//! 5. run the route's handler;
-//! 6. add `Server` (and, while the worker drains, `Connection: close` to an
+//! 4. route by host and path (no route → 404);
+//! 5. refuse a declared body over the route's `max_body_size` (413);
+//! 6. run the route's handler;
+//! 7. add `Server` (and, while the worker drains, `Connection: close` to an
 //!    HTTP/1 response), and wrap the body so that when it is finished (or
 //!    the client is gone) the access-log line is written and the connection
 //!    is marked idle again.
+//!
+//! Every answer portico gives itself comes from `crate::refusal`, which
+//! also logs the refusals.
 
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -25,11 +31,13 @@ use http_body::Frame;
 use tokio::time::Instant;
 
 use super::conn::{ConnState, Peer};
+use super::head::{self, Early};
 use super::Shared;
 use crate::body::Body;
 use crate::cgi;
-use crate::config::Handler;
+use crate::config::{Handler, Limits};
 use crate::log::Entry;
+use crate::refusal::{self, status_page, Refusal, Scope};
 use crate::sendfile::SendQueue;
 use crate::static_files::{self, StaticRequest};
 
@@ -39,11 +47,33 @@ pub struct Mount<'a> {
     /// The route prefix (`SCRIPT_NAME` base); "" for the root route.
     pub script_name: &'a str,
     pub max_body_size: u64,
+    /// The most of a body without a length a handler may hold in memory:
+    /// `limits.max_buffered_body_size`, or the route's smaller limit.
+    pub max_buffered_body_size: u64,
     pub peer: Peer,
     /// The worker's open-file cache, for handlers that answer with a file.
     pub static_cache: &'a static_files::Cache,
     /// Set when file bodies may go out with `sendfile` (plain HTTP/1).
     pub sendfile: Option<&'a Arc<SendQueue>>,
+}
+
+impl Mount<'_> {
+    /// The route's prefix as refusal lines name it (`/` for the root).
+    pub fn route(&self) -> &str {
+        if self.script_name.is_empty() {
+            "/"
+        } else {
+            self.script_name
+        }
+    }
+
+    /// Where a handler's refusal happened, for its log line.
+    pub fn scope(&self) -> Scope<'_> {
+        Scope {
+            route: Some(self.route()),
+            peer: self.peer.ip_text.as_str(),
+        }
+    }
 }
 
 static SERVER: HeaderValue = HeaderValue::from_static("portico");
@@ -55,17 +85,22 @@ pub struct RequestContext {
 }
 
 pub async fn handle(
-    req: Request<RequestBody>,
+    mut req: Request<RequestBody>,
     ctx: Rc<RequestContext>,
 ) -> Result<Response<LoggedBody>, Infallible> {
     ctx.state.request_started();
     let http1 = req.version() <= http::Version::HTTP_11;
+    // Before the log fields: an absolute-form target's authority replaces Host.
+    let early = head::check(&mut req);
     let mut log = ctx
         .shared
         .access_log
         .enabled()
         .then(|| Box::new(LogFields::new(&req)));
-    let mut response = respond(req, &ctx).await;
+    let mut response = match early {
+        Ok(()) => respond(req, &ctx).await,
+        Err(early) => answer_early(early, &ctx.peer),
+    };
     response
         .headers_mut()
         .insert(header::SERVER, SERVER.clone());
@@ -99,32 +134,29 @@ fn ask_to_close(response: &mut Response<Body>) {
 async fn respond(req: Request<RequestBody>, ctx: &RequestContext) -> Response<Body> {
     let shared = &*ctx.shared;
     let limits = &shared.limits;
-    let target_len = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
-    if target_len > limits.max_uri_length {
-        return status_page(StatusCode::URI_TOO_LONG);
-    }
-    if header_bytes(req.headers()) > limits.max_header_bytes {
-        return status_page(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
-    }
-    if let Some(refused) = refuse_malformed_target(&req) {
-        return refused;
-    }
-    let host = req.uri().authority().map(|a| a.as_str()).or_else(|| {
-        req.headers()
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-    });
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()));
     let path = req.uri().path();
+    if let Some(refusal) = over_head_limits(&req, limits) {
+        let route = shared
+            .router
+            .find(host, path)
+            .map(|m| m.route.prefix.as_str());
+        return refusal::refuse(&refusal, scope(route, &ctx.peer));
+    }
     let Some(matched) = shared.router.find(host, path) else {
         return status_page(StatusCode::NOT_FOUND);
     };
     let route = matched.route;
-    if declared_length(&req).is_some_and(|len| len > route.max_body_size) {
-        let mut res = status_page(StatusCode::PAYLOAD_TOO_LARGE);
-        // The body is not read, so the connection cannot carry another request.
-        res.headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
-        return res;
+    if let Some(len) = declared_length(&req).filter(|&len| len > route.max_body_size) {
+        let refusal = Refusal::BodyTooLarge {
+            declared: Some(len),
+            limit: route.max_body_size,
+        };
+        return refusal::refuse(&refusal, scope(Some(&route.prefix), &ctx.peer));
     }
     let sendfile = can_sendfile(&req, &ctx.peer).then_some(&ctx.state.sendfile);
     if let Some(opts) = &route.static_files {
@@ -148,6 +180,7 @@ async fn respond(req: Request<RequestBody>, ctx: &RequestContext) -> Response<Bo
             &route.prefix
         },
         max_body_size: route.max_body_size,
+        max_buffered_body_size: route.max_body_size.min(limits.max_buffered_body_size),
         peer: ctx.peer,
         static_cache: &shared.static_cache,
         sendfile,
@@ -164,27 +197,31 @@ async fn respond(req: Request<RequestBody>, ctx: &RequestContext) -> Response<Bo
     }
 }
 
-/// What the HTTP parser lets through but RFC 9112 §3.2 refuses: a missing
-/// or repeated Host in HTTP/1.1, `*` outside OPTIONS, authority-form outside
-/// CONNECT (which portico does not tunnel).
-fn refuse_malformed_target(req: &Request<RequestBody>) -> Option<Response<Body>> {
-    let hosts = req.headers().get_all(header::HOST).iter().count();
-    let needs_host = req.version() == http::Version::HTTP_11;
-    if hosts > 1 || (needs_host && hosts == 0) {
-        return Some(status_page(StatusCode::BAD_REQUEST));
+/// A target longer than `max_uri_length` (414) or a header block larger
+/// than `max_header_size` (431).
+fn over_head_limits(req: &Request<RequestBody>, limits: &Limits) -> Option<Refusal> {
+    let target_len = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
+    if target_len > limits.max_uri_length {
+        return Some(Refusal::TargetTooLong {
+            len: target_len,
+            limit: limits.max_uri_length,
+        });
     }
-    let uri = req.uri();
-    if req.method() == http::Method::CONNECT {
-        let mut res = status_page(StatusCode::METHOD_NOT_ALLOWED);
-        res.headers_mut().insert(
-            header::ALLOW,
-            HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
-        );
-        return Some(res);
+    let header_len = header_bytes(req.headers());
+    if header_len > limits.max_header_bytes {
+        return Some(Refusal::HeaderTooLarge {
+            len: header_len,
+            limit: limits.max_header_bytes,
+        });
     }
-    let asterisk = uri.path() == "*" && uri.authority().is_none();
-    if asterisk {
-        return Some(if req.method() == http::Method::OPTIONS {
+    None
+}
+
+/// The answer to a request the head checks stopped (before routing).
+fn answer_early(early: Early, peer: &Peer) -> Response<Body> {
+    match early {
+        Early::Refuse(refusal) => refusal::refuse(&refusal, scope(None, peer)),
+        Early::ServerOptions => {
             let mut res = Response::new(Body::empty());
             *res.status_mut() = StatusCode::NO_CONTENT;
             res.headers_mut().insert(
@@ -192,15 +229,15 @@ fn refuse_malformed_target(req: &Request<RequestBody>) -> Option<Response<Body>>
                 HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
             );
             res
-        } else {
-            status_page(StatusCode::BAD_REQUEST)
-        });
+        }
     }
-    let authority_form = uri.scheme().is_none() && uri.authority().is_some();
-    if authority_form {
-        return Some(status_page(StatusCode::BAD_REQUEST));
+}
+
+fn scope<'a>(route: Option<&'a str>, peer: &'a Peer) -> Scope<'a> {
+    Scope {
+        route,
+        peer: peer.ip_text.as_str(),
     }
-    None
 }
 
 /// `sendfile` needs the plain socket (no TLS) and HTTP/1 framing (an
@@ -224,22 +261,6 @@ fn header_bytes(headers: &http::HeaderMap) -> usize {
         .iter()
         .map(|(name, value)| name.as_str().len() + value.len() + 4)
         .sum()
-}
-
-/// A short plain-text page for a status portico decides itself.
-pub fn status_page(status: StatusCode) -> Response<Body> {
-    let text = format!(
-        "{} {}\n",
-        status.as_str(),
-        status.canonical_reason().unwrap_or("")
-    );
-    let mut res = Response::new(Body::full(text));
-    *res.status_mut() = status;
-    res.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    res
 }
 
 /// The request fields the access log needs, copied only when it is on.

@@ -1,5 +1,12 @@
 //! TLS for listeners that have a certificate: rustls with ALPN offering h2
 //! and http/1.1, keys in PEM (PKCS#8, PKCS#1 or SEC1).
+//!
+//! A TLS connection speaks exactly the protocol ALPN agreed: `h2` is served
+//! by HTTP/2 alone (HTTP/1.1 bytes there are a connection error), `http/1.1`
+//! by HTTP/1.1 alone (an HTTP/2 preface there is a malformed request). A
+//! client that offers no ALPN gets HTTP/1.1, as such clients expect: HTTP/2
+//! over TLS must be negotiated (RFC 9113 §3.3), so "prior knowledge" is
+//! for cleartext connections only.
 
 use std::sync::Arc;
 
@@ -17,6 +24,25 @@ pub enum TlsError {
     Key { path: String, message: String },
     #[error("TLS certificate and key do not fit together: {0}")]
     Config(#[from] rustls::Error),
+}
+
+/// What the TLS handshake agreed.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Alpn {
+    /// Not a TLS connection: HTTP/1 or an HTTP/2 preface, told apart by the
+    /// first bytes.
+    NotTls,
+    /// `h2`.
+    H2,
+    /// `http/1.1`, or no ALPN at all.
+    Http1,
+}
+
+pub fn alpn<S>(stream: &tokio_rustls::server::TlsStream<S>) -> Alpn {
+    match stream.get_ref().1.alpn_protocol() {
+        Some(b"h2") => Alpn::H2,
+        _ => Alpn::Http1,
+    }
 }
 
 pub fn acceptor(files: &TlsFiles) -> Result<TlsAcceptor, TlsError> {

@@ -29,6 +29,7 @@ use super::pipe::{BodyPlan, Head};
 use super::start_response::{self, body_bytes, lock, Responder, SendError, Shared, StartResponse};
 use super::streams::{ErrorStream, FileWrapper};
 use super::Job;
+use crate::refusal::{self, Refusal};
 
 pub fn run(py: Python<'_>, cache: &mut EnvCache, app: &Bound<'_, PyAny>, mut job: Job) {
     let responder = Responder::new(job.pipe.clone(), job.tag.clone());
@@ -44,8 +45,30 @@ pub fn run(py: Python<'_>, cache: &mut EnvCache, app: &Bound<'_, PyAny>, mut job
     let outcome = input.and_then(|input| call_app(py, cache, app, &job, input, &responder));
     if let Err(err) = outcome {
         let overflowed = overflowed.is_some_and(|flag| flag.load(Ordering::Relaxed));
+        if overflowed {
+            log_overflow(&job);
+        }
         fail(py, &responder, &err, overflowed);
     }
+}
+
+/// The refusal line of a body that grew past `max_body_size` while the
+/// app read it (one with a larger Content-Length never reaches the app).
+fn log_overflow(job: &Job) {
+    let refusal = Refusal::BodyTooLarge {
+        declared: None,
+        limit: job.max_body_size,
+    };
+    let route = if job.script_name.is_empty() {
+        "/"
+    } else {
+        &job.script_name
+    };
+    let scope = refusal::Scope {
+        route: Some(route),
+        peer: &job.client.remote_addr,
+    };
+    refusal::log(&refusal, scope);
 }
 
 fn call_app(
@@ -254,9 +277,8 @@ fn try_send_file(py: Python<'_>, responder: &Shared, wrapper: &FileWrapper) -> P
 /// connection is cut. Either way the traceback goes to the error log.
 fn fail(py: Python<'_>, responder: &Shared, err: &PyErr, overflowed: bool) {
     let mut r = lock(responder);
-    if overflowed {
-        tracing::warn!(request = %r.tag, "request body over max_body_size; answered 413");
-    } else {
+    // An overflow was logged as a refusal (`log_overflow`).
+    if !overflowed {
         tracing::error!(request = %r.tag, "WSGI app raised an exception:\n{}", traceback_text(py, err));
     }
     if r.head_sent {
@@ -273,11 +295,7 @@ fn fail(py: Python<'_>, responder: &Shared, err: &PyErr, overflowed: bool) {
 }
 
 pub fn error_head(status: StatusCode) -> Head {
-    let text = format!(
-        "{} {}\n",
-        status.as_str(),
-        status.canonical_reason().unwrap_or("")
-    );
+    let text = crate::refusal::page_text(status, "");
     let mut headers = HeaderMap::new();
     headers.insert(
         CONTENT_TYPE,

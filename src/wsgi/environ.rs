@@ -15,7 +15,9 @@
 //!    the request's own keys: REMOTE_PORT; CONTENT_TYPE and CONTENT_LENGTH,
 //!    and HTTP_* for the other headers, repeated fields joined with ", "
 //!    (Cookie with "; "), names with `_` dropped since `X-User_Id` would
-//!    alias `X-User-Id`; `wsgi.input` and `wsgi.errors`.
+//!    alias `X-User-Id`, `Proxy` dropped (httpoxy: `HTTP_PROXY` would be
+//!    read as the app's outgoing proxy, as CGI also drops it);
+//!    `wsgi.input` and `wsgi.errors`.
 //!
 //! Keys are interned Python strings; values are latin-1 native strings.
 
@@ -165,6 +167,8 @@ fn add_headers(
             header::CONTENT_LENGTH => Some(intern!(py, "CONTENT_LENGTH")),
             // Set above, from the trusted view of the request.
             header::HOST => continue,
+            // httpoxy: libraries read HTTP_PROXY as their proxy setting.
+            _ if name.as_str() == "proxy" => continue,
             _ if name.as_str().contains('_') => continue,
             _ => None,
         };

@@ -193,6 +193,52 @@ pub fn get_tls(addr: SocketAddr, ca: &Path, alpn: &[&[u8]], path: &str) -> (Resp
     })
 }
 
+/// Raw bytes over TLS trusting `ca`, offering `alpn`: writes `bytes` and
+/// reads until the server closes or `wait` passes. Returns what was read,
+/// whether the server closed, and the protocol it chose.
+pub fn tls_exchange(
+    addr: SocketAddr,
+    ca: &Path,
+    alpn: &[&[u8]],
+    bytes: &[u8],
+    wait: Duration,
+) -> (Vec<u8>, bool, Option<Vec<u8>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).expect("CA PEM") {
+        roots.add(cert.expect("CA cert")).expect("trust CA");
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
+    runtime().block_on(async {
+        let tcp = TcpStream::connect(addr).await.expect("connect");
+        let name = ServerName::try_from("localhost").unwrap();
+        let mut tls = tokio::time::timeout(TIMEOUT, connector.connect(name, tcp))
+            .await
+            .expect("TLS handshake timed out")
+            .expect("TLS handshake");
+        let chosen = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+        tls.write_all(bytes).await.expect("write over TLS");
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        let deadline = tokio::time::Instant::now() + wait;
+        let closed = loop {
+            match tokio::time::timeout_at(deadline, tls.read(&mut buf)).await {
+                Err(_) => break false,
+                Ok(Ok(0)) | Ok(Err(_)) => break true,
+                Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+            }
+        };
+        (got, closed, chosen)
+    })
+}
+
 /// Which encoding of private key to write next to the certificate.
 #[derive(Clone, Copy, Debug)]
 pub enum KeyKind {

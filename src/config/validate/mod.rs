@@ -13,7 +13,14 @@ use super::units::{parse_duration, parse_size};
 use super::*;
 
 const DEFAULT_BIND: &str = "127.0.0.1:8000";
-const DEFAULT_MAX_BODY: u64 = 1 << 20;
+/// Request bodies stream to their handler (app, CGI script, upstream), so
+/// the default body limit only stops runaway uploads: Apache's current
+/// default (gunicorn, granian and uWSGI have none). 1 MiB, the old default,
+/// broke uploads that work under gunicorn.
+const DEFAULT_MAX_BODY: u64 = 1 << 30;
+/// Where a body is held whole in memory (a CGI script's chunked upload),
+/// the limit stays small.
+const DEFAULT_MAX_BUFFERED_BODY: u64 = 1 << 20;
 const DEFAULT_DRAIN_GRACE: Duration = Duration::from_secs(1);
 const DEFAULT_CGI_TIMEOUT: Duration = Duration::from_secs(60);
 const DEFAULT_CGI_MAX_PROCESSES: usize = 32;
@@ -366,6 +373,14 @@ impl Builder<'_> {
                 .max_connections
                 .or(f.max_connections)
                 .unwrap_or(10_000),
+            max_buffered_body_size: match &self.cli.max_buffered_body_size {
+                Some(text) => {
+                    parse_size(text).map_err(|m| cli_err("--max-buffered-body-size", m))?
+                }
+                None => f
+                    .max_buffered_body_size
+                    .map_or(DEFAULT_MAX_BUFFERED_BODY, |s| s.0),
+            },
         };
         if limits.max_header_bytes < 8192 {
             return Err(self.file_err("limits.max_header_size", "must be at least 8k"));

@@ -140,6 +140,12 @@ impl Builder<'_> {
         if r.proxy_host.is_some() && r.proxy.is_none() {
             return Err(("proxy_host", "only applies to a route with `proxy`".into()));
         }
+        if r.proxy_underscore_headers.is_some() && r.proxy.is_none() {
+            return Err((
+                "proxy_underscore_headers",
+                "only applies to a route with `proxy`".into(),
+            ));
+        }
         let handler = if let Some(target) = &r.wsgi {
             Some(Handler::Wsgi(WsgiOptions {
                 target: parse_app_target(target).map_err(|m| ("wsgi", m))?,
@@ -162,6 +168,7 @@ impl Builder<'_> {
                 .map_err(|m| ("proxy", m))?,
                 host,
                 sendfile_root,
+                underscore_headers: r.proxy_underscore_headers.unwrap_or(false),
             }))
         } else if let Some(dir) = &r.cgi {
             Some(Handler::Cgi(CgiOptions {
@@ -252,6 +259,7 @@ impl Builder<'_> {
                 upstream: pools.len() - 1,
                 host: None,
                 sendfile_root: None,
+                underscore_headers: false,
             })),
         })
     }
