@@ -8,6 +8,7 @@ mod cgi;
 mod cli;
 mod conformance;
 mod drains;
+mod h2spec;
 mod example_site;
 mod limits;
 mod parking;
