@@ -13,6 +13,8 @@ pub mod body;
 pub mod cgi;
 pub mod config;
 pub mod forwarded;
+#[cfg(any(test, feature = "fuzz"))]
+pub mod fuzz;
 pub mod gateway_env;
 pub mod log;
 pub mod master;

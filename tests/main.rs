@@ -9,6 +9,7 @@ mod cli;
 mod conformance;
 mod drains;
 mod example_site;
+mod h2spec;
 mod limits;
 mod parking;
 mod processes;

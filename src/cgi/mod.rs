@@ -32,12 +32,12 @@
 
 mod env;
 mod error;
-mod head;
+pub(crate) mod head;
 mod input;
 mod lookup;
 mod output;
 mod process;
-mod response;
+pub(crate) mod response;
 mod slots;
 
 use std::rc::Rc;

@@ -3,7 +3,7 @@
 //! the validated types below (socket addresses, canonical paths, parsed routes).
 
 mod cli;
-mod file;
+pub(crate) mod file;
 mod units;
 mod upstream;
 mod validate;

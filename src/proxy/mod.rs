@@ -19,7 +19,7 @@
 //! connections; active health checks are one local task per pool.
 
 mod balance;
-mod body;
+pub(crate) mod body;
 mod client;
 mod error;
 mod exchange;

@@ -37,7 +37,7 @@ mod encoding;
 mod error;
 mod file_body;
 mod listing;
-mod ranges;
+pub(crate) mod ranges;
 pub(crate) mod resolve;
 #[cfg(test)]
 mod tests;

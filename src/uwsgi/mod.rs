@@ -14,7 +14,7 @@
 
 pub mod client;
 pub mod codec;
-mod request;
+pub(crate) mod request;
 mod server;
 
 pub use client::{send, Target, Timeouts, UwsgiError};

@@ -148,6 +148,14 @@ pub fn decide(vars: Vec<Var>, socket: Peer) -> Result<Decided, ProtocolError> {
     let uri: Uri = target
         .parse()
         .map_err(|e| bad(format!("target {target:?}: {e}")))?;
+    // What an HTTP request line may carry (RFC 9112 §3.2): origin form,
+    // absolute form, or `*`; `REQUEST_URI = "x"` would reach the router
+    // with a path that does not start with `/`.
+    let origin = uri.path().starts_with('/') && uri.authority().is_none();
+    let absolute = uri.scheme().is_some();
+    if !(origin || absolute || uri == "*") {
+        return Err(bad(format!("target {target:?} is not a request target")));
+    }
     if !headers.contains_key(header::HOST) {
         if let Some(name) = &server.name {
             let host = match server.port.as_deref() {
@@ -273,5 +281,12 @@ mod tests {
             socket()
         )
         .is_err());
+        // Found by the uwsgi_packet fuzz target: a target without its `/`.
+        for target in ["REQUEST_METHOD", "example.com:80", "a/b"] {
+            let v = vars(&[("REQUEST_METHOD", "GET"), ("REQUEST_URI", target)]);
+            assert!(decide(v, socket()).is_err(), "{target}");
+        }
+        let v = vars(&[("REQUEST_METHOD", "OPTIONS"), ("REQUEST_URI", "*")]);
+        assert_eq!(decide(v, socket()).unwrap().request.uri(), "*");
     }
 }
