@@ -113,6 +113,12 @@ pub struct Cli {
     #[arg(long, value_name = "S")]
     pub graceful_timeout: Option<String>,
 
+    /// Seconds a worker may take to start (import the app) before it is
+    /// killed; at start-up that stops portico, on reload the old workers keep
+    /// serving. [default: 60]
+    #[arg(long, value_name = "S")]
+    pub start_timeout: Option<String>,
+
     /// Access log: a file path, `-` for stdout, or `off`. [default: -]
     #[arg(long, value_name = "PATH|-|off")]
     pub access_log: Option<String>,
@@ -125,6 +131,11 @@ pub struct Cli {
     /// [default: info]
     #[arg(long, value_name = "LEVEL")]
     pub log_level: Option<String>,
+
+    /// Error log: a file path (reopened on SIGUSR1) or `-` for stderr.
+    /// [default: -]
+    #[arg(long, value_name = "PATH|-")]
+    pub error_log: Option<String>,
 
     /// TLS certificate chain (PEM) for the --bind listeners.
     #[arg(long, value_name = "FILE", requires = "tls_key")]

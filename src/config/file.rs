@@ -23,6 +23,7 @@ pub struct FileConfig {
     pub forwarded_allow_ips: Option<Vec<String>>,
     pub workers: Option<usize>,
     pub graceful_timeout: Option<Seconds>,
+    pub start_timeout: Option<Seconds>,
     #[serde(default)]
     pub listen: Vec<FileListener>,
     #[serde(default)]
@@ -90,6 +91,7 @@ pub struct FileLog {
     pub access_log: Option<String>,
     pub access_log_format: Option<String>,
     pub level: Option<String>,
+    pub error_log: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

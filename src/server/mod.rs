@@ -1,9 +1,10 @@
 //! The serving side of a worker: listeners, TLS, hyper connections, limits
 //! and graceful drain. A worker runs one single-threaded tokio runtime that
 //! owns all its connections (no locks or cross-thread hops on the request
-//! path); several workers share the listening sockets and the kernel spreads
-//! connections between them.
+//! path); several workers share the listening sockets, and `balance` keeps
+//! one from taking every new connection.
 
+pub mod balance;
 mod conn;
 pub mod listener;
 mod park;
@@ -29,8 +30,9 @@ pub use listener::BoundListener;
 pub(crate) use service::{handle, LoggedBody, RequestContext};
 pub use service::{status_page, Mount};
 
-use crate::config::{Config, Limits, Protocol};
+use crate::config::{Config, Limits, LogConfig, Protocol};
 use crate::log::AccessLog;
+use crate::recycle::{Parent, RecycleSignal};
 use crate::router::Router;
 use crate::wsgi::WsgiRuntime;
 
@@ -82,6 +84,8 @@ pub struct Shared {
     proxy: crate::proxy::Proxy,
     /// The static handler's open-file cache (per worker, like all of this).
     static_cache: crate::static_files::Cache,
+    /// This worker's seat at the accept balance (none in a single process).
+    balance: Option<balance::Balance>,
 }
 
 impl Shared {
@@ -123,7 +127,23 @@ impl Shared {
             wsgi,
             proxy: crate::proxy::Proxy::new(config),
             static_cache: crate::static_files::Cache::new(),
+            balance: balance::Balance::inherited(),
         })
+    }
+
+    fn connection_opened(&self) {
+        self.open_connections.up();
+        if let Some(balance) = &self.balance {
+            balance.set_open(self.open_connections.get());
+        }
+    }
+
+    fn connection_closed(&self) {
+        self.open_connections.down();
+        if let Some(balance) = &self.balance {
+            balance.set_open(self.open_connections.get());
+        }
+        self.all_closed.notify_waiters();
     }
 }
 
@@ -165,14 +185,16 @@ impl HeapCount {
     }
 }
 
-/// Runs a worker on already-bound listeners until SIGTERM/SIGINT (or
-/// `--max-requests`), then drains in-flight requests for at most the
-/// graceful timeout. `ready` runs once the worker accepts connections.
+/// Runs a worker on already-bound listeners until SIGTERM/SIGINT/SIGQUIT
+/// (or, without a master, a recycle: `--max-requests`), then drains
+/// in-flight requests for at most the graceful timeout. `parent` is told
+/// once the worker accepts connections, and asked for a replacement when
+/// the worker wants to be recycled.
 pub fn run_worker(
     config: &Config,
     listeners: Vec<BoundListener>,
     wsgi: Option<WsgiRuntime>,
-    ready: impl FnOnce(),
+    parent: Rc<dyn Parent>,
 ) -> Result<(), ServerError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -199,16 +221,27 @@ pub fn run_worker(
                 permits.clone(),
             ));
         }
-        ready();
+        let signals = WorkerSignals::install();
+        if let Some(balance) = &shared.balance {
+            balance.set_accepting(true);
+        }
+        parent.ready();
+        // The master asks only ready workers to reopen their logs; one that
+        // was starting during a SIGUSR1 catches up here.
+        reopen_logs(&shared, &config.log, false);
         // A task of its own: this future is polled again on every tick of
         // the LocalSet (every request), its signal streams would be too.
-        let stop_requested = tokio::task::spawn_local(async move {
-            tokio::select! {
-                _ = wait_for_stop_signal() => {}
-                _ = async { recycle.as_ref()?.notified().await; Some(()) }, if recycle.is_some() => {}
-            }
-        });
+        let stop_requested = tokio::task::spawn_local(serve_until_stopped(
+            signals,
+            recycle,
+            parent,
+            shared.clone(),
+            config.log.clone(),
+        ));
         let _ = stop_requested.await;
+        if let Some(balance) = &shared.balance {
+            balance.set_accepting(false);
+        }
         tracing::info!(
             "shutting down: {} open connection(s), waiting up to {:?}",
             shared.open_connections.get(),
@@ -220,19 +253,111 @@ pub fn run_worker(
     })
 }
 
-/// SIGTERM or SIGINT: the worker stops accepting and drains.
-async fn wait_for_stop_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers; stop this process with SIGKILL");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+/// The signals a worker (or the single process) acts on, each with what
+/// it means.
+struct WorkerSignals(Vec<(tokio::signal::unix::Signal, WorkerSignal)>);
+
+#[derive(Clone, Copy)]
+enum WorkerSignal {
+    /// SIGTERM, SIGINT, SIGQUIT: stop accepting and drain.
+    Stop,
+    /// SIGUSR1: reopen the logs.
+    ReopenLogs,
+    /// SIGHUP, SIGUSR2: a master's business.
+    NotHere(&'static str),
+}
+
+impl WorkerSignals {
+    fn install() -> Self {
+        use tokio::signal::unix::{signal, SignalKind};
+        let wanted = [
+            (SignalKind::terminate(), WorkerSignal::Stop),
+            (SignalKind::interrupt(), WorkerSignal::Stop),
+            (SignalKind::quit(), WorkerSignal::Stop),
+            (SignalKind::user_defined1(), WorkerSignal::ReopenLogs),
+            (SignalKind::hangup(), WorkerSignal::NotHere("SIGHUP")),
+            (SignalKind::user_defined2(), WorkerSignal::NotHere("SIGUSR2")),
+        ];
+        let count = wanted.len();
+        let installed: Vec<_> = wanted
+            .into_iter()
+            .filter_map(|(kind, meaning)| Some((signal(kind).ok()?, meaning)))
+            .collect();
+        if installed.len() < count {
+            tracing::error!("cannot install signal handlers; stop this process with SIGKILL");
+        }
+        WorkerSignals(installed)
+    }
+
+    async fn next(&mut self) -> WorkerSignal {
+        std::future::poll_fn(|cx| {
+            for (signal, meaning) in &mut self.0 {
+                if signal.poll_recv(cx).is_ready() {
+                    return std::task::Poll::Ready(*meaning);
+                }
+            }
+            std::task::Poll::Pending
+        })
+        .await
+    }
+}
+
+/// Serves until a stop signal, or (without a master) a recycle; with a
+/// master, a recycle asks it for a replacement and serving goes on until
+/// its SIGTERM.
+async fn serve_until_stopped(
+    mut signals: WorkerSignals,
+    recycle: Option<Arc<RecycleSignal>>,
+    parent: Rc<dyn Parent>,
+    shared: Rc<Shared>,
+    log: LogConfig,
+) {
+    let recycled = next_recycle(&recycle);
+    tokio::pin!(recycled);
+    loop {
+        tokio::select! {
+            signal = signals.next() => match signal {
+                WorkerSignal::Stop => return,
+                WorkerSignal::ReopenLogs => reopen_logs(&shared, &log, true),
+                WorkerSignal::NotHere(name) => if parent.supervised() {
+                    tracing::debug!("{name} ignored: it is for the master process");
+                } else if name == "SIGHUP" {
+                    tracing::warn!("SIGHUP ignored: reloading needs a master process (-w 1 or more)");
+                } else {
+                    tracing::warn!("{name}: binary upgrade is not supported yet; ignored");
+                },
+            },
+            reason = &mut recycled => {
+                if !parent.replace_me(reason) {
+                    tracing::info!("recycling ({reason}): draining and exiting");
+                    return;
+                }
+                tracing::info!("asked the master for a replacement ({reason}); serving until it is ready");
+                recycled.set(next_recycle(&recycle));
+            }
+        }
+    }
+}
+
+async fn next_recycle(recycle: &Option<Arc<RecycleSignal>>) -> crate::recycle::RecycleReason {
+    match recycle {
+        Some(signal) => signal.requested().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// SIGUSR1 (`said`), or a worker becoming ready: reopen the error log and
+/// the access log at their paths.
+fn reopen_logs(shared: &Shared, log: &LogConfig, said: bool) {
+    let error_log = crate::log::reopen_error_log(log);
+    let access_log = shared.access_log.reopen();
+    for (which, result) in [("error", error_log), ("access", access_log)] {
+        if let Err(err) = result {
+            tracing::error!("cannot reopen the {which} log: {err}");
+        }
+    }
+    if said {
+        tracing::info!("logs reopened (pid {})", std::process::id());
     }
 }
 
@@ -283,6 +408,11 @@ async fn accept_loop(
             permit = permits.clone().acquire_owned() => permit.expect("semaphore is never closed"),
             _ = shutdown.changed() => return,
         };
+        if let Some(balance) = &shared.balance {
+            balance
+                .wait_turn(|| shared.open_connections.get())
+                .await;
+        }
         let accepted = tokio::select! {
             accepted = accept(&listener) => accepted,
             _ = shutdown.changed() => return,
@@ -291,12 +421,11 @@ async fn accept_loop(
             Ok((stream, addr)) => {
                 let shared = shared.clone();
                 let tls = tls.clone();
-                shared.open_connections.up();
+                shared.connection_opened();
                 tokio::task::spawn_local(async move {
                     serve_stream(stream, addr, protocol, tls, shared.clone()).await;
                     drop(permit);
-                    shared.open_connections.down();
-                    shared.all_closed.notify_waiters();
+                    shared.connection_closed();
                 });
             }
             Err(err) => {
