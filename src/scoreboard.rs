@@ -171,7 +171,8 @@ impl Scoreboard {
         let started = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_micros() as u64);
-        self.mem.write_bytes(base + STARTED_US, &started.to_le_bytes());
+        self.mem
+            .write_bytes(base + STARTED_US, &started.to_le_bytes());
         self.mem.u32_at(base + BUSY).store(1, Ordering::Relaxed);
         seq.store(odd + 1, Ordering::Release);
     }
@@ -312,7 +313,10 @@ mod tests {
         let running = master.running();
         assert_eq!(running.len(), 1, "{running:?}");
         let r = &running[0];
-        assert_eq!((r.method.as_str(), r.target.as_str()), ("POST", "/crash?x=1"));
+        assert_eq!(
+            (r.method.as_str(), r.target.as_str()),
+            ("POST", "/crash?x=1")
+        );
         assert_eq!(r.version, http::Version::HTTP_2);
         assert_eq!(r.host.as_deref(), Some("example.com"));
         assert_eq!(r.user_agent.as_deref(), Some("curl/8"));

@@ -15,6 +15,7 @@ mod processes;
 mod protocols;
 mod proxy;
 mod routing;
+mod signals;
 mod static_files;
 mod streaming;
 mod tls;

@@ -223,3 +223,46 @@ fn no_master_serves_from_one_process() {
 fn zero_workers_serves_from_one_process() {
     serves_from_one_process(&["-w", "0"]);
 }
+
+/// Opens `n` connections at once, sends a GET on each, and counts the
+/// answers per worker pid (loadapp answers `ok PID`).
+fn spread_of_a_burst(addr: std::net::SocketAddr, n: usize) -> Vec<usize> {
+    let mut conns: Vec<_> = (0..n).map(|_| connect(addr)).collect();
+    for c in &mut conns {
+        c.write_all(&get_request("/", &[])).unwrap();
+    }
+    let mut per_pid = std::collections::HashMap::<String, usize>::new();
+    for c in &mut conns {
+        let answer = read_responses(c, 1, Duration::from_secs(10));
+        *per_pid.entry(answer.first().text()).or_default() += 1;
+    }
+    let mut counts: Vec<usize> = per_pid.into_values().collect();
+    counts.sort();
+    counts
+}
+
+#[test]
+fn connections_opened_at_once_spread_across_the_workers() {
+    let t = TestDir::new();
+    let s = crate::util::wsgi::serve_app(
+        &t,
+        "loadapp:application",
+        &["-w", "2", "--access-log", "off"],
+    );
+    assert_eq!(s.wait_workers(2, Duration::from_secs(5)).len(), 2);
+    // Both workers ready.
+    assert!(s.stderr.wait_for(Duration::from_secs(10), |l| l
+        .iter()
+        .any(|l| l.contains("ready:"))));
+    let mut runs = Vec::new();
+    for _ in 0..20 {
+        let counts = spread_of_a_burst(s.addr, 16);
+        runs.push(counts);
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    let lopsided: Vec<_> = runs.iter().filter(|c| c.len() < 2 || c[0] < 4).collect();
+    assert!(
+        lopsided.is_empty(),
+        "runs where one worker got fewer than 4 of 16 connections: {lopsided:?} (all runs: {runs:?})"
+    );
+}

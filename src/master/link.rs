@@ -36,7 +36,10 @@ impl Message {
     fn encode(&self) -> String {
         let mut line = match self {
             Message::Doing(text) => {
-                let text: String = text.chars().map(|c| if c == '\n' { ' ' } else { c }).collect();
+                let text: String = text
+                    .chars()
+                    .map(|c| if c == '\n' { ' ' } else { c })
+                    .collect();
                 format!("doing {text}")
             }
             Message::Ready => "ready".to_string(),

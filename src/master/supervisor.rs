@@ -86,8 +86,11 @@ pub struct Exit {
 /// How the supervisor acts on the world.
 pub trait Launcher {
     /// Starts a worker; its messages and exit come back as events tagged `id`.
-    fn start(&mut self, id: WorkerId, events: &mpsc::UnboundedSender<Event>)
-        -> std::io::Result<u32>;
+    fn start(
+        &mut self,
+        id: WorkerId,
+        events: &mpsc::UnboundedSender<Event>,
+    ) -> std::io::Result<u32>;
     fn signal(&mut self, pid: u32, signal: Signal);
     /// Worker `id` has exited (free what it held); `lost` are the requests
     /// it took down (they get access-log lines).
@@ -247,7 +250,12 @@ impl<L: Launcher> Supervisor<L> {
     // ---- starting workers --------------------------------------------
 
     /// Starts a worker in `slot`; returns its id unless it could not start.
-    fn spawn(&mut self, slot: usize, generation: u64, replaces: Option<WorkerId>) -> Option<WorkerId> {
+    fn spawn(
+        &mut self,
+        slot: usize,
+        generation: u64,
+        replaces: Option<WorkerId>,
+    ) -> Option<WorkerId> {
         let id = self.next_id;
         self.next_id += 1;
         let pid = match self.launcher.start(id, &self.events) {
@@ -446,7 +454,8 @@ impl<L: Launcher> Supervisor<L> {
             Phase::Starting | Phase::Ready => {}
         }
         let code = exit.status.as_ref().ok().and_then(ExitStatus::code);
-        let start_failed = worker.phase == Phase::Starting && code == Some(EXIT_START_FAILED.into());
+        let start_failed =
+            worker.phase == Phase::Starting && code == Some(EXIT_START_FAILED.into());
         if worker.phase == Phase::Starting {
             if let Some(old) = worker.replaces {
                 tracing::error!(
@@ -506,7 +515,8 @@ impl<L: Launcher> Supervisor<L> {
         if !delay.is_zero() {
             tracing::warn!("restarting worker {slot} in {:.1}s", delay.as_secs_f64());
         }
-        self.respawns.push((Instant::now() + delay, slot, generation));
+        self.respawns
+            .push((Instant::now() + delay, slot, generation));
     }
 
     /// Whether `slot` of `generation` should have a worker and has none
@@ -554,7 +564,11 @@ impl<L: Launcher> Supervisor<L> {
         let mut late: Vec<(Instant, WorkerId)> = self
             .workers
             .iter()
-            .filter_map(|(id, w)| self.start_deadline(w).filter(|d| *d <= now).map(|d| (d, *id)))
+            .filter_map(|(id, w)| {
+                self.start_deadline(w)
+                    .filter(|d| *d <= now)
+                    .map(|d| (d, *id))
+            })
             .collect();
         late.sort();
         for (_, id) in late {
@@ -595,8 +609,12 @@ impl<L: Launcher> Supervisor<L> {
             timeout.as_secs_f64()
         );
         worker.phase = Phase::Killed;
-        let (slot, pid, generation, replaces) =
-            (worker.slot, worker.pid, worker.generation, worker.replaces.take());
+        let (slot, pid, generation, replaces) = (
+            worker.slot,
+            worker.pid,
+            worker.generation,
+            worker.replaces.take(),
+        );
         let doing = worker.doing.clone();
         self.launcher.signal(pid, Signal::SIGKILL);
         if let Some(old) = replaces {
@@ -645,7 +663,11 @@ impl<L: Launcher> Supervisor<L> {
             return;
         };
         let mut kill = Vec::new();
-        for worker in self.workers.values_mut().filter(|w| w.generation == pending) {
+        for worker in self
+            .workers
+            .values_mut()
+            .filter(|w| w.generation == pending)
+        {
             match worker.phase {
                 Phase::Starting => {
                     worker.phase = Phase::Killed;
@@ -701,9 +723,11 @@ impl<L: Launcher> Supervisor<L> {
     /// SIGTERM to the workers `which` selects (a starting one dies of it).
     fn retire(&mut self, which: impl Fn(&Worker) -> bool) {
         let mut pids = Vec::new();
-        for worker in self.workers.values_mut().filter(|w| {
-            matches!(w.phase, Phase::Starting | Phase::Ready) && which(w)
-        }) {
+        for worker in self
+            .workers
+            .values_mut()
+            .filter(|w| matches!(w.phase, Phase::Starting | Phase::Ready) && which(w))
+        {
             worker.phase = Phase::Retiring;
             pids.push(worker.pid);
         }
@@ -784,8 +808,10 @@ pub fn describe(status: &std::io::Result<ExitStatus>) -> String {
     match status {
         Ok(s) => match (s.code(), s.signal()) {
             (Some(code), _) => format!("exited with code {code}"),
-            (_, Some(sig)) => Signal::try_from(sig)
-                .map_or_else(|_| format!("killed by signal {sig}"), |s| format!("killed by {s}")),
+            (_, Some(sig)) => Signal::try_from(sig).map_or_else(
+                |_| format!("killed by signal {sig}"),
+                |s| format!("killed by {s}"),
+            ),
             _ => s.to_string(),
         },
         Err(err) => format!("ended with an unknown status ({err})"),

@@ -276,7 +276,10 @@ impl WorkerSignals {
             (SignalKind::quit(), WorkerSignal::Stop),
             (SignalKind::user_defined1(), WorkerSignal::ReopenLogs),
             (SignalKind::hangup(), WorkerSignal::NotHere("SIGHUP")),
-            (SignalKind::user_defined2(), WorkerSignal::NotHere("SIGUSR2")),
+            (
+                SignalKind::user_defined2(),
+                WorkerSignal::NotHere("SIGUSR2"),
+            ),
         ];
         let count = wanted.len();
         let installed: Vec<_> = wanted
@@ -409,9 +412,7 @@ async fn accept_loop(
             _ = shutdown.changed() => return,
         };
         if let Some(balance) = &shared.balance {
-            balance
-                .wait_turn(|| shared.open_connections.get())
-                .await;
+            balance.wait_turn(|| shared.open_connections.get()).await;
         }
         let accepted = tokio::select! {
             accepted = accept(&listener) => accepted,

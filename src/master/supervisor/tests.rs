@@ -116,7 +116,8 @@ impl Harness {
     }
 
     async fn recycle(&mut self, id: WorkerId, reason: RecycleReason) {
-        self.send(Event::Message(id, Message::Recycle(reason))).await;
+        self.send(Event::Message(id, Message::Recycle(reason)))
+            .await;
     }
 
     async fn exit(&mut self, id: WorkerId, raw_status: i32, lost: usize) {
@@ -165,7 +166,11 @@ async fn a_recycled_worker_keeps_serving_until_its_replacement_is_ready() {
         "the replacement starts at once; the old worker is not stopped"
     );
     tokio::time::sleep(Duration::from_secs(20)).await;
-    assert_eq!(h.new_acts().await, [], "still starting: nothing else happens");
+    assert_eq!(
+        h.new_acts().await,
+        [],
+        "still starting: nothing else happens"
+    );
     h.ready(1).await;
     assert_eq!(h.new_acts().await, [Sig(0, SIGTERM)]);
     h.exit(0, code(0), 0).await;
@@ -240,8 +245,15 @@ async fn a_replacement_that_cannot_start_leaves_the_old_worker_serving() {
     h.exit(1, code(i32::from(EXIT_START_FAILED)), 0).await;
     assert_eq!(h.new_acts().await, [Start(0), Start(1), Exited(1, 0)]);
     tokio::time::sleep(MIN_BACKOFF).await;
-    assert_eq!(h.new_acts().await, [Start(2)], "tried again after the back-off");
-    assert!(!h.task.is_finished(), "a failed replacement never stops the master");
+    assert_eq!(
+        h.new_acts().await,
+        [Start(2)],
+        "tried again after the back-off"
+    );
+    assert!(
+        !h.task.is_finished(),
+        "a failed replacement never stops the master"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -348,7 +360,10 @@ async fn a_broken_app_at_first_start_stops_the_master() {
     let mut h = Harness::start(1).await;
     h.exit(0, code(i32::from(EXIT_START_FAILED)), 0).await;
     let result = (&mut h.task).await.unwrap();
-    assert!(matches!(result, Err(MasterError::WorkerStart)), "{result:?}");
+    assert!(
+        matches!(result, Err(MasterError::WorkerStart)),
+        "{result:?}"
+    );
 }
 
 #[tokio::test(start_paused = true)]
