@@ -112,7 +112,19 @@ fn configure_paths(py: Python<'_>, settings: &PythonSettings) -> PyResult<()> {
 /// Python's faulthandler: a fatal signal (a segfault in a C extension)
 /// prints every Python thread's stack to stderr (the error log) before the
 /// process dies, and the master names the requests it was running.
+///
+/// faulthandler hands the signal on to the handler it found. For SIGSEGV
+/// and SIGBUS that is the Rust runtime's stack-overflow check, which
+/// returns for any other cause, so a `kill -SEGV` from outside would be
+/// survived; with the default action behind faulthandler, the worker dies
+/// of it as of a real fault (a Rust stack overflow loses only its one-line
+/// message: faulthandler still prints the stacks).
 pub fn enable_faulthandler(py: Python<'_>) -> PyResult<()> {
+    use nix::sys::signal::{signal, SigHandler, Signal};
+    for fault in [Signal::SIGSEGV, Signal::SIGBUS] {
+        // SAFETY: restores the default action, which runs no code of ours.
+        let _ = unsafe { signal(fault, SigHandler::SigDfl) };
+    }
     py.import("faulthandler")?.call_method0("enable")?;
     Ok(())
 }
