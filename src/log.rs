@@ -43,6 +43,14 @@ pub fn reopen_error_log(config: &LogConfig) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Checks the `--error-log` file can be opened (for `--check-config`).
+pub fn check_error_log(config: &LogConfig) -> std::io::Result<()> {
+    config
+        .error_log
+        .as_deref()
+        .map_or(Ok(()), |p| open_append(p).map(drop))
+}
+
 fn open_append(path: &Path) -> std::io::Result<File> {
     std::fs::OpenOptions::new()
         .create(true)

@@ -37,6 +37,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let config = config::load(&cli)?;
     if cli.check_config {
         server::check(&config)?;
+        log::check_error_log(&config.log).with_context(|| error_log_name(&config))?;
         println!(
             "configuration OK: {} listener(s), {} route(s), {} worker(s)",
             config.listeners.len(),
@@ -45,16 +46,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    log::init_error_log(&config.log).with_context(|| {
-        format!(
-            "cannot open the error log {} (--error-log / log.error_log)",
-            config
-                .log
-                .error_log
-                .as_deref()
-                .map_or_else(|| "-".into(), |p| p.display().to_string())
-        )
-    })?;
+    log::init_error_log(&config.log).with_context(|| error_log_name(&config))?;
     if cli.worker {
         return run_worker(&config);
     }
@@ -78,6 +70,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         master::run(&config, listeners, args)?;
     }
     Ok(())
+}
+
+fn error_log_name(config: &Config) -> String {
+    format!(
+        "cannot open the error log {} (--error-log / log.error_log)",
+        config
+            .log
+            .error_log
+            .as_deref()
+            .map_or_else(|| "-".into(), |p| p.display().to_string())
+    )
 }
 
 /// A worker started by the master: sockets come from it. Any error here

@@ -197,12 +197,12 @@ impl Scoreboard {
         let base = HEADER + thread * SLOT;
         let seq = self.mem.u64_at(base + SEQ);
         let before = seq.load(Ordering::Acquire);
-        if self.mem.u32_at(base + BUSY).load(Ordering::Acquire) == 0 && before % 2 == 0 {
+        if self.mem.u32_at(base + BUSY).load(Ordering::Acquire) == 0 && before.is_multiple_of(2) {
             return None;
         }
         let request = self.decode(base);
         fence(Ordering::Acquire);
-        if before % 2 == 1 || seq.load(Ordering::Relaxed) != before {
+        if !before.is_multiple_of(2) || seq.load(Ordering::Relaxed) != before {
             return Some(torn());
         }
         Some(request)
