@@ -78,7 +78,10 @@ impl SharedMem {
 
     /// The 32-bit atomic at `offset` (a multiple of 4, inside the region).
     pub fn u32_at(&self, offset: usize) -> &AtomicU32 {
-        assert!(offset.is_multiple_of(4) && offset + 4 <= self.len, "offset {offset}");
+        assert!(
+            offset.is_multiple_of(4) && offset + 4 <= self.len,
+            "offset {offset}"
+        );
         // SAFETY: in bounds and aligned (the mapping is page-aligned); any bit
         // pattern is a valid AtomicU32, and the memory lives as long as &self.
         unsafe { &*self.ptr.as_ptr().add(offset).cast::<AtomicU32>() }
@@ -86,7 +89,10 @@ impl SharedMem {
 
     /// The 64-bit atomic at `offset` (a multiple of 8, inside the region).
     pub fn u64_at(&self, offset: usize) -> &AtomicU64 {
-        assert!(offset.is_multiple_of(8) && offset + 8 <= self.len, "offset {offset}");
+        assert!(
+            offset.is_multiple_of(8) && offset + 8 <= self.len,
+            "offset {offset}"
+        );
         // SAFETY: as for u32_at, with 8-byte alignment.
         unsafe { &*self.ptr.as_ptr().add(offset).cast::<AtomicU64>() }
     }
