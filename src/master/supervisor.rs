@@ -484,14 +484,12 @@ impl<L: Launcher> Supervisor<L> {
             }
         }
         let clean = code == Some(0);
-        tracing::error!(
-            "worker {slot} (pid {pid}) {}{lost}",
-            if clean {
-                "exited unasked".to_string()
-            } else {
-                describe(&exit.status)
-            }
-        );
+        if clean {
+            // Someone else sent it SIGTERM: not a crash, but not ours either.
+            tracing::warn!("worker {slot} (pid {pid}) exited unasked{lost}");
+        } else {
+            tracing::error!("worker {slot} (pid {pid}) {}{lost}", describe(&exit.status));
+        }
         if worker.replacement.is_some() {
             return Ok(());
         }
