@@ -19,10 +19,21 @@ fn two_workers_are_children_of_the_master() {
     let workers = s.wait_workers(2, Duration::from_secs(5));
     assert_eq!(workers.len(), 2, "{workers:?}\n{}", s.logs());
     for w in &workers {
-        let cmdline = std::fs::read(format!("/proc/{w}/cmdline")).unwrap_or_default();
+        // A child seen between fork and exec still has the master's command
+        // line (the child resets the master's signal handlers first, which
+        // takes a moment on a loaded machine): give it time to exec.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let cmdline = loop {
+            let cmdline = std::fs::read(format!("/proc/{w}/cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline).into_owned();
+            if cmdline.contains("--worker") || Instant::now() > deadline {
+                break cmdline;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
         assert!(
-            String::from_utf8_lossy(&cmdline).contains("--worker"),
-            "pid {w} is not a worker"
+            cmdline.contains("--worker"),
+            "pid {w} is not a worker: {cmdline:?}"
         );
     }
     for _ in 0..10 {
