@@ -8,6 +8,9 @@
 //! also holds the client side for proxying to uwsgi servers).
 //! `gateway_env` builds the CGI/1.1 meta-variables that gateways share;
 //! `refusal` is the one catalogue of the answers portico gives itself.
+//! Between master and workers: `recycle` (a worker asking to be replaced),
+//! `scoreboard` (the requests each worker runs, read by the master when one
+//! dies) over `shm`, and `signals` (those no process may die of).
 
 pub mod body;
 pub mod cgi;
@@ -19,10 +22,14 @@ pub mod gateway_env;
 pub mod log;
 pub mod master;
 pub mod proxy;
+pub mod recycle;
 pub mod refusal;
 pub mod router;
+pub mod scoreboard;
 pub mod sendfile;
 pub mod server;
+pub mod shm;
+pub mod signals;
 pub mod static_files;
 pub mod uwsgi;
 pub mod wsgi;

@@ -1,17 +1,27 @@
-//! Logging: the error log (tracing, to stderr) and the access log (one line
-//! per request, combined or JSON, to stdout or a file).
+//! Logging: the error log (tracing, to stderr or a file put in stderr's
+//! place) and the access log (one line per request, combined or JSON, to
+//! stdout or a file). Both files are reopened in place on SIGUSR1 (a new
+//! file is opened and put on the old descriptor with `dup2`), so logrotate
+//! can move them away without a restart and no writer needs a lock.
 
 use std::fmt::Write as _;
 use std::fs::File;
 use std::io::Write as _;
 use std::net::SocketAddr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::config::{AccessLogFormat, AccessLogTarget, LogConfig};
 
-/// Sets up the error log on stderr with the configured level/filter.
-pub fn init_error_log(level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(level)
+/// Sets up the error log with the configured level/filter: on stderr, or
+/// in the `--error-log` file, which then takes stderr's place (so Python's
+/// own messages, such as faulthandler's stacks, land there too).
+pub fn init_error_log(config: &LogConfig) -> std::io::Result<()> {
+    reopen_error_log(config)?;
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -19,6 +29,33 @@ pub fn init_error_log(level: &str) {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .try_init();
+    Ok(())
+}
+
+/// Opens the `--error-log` file (again) and puts it in stderr's place; does
+/// nothing when the error log is stderr itself.
+pub fn reopen_error_log(config: &LogConfig) -> std::io::Result<()> {
+    let Some(path) = &config.error_log else {
+        return Ok(());
+    };
+    let file = open_append(path)?;
+    nix::unistd::dup2(file.as_raw_fd(), nix::libc::STDERR_FILENO)?;
+    Ok(())
+}
+
+/// Checks the `--error-log` file can be opened (for `--check-config`).
+pub fn check_error_log(config: &LogConfig) -> std::io::Result<()> {
+    config
+        .error_log
+        .as_deref()
+        .map_or(Ok(()), |p| open_append(p).map(drop))
+}
+
+fn open_append(path: &Path) -> std::io::Result<File> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
 }
 
 /// Where access-log lines go. Each line is written with one `write` call, so
@@ -26,11 +63,12 @@ pub fn init_error_log(level: &str) {
 pub struct AccessLog {
     sink: Option<Sink>,
     format: AccessLogFormat,
+    errors: WriteErrors,
 }
 
 enum Sink {
     Stdout,
-    File(File),
+    File(File, PathBuf),
 }
 
 /// One finished request, as the access log sees it.
@@ -52,21 +90,27 @@ impl AccessLog {
         let sink = match &config.access_log {
             AccessLogTarget::Off => None,
             AccessLogTarget::Stdout => Some(Sink::Stdout),
-            AccessLogTarget::File(path) => Some(Sink::File(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)?,
-            )),
+            AccessLogTarget::File(path) => Some(Sink::File(open_append(path)?, path.clone())),
         };
         Ok(AccessLog {
             sink,
             format: config.access_log_format,
+            errors: WriteErrors::default(),
         })
     }
 
     pub fn enabled(&self) -> bool {
         self.sink.is_some()
+    }
+
+    /// Opens the file again at its path (logrotate moved the old one) and
+    /// writes to it from now on; nothing to do for stdout.
+    pub fn reopen(&self) -> std::io::Result<()> {
+        if let Some(Sink::File(file, path)) = &self.sink {
+            let fresh = open_append(path)?;
+            nix::unistd::dup2(fresh.as_raw_fd(), file.as_raw_fd())?;
+        }
+        Ok(())
     }
 
     pub fn write(&self, entry: &Entry<'_>) {
@@ -77,13 +121,62 @@ impl AccessLog {
         };
         let result = match sink {
             Sink::Stdout => std::io::stdout().lock().write_all(line.as_bytes()),
-            Sink::File(file) => (&*file).write_all(line.as_bytes()),
+            Sink::File(file, _) => (&*file).write_all(line.as_bytes()),
         };
-        if let Err(err) = result {
-            tracing::warn!(
-                "access log write failed: {err}; check the log file's disk and permissions"
-            );
+        let warning = match result {
+            Ok(()) => self.errors.written(),
+            Err(err) => self.errors.failed(&err, Instant::now()),
+        };
+        if let Some(warning) = warning {
+            tracing::warn!("{warning}");
         }
+    }
+}
+
+/// Access-log write failures (a full disk, `/dev/full`), reported without
+/// flooding the error log: the first at once, then at most one warning per
+/// [`WriteErrors::EVERY`] with the number of lines lost, and a last one
+/// when writing works again.
+#[derive(Default)]
+struct WriteErrors {
+    /// Lines lost since the last warning (read on every successful write,
+    /// so an atomic rather than the lock).
+    unreported: AtomicU64,
+    /// When the last warning was logged.
+    last_warning: Mutex<Option<Instant>>,
+}
+
+impl WriteErrors {
+    const EVERY: Duration = Duration::from_secs(10);
+
+    fn failed(&self, err: &std::io::Error, now: Instant) -> Option<String> {
+        let mut last = self.last_warning.lock().unwrap_or_else(|e| e.into_inner());
+        let lost = self.unreported.fetch_add(1, Ordering::Relaxed) + 1;
+        let message = match *last {
+            None => format!(
+                "access log write failed: {err}; check the log file's disk and permissions \
+                 (further failures are counted and reported every {}s)",
+                Self::EVERY.as_secs()
+            ),
+            Some(at) if now.duration_since(at) >= Self::EVERY => format!(
+                "access log: {lost} line(s) lost in the last {}s: {err}",
+                now.duration_since(at).as_secs()
+            ),
+            Some(_) => return None,
+        };
+        *last = Some(now);
+        self.unreported.store(0, Ordering::Relaxed);
+        Some(message)
+    }
+
+    fn written(&self) -> Option<String> {
+        if self.unreported.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        let mut last = self.last_warning.lock().unwrap_or_else(|e| e.into_inner());
+        let lost = self.unreported.swap(0, Ordering::Relaxed);
+        *last = None;
+        (lost > 0).then(|| format!("access log writable again; {lost} line(s) were lost"))
     }
 }
 
@@ -225,6 +318,52 @@ mod tests {
         assert_eq!(v["status"], 200);
         assert_eq!(v["uri"], "/a \"b\"");
         assert_eq!(v["remote_port"], 5555);
+    }
+
+    #[test]
+    fn write_errors_warn_once_then_at_most_every_ten_seconds_with_the_count() {
+        let errors = WriteErrors::default();
+        let err = std::io::Error::from_raw_os_error(28);
+        let t0 = Instant::now();
+        let first = errors.failed(&err, t0).expect("the first failure warns");
+        assert!(first.contains("No space left"), "{first}");
+        for i in 1..1000 {
+            let at = t0 + Duration::from_millis(i * 9);
+            assert_eq!(errors.failed(&err, at), None, "failure {i} warned");
+        }
+        let later = errors
+            .failed(&err, t0 + WriteErrors::EVERY)
+            .expect("a warning after the interval");
+        assert!(later.contains("1000 line(s) lost"), "{later}");
+        assert_eq!(errors.failed(&err, t0 + WriteErrors::EVERY), None);
+        let recovered = errors.written().expect("recovery is said");
+        assert!(recovered.contains("1 line(s) were lost"), "{recovered}");
+        assert_eq!(errors.written(), None);
+        assert!(
+            errors.failed(&err, t0 + WriteErrors::EVERY).is_some(),
+            "after a recovery the next failure warns at once"
+        );
+    }
+
+    #[test]
+    fn reopen_writes_to_a_new_file_at_the_same_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("access.log");
+        let config = LogConfig {
+            access_log: AccessLogTarget::File(path.clone()),
+            access_log_format: AccessLogFormat::Combined,
+            level: "info".into(),
+            error_log: None,
+        };
+        let log = AccessLog::open(&config).unwrap();
+        log.write(&entry());
+        std::fs::rename(&path, dir.path().join("access.log.1")).unwrap();
+        log.write(&entry());
+        log.reopen().unwrap();
+        log.write(&entry());
+        let old = std::fs::read_to_string(dir.path().join("access.log.1")).unwrap();
+        let new = std::fs::read_to_string(&path).unwrap();
+        assert_eq!((old.lines().count(), new.lines().count()), (2, 1));
     }
 
     #[test]

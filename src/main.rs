@@ -2,16 +2,20 @@
 //! then run as master (supervising workers), as a worker, or as one process.
 
 use std::process::ExitCode;
+use std::rc::Rc;
 
 use anyhow::Context;
 use clap::Parser;
 
 use portico::config::{self, Cli, Config};
+use portico::recycle::NoParent;
+use portico::scoreboard::Scoreboard;
 use portico::server::listener::{inherited_fds, BoundListener, LISTEN_FDS_ENV};
 use portico::wsgi::WsgiRuntime;
-use portico::{log, master, server};
+use portico::{log, master, server, signals};
 
 fn main() -> ExitCode {
+    signals::survive_strays();
     let cli = Cli::parse();
     let worker = cli.worker;
     match run(cli) {
@@ -33,6 +37,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let config = config::load(&cli)?;
     if cli.check_config {
         server::check(&config)?;
+        log::check_error_log(&config.log).with_context(|| error_log_name(&config))?;
         println!(
             "configuration OK: {} listener(s), {} route(s), {} worker(s)",
             config.listeners.len(),
@@ -41,23 +46,41 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    log::init_error_log(&config.log.level);
+    log::init_error_log(&config.log).with_context(|| error_log_name(&config))?;
     if cli.worker {
         return run_worker(&config);
     }
     server::check(&config)?;
     let listeners = master::bind_all(&config)?;
     if config.workers == 0 {
-        let served = WsgiRuntime::start(&config)
+        let served = WsgiRuntime::start(&config, None)
             .map_err(anyhow::Error::from)
-            .and_then(|wsgi| Ok(server::run_worker(&config, listeners, wsgi, || {})?));
+            .and_then(|wsgi| {
+                Ok(server::run_worker(
+                    &config,
+                    listeners,
+                    wsgi,
+                    Rc::new(NoParent),
+                )?)
+            });
         master::remove_unix_sockets(&config);
         served?;
     } else {
         let args: Vec<_> = std::env::args_os().skip(1).collect();
-        master::run(&config, &listeners, args)?;
+        master::run(&config, listeners, args)?;
     }
     Ok(())
+}
+
+fn error_log_name(config: &Config) -> String {
+    format!(
+        "cannot open the error log {} (--error-log / log.error_log)",
+        config
+            .log
+            .error_log
+            .as_deref()
+            .map_or_else(|| "-".into(), |p| p.display().to_string())
+    )
 }
 
 /// A worker started by the master: sockets come from it. Any error here
@@ -66,6 +89,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 /// `EXIT_START_FAILED`.
 fn run_worker(config: &Config) -> anyhow::Result<()> {
     master::watch_master();
+    let link = master::Link::inherited();
     let fds = std::env::var(LISTEN_FDS_ENV).with_context(|| {
         format!("--worker is internal: it needs {LISTEN_FDS_ENV} from a master")
     })?;
@@ -84,12 +108,12 @@ fn run_worker(config: &Config) -> anyhow::Result<()> {
     for l in &listeners {
         l.set_inheritable(false)?;
     }
-    let wsgi = WsgiRuntime::start(config)?;
+    if let Some(python) = &config.python {
+        let apps: Vec<String> = python.apps.iter().map(|a| format!("`{a}`")).collect();
+        link.doing(format!("importing {}", apps.join(", ")));
+    }
+    let wsgi = WsgiRuntime::start(config, Scoreboard::inherited())?;
+    link.doing("opening its listeners and logs");
     // Fails only while setting up, before it reports ready.
-    Ok(server::run_worker(
-        config,
-        listeners,
-        wsgi,
-        master::notify_ready,
-    )?)
+    Ok(server::run_worker(config, listeners, wsgi, Rc::new(link))?)
 }

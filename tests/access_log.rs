@@ -154,3 +154,30 @@ fn access_log_from_config_file_is_relative_to_it() {
     let v: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
     assert_eq!(v["uri"], "/hello.txt");
 }
+
+#[test]
+fn write_errors_are_reported_without_flooding_the_error_log() {
+    let t = TestDir::new();
+    let s = t.serve_site(&["--access-log", "/dev/full"]);
+    for _ in 0..300 {
+        assert_eq!(get(s.addr, "/hello.txt", &[]).status, 200);
+    }
+    assert!(
+        s.stderr.wait_for(Duration::from_secs(5), |lines| lines
+            .iter()
+            .any(|l| l.contains("access log write failed"))),
+        "the first failure must be reported\n{}",
+        s.logs()
+    );
+    let warnings = s
+        .stderr
+        .lines()
+        .iter()
+        .filter(|l| l.contains("access log"))
+        .count();
+    assert!(
+        warnings <= 3,
+        "{warnings} warnings for 300 failed writes\n{}",
+        s.logs()
+    );
+}

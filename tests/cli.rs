@@ -119,6 +119,8 @@ fn help_mentions_every_flag() {
         "--no-master",
         "--graceful-timeout",
         "--drain-grace",
+        "--start-timeout",
+        "--error-log",
         "--access-log ",
         "--access-log-format",
         "--log-level",
@@ -139,5 +141,52 @@ fn help_mentions_every_flag() {
     assert!(
         !help.contains("--worker "),
         "the internal --worker flag is hidden"
+    );
+}
+
+#[test]
+fn start_timeout_and_error_log_are_validated() {
+    let t = TestDir::new();
+    let out = run(t.path(), &["--check-config", "--start-timeout", "0"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--start-timeout"), "{stderr}");
+    t.write("site.toml", "start_timeout = \"soon\"\n");
+    let out = run(t.path(), &["--check-config", "-c", "site.toml"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("start_timeout"), "{stderr}");
+    std::fs::create_dir_all(t.join("logs")).unwrap();
+    let out = run(t.path(), &["--check-config", "--error-log", "nodir/e.log"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "--check-config opens the error log"
+    );
+    t.write(
+        "ok.toml",
+        "start_timeout = \"90s\"\n[log]\nerror_log = \"logs/error.log\"\n",
+    );
+    let out = run(t.path(), &["--check-config", "-c", "ok.toml"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn an_error_log_that_cannot_be_opened_stops_start_up_naming_it() {
+    let t = TestDir::new();
+    let out = run(
+        t.path(),
+        &["-b", "127.0.0.1:0", "--error-log", "no/such/dir/error.log"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cannot open the error log") && stderr.contains("--error-log"),
+        "{stderr}"
     );
 }

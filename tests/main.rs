@@ -18,6 +18,7 @@ mod proxy;
 mod refusals;
 mod request_heads;
 mod routing;
+mod signals;
 mod static_files;
 mod streaming;
 mod tls;

@@ -1,7 +1,9 @@
 //! Concurrency inside a worker and the master's supervision of WSGI
 //! workers: a slow view stalls nothing else; kill -9, SIGHUP reload under
-//! load (and with broken code), --timeout recycling with stacks logged,
-//! --max-requests, SIGTTIN/SIGTTOU.
+//! load (and with broken code, and with code that hangs at import),
+//! --timeout recycling with stacks logged, --max-requests (the replacement
+//! serves before the old worker stops), --start-timeout, a segfault naming
+//! the requests it took down, SIGTTIN/SIGTTOU.
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;
@@ -34,6 +36,9 @@ def application(environ, start_response):
         stuck_in_this_view(30)
     elif path == "/slow":
         time.sleep(0.05)
+    elif path == "/crash":
+        import ctypes
+        ctypes.string_at(0)
     body = ("%s %d" % (VERSION, os.getpid())).encode()
     start_response("200 OK", [("Content-Type", "text/plain"),
                               ("Content-Length", str(len(body)))])
@@ -327,4 +332,244 @@ fn sigttin_and_sigttou_change_the_worker_count() {
         server.logs()
     );
     assert_eq!(get(server.addr, "/", &[]).status, 200);
+}
+
+/// The pid in a live.py answer (`VERSION PID`).
+fn pid_in(body: &str) -> u32 {
+    body.split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no pid in {body:?}"))
+}
+
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, r)| !r.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false)
+}
+
+#[test]
+fn max_requests_replaces_the_worker_before_it_stops_accepting() {
+    let t = TestDir::new();
+    let server = serve_live(&t, &["--max-requests", "3", "--threads", "4"]);
+    let addr = server.addr;
+    let old = pid_in(&one_request(addr, "/").unwrap().1);
+    // A long request in flight: the old worker must not stop accepting
+    // while it finishes (it drains only once its replacement serves).
+    std::thread::spawn(move || one_request(addr, "/stuck"));
+    std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    let mut slowest = Duration::ZERO;
+    let mut new: Option<u32> = None;
+    while started.elapsed() < Duration::from_secs(15) {
+        let asked = Instant::now();
+        let answer = one_request(addr, "/");
+        let took = asked.elapsed();
+        slowest = slowest.max(took);
+        let (status, body) =
+            answer.unwrap_or_else(|e| panic!("{e} after {took:?}\n{}", server.logs()));
+        assert_eq!(status, 200);
+        let pid = pid_in(&body);
+        if pid != old {
+            new = Some(pid);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(new.is_some(), "never replaced\n{}", server.logs());
+    // Keep asking for a while: answers keep coming, no gap (the
+    // replacement may itself be recycled meanwhile).
+    for _ in 0..10 {
+        let asked = Instant::now();
+        let (status, _) = one_request(addr, "/").unwrap();
+        slowest = slowest.max(asked.elapsed());
+        assert_eq!(status, 200);
+    }
+    assert!(
+        slowest < Duration::from_secs(2),
+        "a request waited {slowest:?} while the worker was recycled\n{}",
+        server.logs()
+    );
+    assert!(
+        alive(old),
+        "the old worker should still be draining its long request"
+    );
+    let logs = server.stderr.text();
+    let asked_at = logs.find("asks to be replaced (max-requests)");
+    let drains_at = logs.find(&format!("pid {old} (max-requests) drains"));
+    assert!(
+        matches!((asked_at, drains_at), (Some(a), Some(d)) if a < d),
+        "the old worker must drain only after its replacement is ready:\n{logs}"
+    );
+}
+
+fn hanging_app() -> &'static str {
+    r#"import time
+
+
+def hang_at_import():
+    time.sleep(600)
+
+
+hang_at_import()
+
+
+def application(environ, start_response):
+    start_response("200 OK", [])
+    return [b"never"]
+"#
+}
+
+#[test]
+fn a_reload_hanging_at_import_is_killed_after_start_timeout_and_the_next_sighup_works() {
+    let t = TestDir::new();
+    let server = serve_live(&t, &["-w", "1", "--start-timeout", "4"]);
+    let before = server.wait_workers(1, Duration::from_secs(5));
+    t.write("live.py", hanging_app());
+    server.signal(Signal::SIGHUP);
+    let gave_up = server.stderr.wait_for(Duration::from_secs(15), |lines| {
+        lines.iter().any(|l| l.contains("reload failed"))
+    });
+    assert!(gave_up, "the reload never ended:\n{}", server.logs());
+    let logs = server.stderr.text();
+    assert!(
+        logs.contains("was not ready 4s after it started (--start-timeout"),
+        "{logs}"
+    );
+    assert!(
+        logs.contains("importing `live:application`"),
+        "what the worker was doing: {logs}"
+    );
+    assert!(
+        logs.contains("hang_at_import"),
+        "the Python stack of the hung import: {logs}"
+    );
+    assert_eq!(
+        server.wait_workers(1, Duration::from_secs(5)),
+        before,
+        "the hung worker is gone, the old one serves"
+    );
+    let (status, body) = one_request(server.addr, "/").unwrap();
+    assert_eq!(status, 200);
+    assert!(body.starts_with("v1 "), "{body}");
+    t.write("live.py", live_app("v3"));
+    server.signal(Signal::SIGHUP);
+    let reloaded = server.stderr.wait_for(Duration::from_secs(15), |lines| {
+        lines.iter().any(|l| l.contains("draining generation"))
+    });
+    assert!(
+        reloaded,
+        "the next SIGHUP did not reload:\n{}",
+        server.logs()
+    );
+    let (_, body) = one_request(server.addr, "/").unwrap();
+    assert!(body.starts_with("v3 "), "{body}");
+}
+
+#[test]
+fn an_app_hanging_at_import_at_first_start_stops_the_master() {
+    let t = TestDir::new();
+    t.write("live.py", hanging_app());
+    let mut server = t.serve(&["live:application", "--start-timeout", "2"]);
+    let status = server.wait_exit(Duration::from_secs(15));
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(1),
+        "the master kept running on a worker that never got ready\n{}",
+        server.logs()
+    );
+    let logs = server.stderr.text();
+    assert!(logs.contains("raise --start-timeout"), "{logs}");
+    assert!(logs.contains("importing `live:application`"), "{logs}");
+}
+
+#[test]
+fn a_segfault_names_the_requests_it_cut_and_logs_each() {
+    let t = TestDir::new();
+    let server = serve_live(&t, &["--threads", "2", "--access-log", "access.log"]);
+    let before = server.wait_workers(1, Duration::from_secs(5));
+    let addr = server.addr;
+    let stuck = std::thread::spawn(move || one_request(addr, "/stuck?n=1"));
+    std::thread::sleep(Duration::from_millis(500));
+    let crashed = one_request(addr, "/crash?n=2");
+    assert!(crashed.is_err(), "{crashed:?}");
+    let named = server.stderr.wait_for(Duration::from_secs(5), |lines| {
+        lines.iter().any(|l| {
+            l.contains("killed by SIGSEGV")
+                && l.contains("GET /crash?n=2 from 127.0.0.1:")
+                && l.contains("GET /stuck?n=1 from 127.0.0.1:")
+        })
+    });
+    assert!(named, "{}", server.logs());
+    let logs = server.stderr.text();
+    assert!(
+        logs.contains("Fatal Python error: Segmentation fault"),
+        "{logs}"
+    );
+    assert!(logs.contains("stuck_in_this_view"), "Python stacks: {logs}");
+    assert!(stuck.join().unwrap().is_err());
+    let access = t.join("access.log");
+    let mut lines = String::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        lines = std::fs::read_to_string(&access).unwrap_or_default();
+        if lines.lines().count() >= 2 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for target in ["/crash?n=2", "/stuck?n=1"] {
+        assert!(
+            lines
+                .lines()
+                .any(|l| l.contains(&format!("\"GET {target} HTTP/1.1\" 500 0 "))),
+            "no 500 line for {target}:\n{lines}"
+        );
+    }
+    let after = server.wait_workers(1, Duration::from_secs(5));
+    assert_ne!(after, before, "{}", server.logs());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok((200, _)) = one_request(server.addr, "/") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no new worker serves\n{}",
+            server.logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn kill_segv_during_a_slow_request_names_it_and_logs_it() {
+    let t = TestDir::new();
+    let server = serve_live(&t, &["--access-log", "access.log"]);
+    let worker = server.wait_workers(1, Duration::from_secs(5))[0];
+    let addr = server.addr;
+    let stuck = std::thread::spawn(move || one_request(addr, "/stuck?kill=segv"));
+    std::thread::sleep(Duration::from_millis(500));
+    kill(Pid::from_raw(worker as i32), Signal::SIGSEGV).unwrap();
+    let named = server.stderr.wait_for(Duration::from_secs(5), |lines| {
+        lines
+            .iter()
+            .any(|l| l.contains("killed by SIGSEGV") && l.contains("GET /stuck?kill=segv"))
+    });
+    assert!(named, "{}", server.logs());
+    assert!(stuck.join().unwrap().is_err());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let line = loop {
+        let text = std::fs::read_to_string(t.join("access.log")).unwrap_or_default();
+        if let Some(line) = text.lines().find(|l| l.contains("/stuck?kill=segv")) {
+            break line.to_string();
+        }
+        assert!(Instant::now() < deadline, "no access-log line: {text}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(line.contains("\" 500 0 "), "{line}");
 }

@@ -118,6 +118,11 @@ pub struct Cli {
     /// close`), then the connection is closed. [default: 1]
     #[arg(long, value_name = "S")]
     pub drain_grace: Option<String>,
+    /// Seconds a worker may take to start (import the app) before it is
+    /// killed; at start-up that stops portico, on reload the old workers keep
+    /// serving. [default: 60]
+    #[arg(long, value_name = "S")]
+    pub start_timeout: Option<String>,
 
     /// Access log: a file path, `-` for stdout, or `off`. [default: -]
     #[arg(long, value_name = "PATH|-|off")]
@@ -131,6 +136,11 @@ pub struct Cli {
     /// [default: info]
     #[arg(long, value_name = "LEVEL")]
     pub log_level: Option<String>,
+
+    /// Error log: a file path (reopened on SIGUSR1) or `-` for stderr.
+    /// [default: -]
+    #[arg(long, value_name = "PATH|-")]
+    pub error_log: Option<String>,
 
     /// TLS certificate chain (PEM) for the --bind listeners.
     #[arg(long, value_name = "FILE", requires = "tls_key")]

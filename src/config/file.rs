@@ -24,6 +24,7 @@ pub struct FileConfig {
     pub workers: Option<usize>,
     pub graceful_timeout: Option<Seconds>,
     pub drain_grace: Option<Seconds>,
+    pub start_timeout: Option<Seconds>,
     #[serde(default)]
     pub listen: Vec<FileListener>,
     #[serde(default)]
@@ -92,6 +93,7 @@ pub struct FileLog {
     pub access_log: Option<String>,
     pub access_log_format: Option<String>,
     pub level: Option<String>,
+    pub error_log: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

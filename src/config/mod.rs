@@ -51,6 +51,9 @@ pub struct Config {
     /// While draining, how long an idle keep-alive connection is kept for
     /// its next request (at most `graceful_timeout`).
     pub drain_grace: Duration,
+    /// A worker not ready this long after it started is killed (at start-up
+    /// this stops the master; on reload the old workers keep serving).
+    pub start_timeout: Duration,
     /// Peers whose X-Forwarded-* / Forwarded headers are believed.
     pub forwarded_allow_ips: ForwardedAllow,
     pub limits: Limits,
@@ -151,6 +154,8 @@ pub struct LogConfig {
     pub access_log_format: AccessLogFormat,
     /// A tracing filter directive such as `info` or `portico=debug`.
     pub level: String,
+    /// The error log's file; `None` is stderr as inherited.
+    pub error_log: Option<PathBuf>,
 }
 
 /// One route: requests whose Host matches `host` (any host when `None`) and

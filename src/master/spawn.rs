@@ -1,87 +1,135 @@
-//! Starting one worker: re-execute our binary with `--worker`, the
-//! listening sockets inherited (`PORTICO_LISTEN_FDS`) and the write end of a
-//! pipe (`PORTICO_READY_FD`) on which the worker says it has loaded its app
-//! and accepts connections.
+//! Starting one worker: re-execute our binary with `--worker`, handing it
+//! (through the environment) the listening sockets (`PORTICO_LISTEN_FDS`),
+//! the write end of its channel to the master (`link`), its request
+//! scoreboard and its seat at the accept-balance table; then watch it:
+//! forward its messages and, once it has exited, what its scoreboard says
+//! it was running.
 
 use std::ffi::OsString;
-use std::io::Write;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::process::Stdio;
 use std::time::Duration;
 
 use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
+use tokio::sync::mpsc;
 
+use super::link::{Message, CONTROL_FD_ENV};
+use super::supervisor::{Event, Exit, WorkerId};
+use crate::scoreboard::{Scoreboard, SCOREBOARD_FD_ENV};
+use crate::server::balance::{BOARD_FD_ENV, SEAT_ENV};
 use crate::server::listener::LISTEN_FDS_ENV;
 
 /// Tells a worker which process supervises it, so it can exit if that
 /// process is gone before it could arrange to be told.
 pub const MASTER_PID_ENV: &str = "PORTICO_MASTER_PID";
-const READY_FD_ENV: &str = "PORTICO_READY_FD";
+
+/// How long the master keeps reading a dead worker's channel for messages
+/// it sent before it died (a process it forked may hold the pipe open).
+const LAST_WORDS: Duration = Duration::from_millis(200);
 
 pub struct WorkerSpec {
     pub exe: std::path::PathBuf,
     pub args: Vec<OsString>,
+    /// `PORTICO_LISTEN_FDS`: the listening sockets, inheritable.
     pub fds: String,
-    pub graceful_timeout: Duration,
+    /// The accept-balance table's descriptor, inheritable.
+    pub balance_fd: Option<i32>,
 }
 
-/// A started worker and the pipe it will report readiness on.
+/// A started worker.
 pub struct Spawned {
     pub child: Child,
-    pub ready: tokio::net::unix::pipe::Receiver,
+    control: tokio::net::unix::pipe::Receiver,
+    scoreboard: Option<Scoreboard>,
 }
 
 impl WorkerSpec {
-    pub fn spawn(&self) -> std::io::Result<Spawned> {
+    /// Starts a worker; `seat` is its place at the balance table.
+    pub fn spawn(&self, seat: Option<usize>) -> std::io::Result<Spawned> {
         let (read_end, write_end) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
-        // Only this child may inherit the write end: the master starts
-        // workers one at a time on one thread, and drops its copy right after.
+        // Only this child may inherit the write end and the scoreboard: the
+        // master starts workers one at a time on one thread, and drops its
+        // inheritable copies right after.
         fcntl(write_end.as_raw_fd(), FcntlArg::F_SETFD(FdFlag::empty()))?;
-        let child = Command::new(&self.exe)
+        let scoreboard = match Scoreboard::create() {
+            Ok(board) => Some(board),
+            Err(err) => {
+                tracing::warn!("no request scoreboard for a new worker: {err}");
+                None
+            }
+        };
+        let board_copy: Option<OwnedFd> = scoreboard
+            .as_ref()
+            .map(|b| nix::unistd::dup(b.mem().fd().as_raw_fd()))
+            .transpose()?
+            .map(|fd| {
+                // SAFETY: dup just returned this new descriptor; we own it.
+                unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) }
+            });
+        let mut command = Command::new(&self.exe);
+        command
             .args(&self.args)
             .arg("--worker")
             .env(LISTEN_FDS_ENV, &self.fds)
             .env(MASTER_PID_ENV, std::process::id().to_string())
-            .env(READY_FD_ENV, write_end.as_raw_fd().to_string())
+            .env(CONTROL_FD_ENV, write_end.as_raw_fd().to_string())
             .stdin(Stdio::null())
-            .kill_on_drop(true)
-            .spawn();
+            .kill_on_drop(true);
+        if let Some(fd) = &board_copy {
+            command.env(SCOREBOARD_FD_ENV, fd.as_fd().as_raw_fd().to_string());
+        }
+        if let (Some(fd), Some(seat)) = (self.balance_fd, seat) {
+            command
+                .env(BOARD_FD_ENV, fd.to_string())
+                .env(SEAT_ENV, seat.to_string());
+        }
+        let child = command.spawn();
         drop(write_end);
+        drop(board_copy);
         Ok(Spawned {
             child: child?,
-            ready: tokio::net::unix::pipe::Receiver::from_owned_fd(read_end)?,
+            control: tokio::net::unix::pipe::Receiver::from_owned_fd(read_end)?,
+            scoreboard,
         })
     }
 }
 
-/// Resolves when the worker reported ready; never if it exits first.
-pub async fn wait_ready(mut pipe: tokio::net::unix::pipe::Receiver) {
-    let mut byte = [0u8; 1];
-    match pipe.read(&mut byte).await {
-        Ok(1) => {}
-        _ => std::future::pending().await,
+impl Spawned {
+    /// Forwards the worker's messages as events, then its exit with the
+    /// requests it was running. Runs as its own task.
+    pub async fn watch(self, id: WorkerId, events: mpsc::UnboundedSender<Event>) {
+        let Spawned {
+            mut child,
+            control,
+            scoreboard,
+        } = self;
+        let mut lines = BufReader::new(control).lines();
+        let forward = |line: String| {
+            if let Some(message) = Message::parse(&line) {
+                let _ = events.send(Event::Message(id, message));
+            }
+        };
+        let status = loop {
+            tokio::select! {
+                biased;
+                line = lines.next_line() => match line {
+                    Ok(Some(line)) => forward(line),
+                    // Closed: the worker is gone (or closed it); wait for it.
+                    _ => break child.wait().await,
+                },
+                status = child.wait() => {
+                    while let Ok(Ok(Some(line))) =
+                        tokio::time::timeout(LAST_WORDS, lines.next_line()).await
+                    {
+                        forward(line);
+                    }
+                    break status;
+                }
+            }
+        };
+        let lost = scoreboard.map(|b| b.running()).unwrap_or_default();
+        let _ = events.send(Event::Exited(id, Exit { status, lost }));
     }
-}
-
-/// In a worker: tell the master the app is loaded and we accept connections.
-pub fn notify_ready() {
-    static NOTIFIED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-    if NOTIFIED.swap(true, std::sync::atomic::Ordering::SeqCst) {
-        return;
-    }
-    let Some(fd) = std::env::var(READY_FD_ENV)
-        .ok()
-        .and_then(|v| v.parse::<i32>().ok())
-    else {
-        return;
-    };
-    if nix::sys::stat::fstat(fd).is_err() {
-        return;
-    }
-    // SAFETY: the master passed us this descriptor for exactly this use; we
-    // take ownership once (NOTIFIED) and close it after writing.
-    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-    let _ = std::fs::File::from(owned).write_all(b"1");
 }

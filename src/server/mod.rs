@@ -1,12 +1,14 @@
 //! The serving side of a worker: listeners, TLS, hyper connections, limits
 //! and graceful drain. A worker runs one single-threaded tokio runtime that
 //! owns all its connections (no locks or cross-thread hops on the request
-//! path); several workers share the listening sockets and the kernel spreads
-//! connections between them.
+//! path); several workers share the listening sockets, and `balance` keeps
+//! one from taking every new connection.
 
+pub mod balance;
 mod conn;
 mod drain;
 mod head;
+mod lifecycle;
 pub mod listener;
 mod park;
 mod service;
@@ -35,6 +37,7 @@ pub(crate) use service::{handle, LoggedBody, RequestContext};
 
 use crate::config::{Config, Limits, Protocol};
 use crate::log::AccessLog;
+use crate::recycle::Parent;
 use crate::router::Router;
 use crate::wsgi::WsgiRuntime;
 use drain::Drain;
@@ -115,6 +118,8 @@ pub struct Shared {
     proxy: crate::proxy::Proxy,
     /// The static handler's open-file cache (per worker, like all of this).
     static_cache: crate::static_files::Cache,
+    /// This worker's seat at the accept balance (none in a single process).
+    balance: Option<balance::Balance>,
 }
 
 impl Shared {
@@ -149,7 +154,23 @@ impl Shared {
             limits,
             proxy: crate::proxy::Proxy::new(config),
             static_cache: crate::static_files::Cache::new(),
+            balance: balance::Balance::inherited(),
         })
+    }
+
+    fn connection_opened(&self) {
+        self.open_connections.up();
+        if let Some(balance) = &self.balance {
+            balance.set_open(self.open_connections.get());
+        }
+    }
+
+    fn connection_closed(&self) {
+        self.open_connections.down();
+        if let Some(balance) = &self.balance {
+            balance.set_open(self.open_connections.get());
+        }
+        self.all_closed.notify_waiters();
     }
 }
 
@@ -211,14 +232,16 @@ impl HeapCount {
     }
 }
 
-/// Runs a worker on already-bound listeners until SIGTERM/SIGINT (or
-/// `--max-requests`), then drains in-flight requests for at most the
-/// graceful timeout. `ready` runs once the worker accepts connections.
+/// Runs a worker on already-bound listeners until SIGTERM/SIGINT/SIGQUIT
+/// (or, without a master, a recycle: `--max-requests`), then drains
+/// in-flight requests for at most the graceful timeout. `parent` is told
+/// once the worker accepts connections, and asked for a replacement when
+/// the worker wants to be recycled.
 pub fn run_worker(
     config: &Config,
     listeners: Vec<BoundListener>,
     wsgi: Option<WsgiRuntime>,
-    ready: impl FnOnce(),
+    parent: Rc<dyn Parent>,
 ) -> Result<(), ServerError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -245,16 +268,27 @@ pub fn run_worker(
                 permits.clone(),
             ));
         }
-        ready();
+        let signals = lifecycle::WorkerSignals::install();
+        if let Some(balance) = &shared.balance {
+            balance.set_accepting(true);
+        }
+        parent.ready();
+        // The master asks only ready workers to reopen their logs; one that
+        // was starting during a SIGUSR1 catches up here.
+        lifecycle::reopen_logs(&shared, &config.log, false);
         // A task of its own: this future is polled again on every tick of
         // the LocalSet (every request), its signal streams would be too.
-        let stop_requested = tokio::task::spawn_local(async move {
-            tokio::select! {
-                _ = wait_for_stop_signal() => {}
-                _ = async { recycle.as_ref()?.notified().await; Some(()) }, if recycle.is_some() => {}
-            }
-        });
+        let stop_requested = tokio::task::spawn_local(lifecycle::serve_until_stopped(
+            signals,
+            recycle,
+            parent,
+            shared.clone(),
+            config.log.clone(),
+        ));
         let _ = stop_requested.await;
+        if let Some(balance) = &shared.balance {
+            balance.set_accepting(false);
+        }
         tracing::info!(
             "shutting down: {} open connection(s), waiting up to {:?} (idle ones {:?})",
             shared.open_connections.get(),
@@ -272,22 +306,6 @@ pub fn run_worker(
 fn start_drain(shared: &Shared, stop: &watch::Sender<bool>) {
     shared.begin_drain();
     let _ = stop.send(true);
-}
-
-/// SIGTERM or SIGINT: the worker stops accepting and drains.
-async fn wait_for_stop_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers; stop this process with SIGKILL");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
 }
 
 /// Waits until every connection has closed, at most `timeout`; the ones
@@ -339,6 +357,9 @@ async fn accept_loop(
             permit = permits.clone().acquire_owned() => permit.expect("semaphore is never closed"),
             _ = shutdown.changed() => return,
         };
+        if let Some(balance) = &shared.balance {
+            balance.wait_turn(|| shared.open_connections.get()).await;
+        }
         let accepted = tokio::select! {
             accepted = accept(&listener) => accepted,
             _ = shutdown.changed() => {
@@ -371,12 +392,11 @@ fn spawn_connection(
 ) {
     let shared = shared.clone();
     let tls = tls.clone();
-    shared.open_connections.up();
+    shared.connection_opened();
     tokio::task::spawn_local(async move {
         serve_stream(stream, addr, protocol, tls, shared.clone()).await;
         drop(permit);
-        shared.open_connections.down();
-        shared.all_closed.notify_waiters();
+        shared.connection_closed();
     });
 }
 

@@ -6,7 +6,9 @@
 //!    installs no signal handlers (the worker owns signals);
 //! 2. `--chdir` (also first on sys.path, as gunicorn does), then
 //!    `--pythonpath` entries;
-//! 3. import each `module:callable` (calling it when it is a factory) and
+//! 3. enable faulthandler (a crash prints the Python stacks), and have it
+//!    print them too if the imports outlast `--start-timeout`;
+//! 4. import each `module:callable` (calling it when it is a factory) and
 //!    check the result is callable.
 //!
 //! Any failure carries the Python traceback, so start-up can print it.
@@ -104,6 +106,46 @@ fn configure_paths(py: Python<'_>, settings: &PythonSettings) -> PyResult<()> {
     for (i, dir) in front.into_iter().enumerate() {
         path.insert(i, dir.to_string_lossy())?;
     }
+    Ok(())
+}
+
+/// Python's faulthandler: a fatal signal (a segfault in a C extension)
+/// prints every Python thread's stack to stderr (the error log) before the
+/// process dies, and the master names the requests it was running.
+///
+/// faulthandler hands the signal on to the handler it found. For SIGSEGV
+/// and SIGBUS that is the Rust runtime's stack-overflow check, which
+/// returns for any other cause, so a `kill -SEGV` from outside would be
+/// survived; with the default action behind faulthandler, the worker dies
+/// of it as of a real fault (a Rust stack overflow loses only its one-line
+/// message: faulthandler still prints the stacks).
+pub fn enable_faulthandler(py: Python<'_>) -> PyResult<()> {
+    use nix::sys::signal::{signal, SigHandler, Signal};
+    for fault in [Signal::SIGSEGV, Signal::SIGBUS] {
+        // SAFETY: restores the default action, which runs no code of ours.
+        let _ = unsafe { signal(fault, SigHandler::SigDfl) };
+    }
+    py.import("faulthandler")?.call_method0("enable")?;
+    Ok(())
+}
+
+/// While the apps import: if still importing after `after`, print every
+/// Python thread's stack (from faulthandler's own thread, which needs no
+/// GIL, so also when the import holds it). [`imports_done`] cancels it.
+pub fn watch_imports(py: Python<'_>, after: std::time::Duration) -> PyResult<()> {
+    let kwargs = pyo3::types::PyDict::new(py);
+    kwargs.set_item("exit", false)?;
+    py.import("faulthandler")?.call_method(
+        "dump_traceback_later",
+        (after.as_secs_f64().max(0.001),),
+        Some(&kwargs),
+    )?;
+    Ok(())
+}
+
+pub fn imports_done(py: Python<'_>) -> PyResult<()> {
+    py.import("faulthandler")?
+        .call_method0("cancel_dump_traceback_later")?;
     Ok(())
 }
 

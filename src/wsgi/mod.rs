@@ -39,6 +39,8 @@ use pyo3::prelude::*;
 use crate::body::Body;
 use crate::config::{Config, ForwardedAllow, StaticOptions, WsgiOptions};
 use crate::forwarded::{self, ClientView};
+use crate::recycle::RecycleSignal;
+use crate::scoreboard::Scoreboard;
 use crate::server::{status_page, Mount};
 use crate::static_files::{self, StaticRequest};
 
@@ -56,6 +58,8 @@ const PREREAD_LIMIT: u64 = 64 * 1024;
 pub struct Job {
     pub app: usize,
     pub parts: Arc<Parts>,
+    /// The connection's peer, for the scoreboard.
+    pub peer: Option<SocketAddr>,
     pub script_name: String,
     pub client: ClientView,
     pub local: Option<SocketAddr>,
@@ -87,18 +91,27 @@ pub struct WsgiRuntime {
 
 impl WsgiRuntime {
     /// Starts Python, imports every app of the config and starts the
-    /// threads; `None` when no route names an app.
-    pub fn start(config: &Config) -> Result<Option<Self>, LoadError> {
+    /// threads; `None` when no route names an app. The Python threads keep
+    /// `scoreboard` (from the master) up to date with their requests.
+    pub fn start(
+        config: &Config,
+        scoreboard: Option<Scoreboard>,
+    ) -> Result<Option<Self>, LoadError> {
         let Some(python) = &config.python else {
             return Ok(None);
         };
         interpreter::initialize(python)?;
         let (apps, base) = Python::attach(|py| -> Result<_, LoadError> {
+            let init_err = |e: PyErr| LoadError::Init(interpreter::traceback_text(py, &e));
+            interpreter::enable_faulthandler(py).map_err(init_err)?;
+            interpreter::watch_imports(py, stack_dump_after(config.start_timeout))
+                .map_err(init_err)?;
             let apps = python
                 .apps
                 .iter()
                 .map(|target| interpreter::load_app(py, target))
                 .collect::<Result<Vec<_>, _>>()?;
+            interpreter::imports_done(py).map_err(init_err)?;
             let wrapper = py.get_type::<streams::FileWrapper>().into_any();
             let base = environ::base(py, python.threads > 1, config.workers > 1, wrapper)
                 .map_err(|e| LoadError::Init(interpreter::traceback_text(py, &e)))?;
@@ -122,6 +135,7 @@ impl WsgiRuntime {
                 } else {
                     python.max_requests + jitter
                 },
+                scoreboard,
             },
             Arc::new(apps),
             Arc::new(base),
@@ -132,8 +146,8 @@ impl WsgiRuntime {
         }))
     }
 
-    /// Notified when the worker has served `--max-requests`.
-    pub fn recycle_signal(&self) -> Arc<tokio::sync::Notify> {
+    /// Raised when the worker wants to be recycled (`--max-requests`).
+    pub fn recycle_signal(&self) -> Arc<RecycleSignal> {
         self.pool.recycle_signal()
     }
 
@@ -156,6 +170,7 @@ impl WsgiRuntime {
         self.pool.submit(Job {
             app: opts.app_id,
             parts: parts.clone(),
+            peer: mount.peer.addr,
             script_name: mount.script_name.to_string(),
             client,
             local: mount.peer.local,
@@ -198,6 +213,14 @@ impl WsgiRuntime {
         }
         response
     }
+}
+
+/// When a worker still importing its apps prints every Python thread's
+/// stack: shortly before the master kills it for `--start-timeout`, so the
+/// log says where the import hangs.
+fn stack_dump_after(start_timeout: std::time::Duration) -> std::time::Duration {
+    let margin = (start_timeout / 4).min(std::time::Duration::from_secs(1));
+    start_timeout - margin
 }
 
 /// A body that fits `PREREAD_LIMIT` is read now, unless the client waits

@@ -5,7 +5,9 @@
 //! load the GIL changes hands only when there is nothing to do.
 //!
 //! Also here: the `--timeout` watchdog (logs every Python thread's stack,
-//! then ends the worker so the master replaces it) and `--max-requests`.
+//! then ends the worker so the master replaces it), `--max-requests` (asks
+//! for a replacement through the [`RecycleSignal`]) and the request
+//! scoreboard each thread keeps its slot of.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,6 +19,8 @@ use pyo3::types::PyDict;
 
 use super::env_cache::EnvCache;
 use super::{call, Job, Tag};
+use crate::recycle::{RecycleReason, RecycleSignal};
+use crate::scoreboard::{RequestInfo, Scoreboard};
 
 /// How many times an idle Python thread yields the CPU before it sleeps,
 /// when spinning pays (see [`spin_yields`]).
@@ -59,8 +63,10 @@ struct Shared {
     completed: AtomicU64,
     /// Requests after which the worker asks to be recycled (0: never).
     recycle_after: u64,
-    recycle: Arc<tokio::sync::Notify>,
+    recycle: Arc<RecycleSignal>,
     spin_yields: usize,
+    /// Where each thread's request is published for the master.
+    scoreboard: Option<Scoreboard>,
 }
 
 pub struct Pool {
@@ -73,6 +79,7 @@ pub struct PoolSettings {
     pub spin_yields: usize,
     pub timeout: Duration,
     pub recycle_after: u64,
+    pub scoreboard: Option<Scoreboard>,
 }
 
 impl Pool {
@@ -87,9 +94,13 @@ impl Pool {
             running: (0..settings.threads).map(|_| Mutex::new(None)).collect(),
             completed: AtomicU64::new(0),
             recycle_after: settings.recycle_after,
-            recycle: Arc::new(tokio::sync::Notify::new()),
+            recycle: Arc::new(RecycleSignal::default()),
             spin_yields: settings.spin_yields,
+            scoreboard: settings.scoreboard,
         });
+        if let Some(board) = &shared.scoreboard {
+            board.set_threads(settings.threads);
+        }
         for index in 0..settings.threads {
             let (shared, apps, base) = (shared.clone(), apps.clone(), base.clone());
             std::thread::Builder::new()
@@ -115,8 +126,8 @@ impl Pool {
         }
     }
 
-    /// Notified once when `--max-requests` is reached.
-    pub fn recycle_signal(&self) -> Arc<tokio::sync::Notify> {
+    /// Raised once when `--max-requests` is reached.
+    pub fn recycle_signal(&self) -> Arc<RecycleSignal> {
         self.shared.recycle.clone()
     }
 }
@@ -184,16 +195,41 @@ fn python_thread(index: usize, shared: &Shared, apps: &[Py<PyAny>], base: &Py<Py
                     tag: job.tag.clone(),
                 }),
             );
+            if let Some(board) = &shared.scoreboard {
+                board.begin(index, &request_info(&job));
+            }
             let app = &apps[job.app];
             call::run(py, &mut cache, app, job);
+            if let Some(board) = &shared.scoreboard {
+                board.end(index);
+            }
             shared.set_running(index, None);
             let done = shared.completed.fetch_add(1, Ordering::Relaxed) + 1;
             if shared.recycle_after > 0 && done == shared.recycle_after {
-                tracing::info!("max-requests reached ({done}); recycling this worker");
-                shared.recycle.notify_one();
+                tracing::info!("max-requests reached ({done}); asking for a replacement");
+                shared.recycle.request(RecycleReason::MaxRequests);
             }
         }
     })
+}
+
+/// The request as the scoreboard keeps it (the fields of an access-log line).
+fn request_info(job: &Job) -> RequestInfo<'_> {
+    let parts = &*job.parts;
+    let header = |name: http::header::HeaderName| parts.headers.get(name).map(|v| v.as_bytes());
+    RequestInfo {
+        method: parts.method.as_str().as_bytes(),
+        target: parts
+            .uri
+            .path_and_query()
+            .map_or(b"/", |pq| pq.as_str().as_bytes()),
+        version: parts.version,
+        host: header(http::header::HOST)
+            .or_else(|| parts.uri.authority().map(|a| a.as_str().as_bytes())),
+        user_agent: header(http::header::USER_AGENT),
+        referer: header(http::header::REFERER),
+        peer: job.peer,
+    }
 }
 
 fn watchdog(shared: &Shared, timeout: Duration) {

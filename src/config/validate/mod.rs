@@ -22,6 +22,7 @@ const DEFAULT_MAX_BODY: u64 = 1 << 30;
 /// the limit stays small.
 const DEFAULT_MAX_BUFFERED_BODY: u64 = 1 << 20;
 const DEFAULT_DRAIN_GRACE: Duration = Duration::from_secs(1);
+const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(60);
 const DEFAULT_CGI_TIMEOUT: Duration = Duration::from_secs(60);
 const DEFAULT_CGI_MAX_PROCESSES: usize = 32;
 const DEFAULT_CGI_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
@@ -107,6 +108,20 @@ impl Builder<'_> {
                 .map_or(Duration::from_secs(30), |s| s.0),
         };
         let drain_grace = self.drain_grace(graceful_timeout)?;
+        let start_timeout = match &self.cli.start_timeout {
+            Some(text) => parse_duration(text).map_err(|m| cli_err("--start-timeout", m))?,
+            None => self
+                .file
+                .start_timeout
+                .map_or(DEFAULT_START_TIMEOUT, |s| s.0),
+        };
+        if start_timeout.is_zero() {
+            let err = match &self.cli.start_timeout {
+                Some(_) => cli_err("--start-timeout", "must be at least 1s"),
+                None => self.file_err("start_timeout", "must be at least 1s"),
+            };
+            return Err(err);
+        }
         let mut config = Config {
             python: None,
             forwarded_allow_ips: self.forwarded_allow_ips()?,
@@ -114,6 +129,7 @@ impl Builder<'_> {
             workers,
             graceful_timeout,
             drain_grace,
+            start_timeout,
             limits,
             log: self.log()?,
             routes: self.routes(default_body)?,
@@ -440,10 +456,20 @@ impl Builder<'_> {
                 format!("`{level}` is not a log level or filter"),
             ));
         }
+        let (text, base) = match (&self.cli.error_log, &f.error_log) {
+            (Some(text), _) => (Some(text.as_str()), flags_dir()),
+            (None, text) => (text.as_deref(), self.base_dir.as_path()),
+        };
+        let error_log = match text {
+            None | Some("-") => None,
+            Some("") => return Err(self.file_err("log.error_log", "must be a path or `-`")),
+            Some(path) => Some(absolute(&base.join(path))),
+        };
         Ok(LogConfig {
             access_log,
             access_log_format,
             level,
+            error_log,
         })
     }
 }
