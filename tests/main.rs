@@ -17,6 +17,7 @@ mod proxy;
 mod routing;
 mod static_files;
 mod streaming;
+mod timeouts;
 mod tls;
 mod uwsgi;
 mod wsgi_conformance;

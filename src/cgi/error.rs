@@ -32,9 +32,11 @@ pub enum CgiError {
     /// 413 (connection closed): a chunked body grew past `max_body_size`.
     #[error("request body over {0} bytes")]
     BodyTooLarge(u64),
-    /// 400: the client's body broke off (or was malformed) while buffering.
-    #[error("reading the request body: {0}")]
-    BodyRead(String),
+    /// The client's body failed while buffered or streamed to the script
+    /// (which is then killed): 408 (no bytes for `--body-timeout`), 400
+    /// (malformed; or the client is gone, logged 499). The client's fault.
+    #[error(transparent)]
+    Body(crate::body::BodyError),
     /// 500: the script could not be started (bad interpreter, ENOEXEC...).
     #[error("cannot run {path}: {source}")]
     Spawn { path: PathBuf, source: io::Error },
@@ -62,7 +64,8 @@ pub enum CgiError {
 impl CgiError {
     pub fn status(&self) -> StatusCode {
         match self {
-            CgiError::BadPath(_) | CgiError::BodyRead(_) => StatusCode::BAD_REQUEST,
+            CgiError::BadPath(_) => StatusCode::BAD_REQUEST,
+            CgiError::Body(err) => err.status(),
             CgiError::NotFound => StatusCode::NOT_FOUND,
             CgiError::Forbidden(_) => StatusCode::FORBIDDEN,
             CgiError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -85,7 +88,7 @@ impl CgiError {
             CgiError::BadPath(_)
             | CgiError::NotFound
             | CgiError::BodyTooLarge(_)
-            | CgiError::BodyRead(_) => {}
+            | CgiError::Body(_) => {}
             CgiError::Forbidden(_) => {
                 tracing::debug!(script, request, error = %self, "CGI script refused")
             }
@@ -114,5 +117,7 @@ mod tests {
             504
         );
         assert_eq!(CgiError::TooManyRedirects(10).status(), 500);
+        let timeout = crate::body::BodyError::Timeout(std::time::Duration::from_secs(60));
+        assert_eq!(CgiError::Body(timeout).status(), 408);
     }
 }

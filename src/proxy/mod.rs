@@ -37,7 +37,7 @@ use hyper_util::rt::TokioIo;
 use crate::body::{Body, RequestBody};
 use crate::config::{Config, ForwardedAllow, ProxyOptions};
 use crate::forwarded;
-use crate::server::{status_page, Mount};
+use crate::server::{body_refusal, status_page, Mount};
 
 use body::{Leased, OutgoingBody, UpstreamBody};
 use error::ProxyError;
@@ -101,6 +101,7 @@ impl Proxy {
         let upgrade = headers::upgrade_request(req.version(), req.headers());
         let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
         let method = req.method().clone();
+        let version = req.version();
         // The client's own headers, for ranges and conditionals on a file
         // the upstream names.
         let client_headers = opts.sendfile_root.is_some().then(|| req.headers().clone());
@@ -127,6 +128,7 @@ impl Proxy {
             opts,
             mount,
             (&method, &client_headers.unwrap_or_default()),
+            version,
         )
     }
 
@@ -290,12 +292,14 @@ enum UpstreamBodyOrLeased {
 }
 
 /// Step 5; `request` is the client's method and headers (a file named by
-/// the upstream is served with ranges and conditionals).
+/// the upstream is served with ranges and conditionals), `version` its
+/// HTTP version.
 fn render(
     outcome: Outcome,
     opts: &ProxyOptions,
     mount: &Mount<'_>,
     request: (&Method, &HeaderMap),
+    version: http::Version,
 ) -> Response<Body> {
     match outcome {
         Outcome::Stream(response) => response,
@@ -307,6 +311,9 @@ fn render(
         } => {
             tokio::task::spawn_local(tunnel(client, upstream, lease));
             head.map(|()| Body::empty())
+        }
+        Outcome::Failed(ProxyError::ClientBody(fault)) => {
+            body_refusal(&fault, mount.script_name, version)
         }
         Outcome::Failed(err) => status_page(err.status()),
         Outcome::Sendfile {

@@ -6,9 +6,11 @@
 //!    with HTTP/1.1 upgrades (the proxy tunnels WebSocket connections);
 //! 3. a watchdog enforces our timeouts, which hyper alone cannot express:
 //!    an idle keep-alive connection is closed quietly after the keep-alive
-//!    timeout, and a request head that started arriving but is not complete
+//!    timeout, a request head that started arriving but is not complete
 //!    within the header timeout (slowloris) gets `408` and the connection is
-//!    closed;
+//!    closed, and a client whose socket takes no response byte for the send
+//!    timeout is closed (an HTTP/2 stream whose window stays shut is reset
+//!    by `super::send_timeout`);
 //! 4. on worker shutdown, hyper's graceful shutdown: idle connections close
 //!    at once, busy ones after their response;
 //! 5. a plain HTTP/1 connection idle for a while leaves hyper and waits
@@ -127,19 +129,50 @@ pub struct ConnState {
     pub sendfile: Arc<SendQueue>,
     /// hyper is being told the stream ended, so that the socket can be parked.
     parking: AtomicBool,
-    /// The last write did not complete: hyper still holds bytes to send.
-    write_blocked: AtomicBool,
+    /// Since when the socket has taken no byte of what hyper has to send
+    /// (the last write or flush did not complete), as nanoseconds after the
+    /// phase epoch, plus one; 0 while writes complete.
+    write_blocked: AtomicU64,
+    /// A client whose socket stays blocked this long is closed.
+    send_timeout: Duration,
 }
 
 impl ConnState {
-    pub(crate) fn new(header_timeout: Duration, keepalive_timeout: Duration) -> Self {
+    pub(crate) fn new(limits: &crate::config::Limits) -> Self {
         ConnState {
-            phase: PhaseCell::new(header_timeout, keepalive_timeout),
+            phase: PhaseCell::new(limits.header_timeout, limits.keepalive_timeout),
             in_flight: AtomicUsize::new(0),
             http2: AtomicBool::new(false),
             sendfile: Arc::default(),
             parking: AtomicBool::new(false),
-            write_blocked: AtomicBool::new(false),
+            write_blocked: AtomicU64::new(0),
+            send_timeout: limits.send_timeout,
+        }
+    }
+
+    /// Records whether a write (or flush) to the client completed: a
+    /// blocked stretch starts at the first one that did not, and ends at
+    /// the next that did. Only the edges read the clock.
+    fn wrote(&self, blocked: bool) {
+        let since = self.write_blocked.load(Relaxed);
+        if blocked && since == 0 {
+            let now = Instant::now().saturating_duration_since(self.phase.epoch);
+            self.write_blocked.store(now.as_nanos() as u64 + 1, Relaxed);
+        } else if !blocked && since != 0 {
+            self.write_blocked.store(0, Relaxed);
+        }
+    }
+
+    fn is_write_blocked(&self) -> bool {
+        self.write_blocked.load(Relaxed) != 0
+    }
+
+    /// When the send timeout closes the connection, while its socket takes
+    /// no byte.
+    fn send_deadline(&self) -> Option<Instant> {
+        match self.write_blocked.load(Relaxed) {
+            0 => None,
+            since => Some(self.phase.epoch + Duration::from_nanos(since - 1) + self.send_timeout),
         }
     }
 
@@ -147,7 +180,7 @@ impl ConnState {
     /// connection reads it at once.
     fn unparked(&self) {
         self.parking.store(false, Relaxed);
-        self.write_blocked.store(false, Relaxed);
+        self.write_blocked.store(0, Relaxed);
         self.phase.set(PhaseCell::IDLE_NEW);
     }
 
@@ -175,6 +208,11 @@ impl ConnState {
         }
     }
 
+    /// The connection speaks HTTP/2 (its first bytes were the preface).
+    pub fn is_http2(&self) -> bool {
+        self.http2.load(Relaxed)
+    }
+
     fn bytes_arrived(&self, first: &[u8]) {
         if self.phase.is_idle() {
             if first.starts_with(b"PRI * HTTP/2") {
@@ -188,12 +226,14 @@ impl ConnState {
 }
 
 /// What the watchdog decided.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Expiry {
     Idle,
     HeadTimeout,
     /// Idle for `PARK_AFTER` with nothing left to write: leave hyper.
     Park,
+    /// The client's socket took no byte for the send timeout.
+    SendTimeout,
 }
 
 /// Sleeps until the current phase's deadline, re-reading the phase at least
@@ -219,7 +259,9 @@ struct Watchdog<'a> {
 
 impl<'a> Watchdog<'a> {
     fn new(state: &'a ConnState, header_timeout: Duration, can_park: bool) -> Self {
-        let mut step = header_timeout.min(state.phase.keepalive_timeout);
+        let mut step = header_timeout
+            .min(state.phase.keepalive_timeout)
+            .min(state.send_timeout);
         if can_park {
             step = step.min(PARK_AFTER);
         }
@@ -237,7 +279,7 @@ impl<'a> Watchdog<'a> {
     /// Not HTTP/2, and nothing left to write for a slow reader (that one is
     /// closed at the keep-alive deadline as before).
     fn parkable(&self) -> bool {
-        self.can_park && !self.state.http2.load(Relaxed) && !self.state.write_blocked.load(Relaxed)
+        self.can_park && !self.state.http2.load(Relaxed) && !self.state.is_write_blocked()
     }
 
     fn arm(&mut self) {
@@ -251,6 +293,12 @@ impl<'a> Watchdog<'a> {
             Phase::Head { since } => (since + self.header_timeout, Some(Expiry::HeadTimeout)),
             Phase::Busy => (now + self.step, None),
         };
+        // A client that takes no byte is closed at its send deadline, busy
+        // or not (what hyper still holds for it would wait forever).
+        let (deadline, expiry) = match self.state.send_deadline() {
+            Some(send) if expiry.is_none() || send < deadline => (send, Some(Expiry::SendTimeout)),
+            _ => (deadline, expiry),
+        };
         self.sleep.as_mut().reset(deadline.min(now + self.step));
         self.armed = Some((phase, deadline, expiry));
         self.registered = false;
@@ -259,7 +307,12 @@ impl<'a> Watchdog<'a> {
     /// The timer fired: is what it was set for due (the phase unchanged)?
     fn due(&self, phase: Phase, deadline: Instant, expiry: Option<Expiry>) -> Option<Expiry> {
         let expiry = expiry?;
-        let due = self.state.phase.get() == phase && Instant::now() >= deadline;
+        let unchanged = match expiry {
+            // The same blocked stretch, whatever requests began or ended.
+            Expiry::SendTimeout => self.state.send_deadline() == Some(deadline),
+            _ => self.state.phase.get() == phase,
+        };
+        let due = unchanged && Instant::now() >= deadline;
         (due && (!matches!(expiry, Expiry::Park) || self.parkable())).then_some(expiry)
     }
 }
@@ -360,7 +413,7 @@ impl<S: AsyncWrite + SendfileSocket + Unpin> AsyncWrite for Watched<S> {
         let Watched { inner, state, .. } = self.get_mut();
         let socket = inner.as_mut().expect("the socket is taken only on drop");
         let result = state.sendfile.poll_write(socket, cx, bufs);
-        state.write_blocked.store(result.is_pending(), Relaxed);
+        state.wrote(result.is_pending());
         result
     }
 
@@ -369,7 +422,10 @@ impl<S: AsyncWrite + SendfileSocket + Unpin> AsyncWrite for Watched<S> {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(self.socket()).poll_flush(cx)
+        // TLS takes writes into its buffer and blocks in the flush.
+        let result = Pin::new(self.socket()).poll_flush(cx);
+        self.state.wrote(result.is_pending());
+        result
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -454,10 +510,7 @@ where
     S: AsyncRead + AsyncWrite + SendfileSocket + Park + Unpin + Send + 'static,
 {
     let limits = &shared.limits;
-    let state = Arc::new(ConnState::new(
-        limits.header_timeout,
-        limits.keepalive_timeout,
-    ));
+    let state = Arc::new(ConnState::new(limits));
     let ctx = Rc::new(RequestContext {
         shared: shared.clone(),
         state: state.clone(),
@@ -525,12 +578,16 @@ where
         parked: parked.clone(),
     });
     let svc_ctx = ctx.clone();
+    let body_timeout = limits.body_timeout;
     // hyper keeps room for this future in every connection it serves; it
     // is kept small (about 2 KiB: the rare handlers' futures
     // are boxed) rather than boxed per request, which measured 700 more
     // instructions per request.
     let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-        service::handle(req.map(RequestBody::Http), svc_ctx.clone())
+        service::handle(
+            req.map(|body| RequestBody::http(body, body_timeout)),
+            svc_ctx.clone(),
+        )
     });
     let mut conn = pin!(http.serve_connection_with_upgrades(io, svc));
     let mut shutting_down = *shared.shutdown.borrow();
@@ -564,6 +621,18 @@ where
                 }
                 Expiry::HeadTimeout => {
                     send_request_timeout(shared, peer);
+                    return Ended::Closed;
+                }
+                Expiry::SendTimeout => {
+                    // Dropping hyper's connection ends the request in
+                    // flight (its access-log line is written) and frees
+                    // what fed it (a Python thread, a script, an upstream).
+                    tracing::info!(
+                        peer = ?peer.addr,
+                        "the client took no response bytes for {:?}; connection closed \
+                         (--send-timeout / [limits] send_timeout)",
+                        limits.send_timeout
+                    );
                     return Ended::Closed;
                 }
                 Expiry::Park => {
@@ -660,5 +729,57 @@ mod tests {
         assert!(
             matches!(cell.get(), Phase::Idle { limit, .. } if limit == Duration::from_secs(75))
         );
+    }
+
+    fn limits(send_timeout: Duration) -> crate::config::Limits {
+        crate::config::Limits {
+            max_uri_length: 8192,
+            max_header_bytes: 16384,
+            max_headers: 100,
+            header_timeout: Duration::from_secs(10),
+            keepalive_timeout: Duration::from_secs(75),
+            body_timeout: Duration::from_secs(60),
+            send_timeout,
+            max_connections: 10,
+        }
+    }
+
+    /// Runs the watchdog for `secs` of (paused) time; what it decided, if
+    /// anything.
+    async fn watch_for(dog: Pin<&mut Watchdog<'_>>, secs: u64) -> Option<Expiry> {
+        tokio::select! {
+            expiry = dog => Some(expiry),
+            _ = tokio::time::sleep(Duration::from_secs(secs)) => None,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_socket_that_takes_no_byte_for_the_send_timeout_is_closed() {
+        let state = ConnState::new(&limits(Duration::from_secs(60)));
+        state.request_started();
+        let mut dog = pin!(Watchdog::new(&state, Duration::from_secs(10), false));
+        // A busy connection whose writes complete is never due.
+        state.wrote(false);
+        assert_eq!(watch_for(dog.as_mut(), 300).await, None);
+        // The socket fills; a byte taken at 59 s starts the wait again.
+        state.wrote(true);
+        assert_eq!(watch_for(dog.as_mut(), 59).await, None);
+        state.wrote(false);
+        state.wrote(true);
+        let blocked = Instant::now();
+        assert_eq!(watch_for(dog.as_mut(), 61).await, Some(Expiry::SendTimeout));
+        assert_eq!(
+            blocked.elapsed(),
+            Duration::from_secs(60),
+            "at the limit, not after a step"
+        );
+        // The request having ended changes nothing: what hyper still holds
+        // for this client would wait forever.
+        let state = ConnState::new(&limits(Duration::from_secs(5)));
+        state.request_started();
+        let mut dog = pin!(Watchdog::new(&state, Duration::from_secs(10), false));
+        state.wrote(true);
+        state.request_finished();
+        assert_eq!(watch_for(dog.as_mut(), 6).await, Some(Expiry::SendTimeout));
     }
 }

@@ -7,6 +7,7 @@
 mod conn;
 pub mod listener;
 mod park;
+mod send_timeout;
 mod service;
 mod tls;
 
@@ -26,8 +27,8 @@ use tokio_rustls::TlsAcceptor;
 pub(crate) use conn::ConnState;
 pub use conn::Peer;
 pub use listener::BoundListener;
+pub use service::{body_refusal, status_page, Mount};
 pub(crate) use service::{handle, LoggedBody, RequestContext};
-pub use service::{status_page, Mount};
 
 use crate::config::{Config, Limits, Protocol};
 use crate::log::AccessLog;
@@ -49,16 +50,19 @@ pub enum ServerError {
     },
 }
 
-/// Executor for HTTP/2 stream tasks: they stay on this worker's thread.
+/// Executor for HTTP/2 stream tasks: they stay on this worker's thread,
+/// each bounded by the send timeout (`send_timeout`).
 #[derive(Clone, Copy)]
-struct LocalExec;
+struct LocalExec {
+    send_timeout: Duration,
+}
 
 impl<F> hyper::rt::Executor<F> for LocalExec
 where
     F: std::future::Future + 'static,
 {
     fn execute(&self, fut: F) {
-        tokio::task::spawn_local(fut);
+        tokio::task::spawn_local(send_timeout::watch_stream(fut, self.send_timeout));
     }
 }
 
@@ -91,7 +95,9 @@ impl Shared {
         wsgi: Option<WsgiRuntime>,
     ) -> Result<Self, ServerError> {
         let limits = config.limits.clone();
-        let mut http = auto::Builder::new(LocalExec);
+        let mut http = auto::Builder::new(LocalExec {
+            send_timeout: limits.send_timeout,
+        });
         http.http1()
             .keep_alive(true)
             // Body chunks must reach the socket by reference, never copied

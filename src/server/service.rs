@@ -24,8 +24,9 @@ use http_body::Frame;
 use tokio::time::Instant;
 
 use super::conn::{ConnState, Peer};
+use super::send_timeout;
 use super::Shared;
-use crate::body::Body;
+use crate::body::{Body, BodyError, Fault};
 use crate::cgi;
 use crate::config::Handler;
 use crate::log::Entry;
@@ -69,6 +70,11 @@ pub async fn handle(
         .insert(header::SERVER, SERVER.clone());
     if let Some(log) = log.as_mut() {
         log.status = response.status().as_u16();
+    }
+    if ctx.state.is_http2() {
+        if let Some(stall) = send_timeout::current_stream() {
+            response = response.map(|body| Body::stream(send_timeout::Reporting::new(body, stall)));
+        }
     }
     Ok(response.map(|body| LoggedBody {
         inner: body,
@@ -224,6 +230,20 @@ pub fn status_page(status: StatusCode) -> Response<Body> {
     res
 }
 
+/// The answer to a request whose body failed (the client's fault: a
+/// timeout, broken framing, or gone), logged once with its route. The rest
+/// of the body is unread, so an HTTP/1 connection cannot carry another
+/// request: `Connection: close`.
+pub fn body_refusal(err: &BodyError, route: &str, version: http::Version) -> Response<Body> {
+    err.log(route);
+    let mut res = status_page(err.status());
+    if version < http::Version::HTTP_2 {
+        res.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    res
+}
+
 /// The request fields the access log needs, copied only when it is on.
 struct LogFields {
     /// For the duration; not read when nothing is logged (a clock read per
@@ -236,6 +256,9 @@ struct LogFields {
     referer: Option<String>,
     user_agent: Option<String>,
     host: Option<String>,
+    /// Set when the request body failed: the logged status says so
+    /// (408, 400, 499) whatever the response was.
+    body_fault: Option<Arc<Fault>>,
 }
 
 impl LogFields {
@@ -257,6 +280,7 @@ impl LogFields {
             referer: text(header::REFERER),
             user_agent: text(header::USER_AGENT),
             host: text(header::HOST).or_else(|| req.uri().authority().map(|a| a.to_string())),
+            body_fault: req.body().fault(),
         }
     }
 }
@@ -305,7 +329,11 @@ impl Drop for LoggedBody {
                 method: &f.method,
                 target: &f.target,
                 version: f.version,
-                status: f.status,
+                status: f
+                    .body_fault
+                    .as_ref()
+                    .and_then(|fault| fault.log_status())
+                    .unwrap_or(f.status),
                 bytes: self.bytes,
                 duration: f.started.elapsed(),
                 referer: f.referer.as_deref(),
