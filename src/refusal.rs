@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
 
-use crate::body::Body;
+use crate::body::{Body, BodyError};
 
 /// Why portico answers a request itself. Each variant's doc names its
 /// status.
@@ -88,6 +88,11 @@ pub enum Refusal {
     UnknownTransferCoding,
     /// 400, connection closed: `chunked` applied more than once.
     ChunkedTwice,
+    /// The request body failed, the client's doing (connection closed: the
+    /// rest of the body is unread): 408 when no byte came for
+    /// `limits.body_timeout`, 400 when its framing broke or the client went
+    /// away inside it (logged 499; nobody reads that answer).
+    Body(BodyError),
 }
 
 /// The methods portico's handlers answer, for `Allow`.
@@ -122,6 +127,7 @@ impl Refusal {
             }
             Refusal::Connect => StatusCode::METHOD_NOT_ALLOWED,
             Refusal::UnknownTransferCoding => StatusCode::NOT_IMPLEMENTED,
+            Refusal::Body(err) => err.status(),
         }
     }
 
@@ -135,6 +141,7 @@ impl Refusal {
                 | Refusal::HeadOverParserLimits { .. }
                 | Refusal::UnknownTransferCoding
                 | Refusal::ChunkedTwice
+                | Refusal::Body(_)
         )
     }
 
@@ -145,7 +152,8 @@ impl Refusal {
             | Refusal::HeadOverParserLimits { .. }
             | Refusal::BodyTooLarge { .. }
             | Refusal::BufferedBodyTooLarge { .. }
-            | Refusal::HeadTimeout { .. } => Level::Info,
+            | Refusal::HeadTimeout { .. }
+            | Refusal::Body(BodyError::Timeout(_)) => Level::Info,
             Refusal::CgiBusy { .. }
             | Refusal::NoUpstream { .. }
             | Refusal::UpstreamFailed { .. }
@@ -155,7 +163,8 @@ impl Refusal {
             | Refusal::BadTarget(_)
             | Refusal::Connect
             | Refusal::UnknownTransferCoding
-            | Refusal::ChunkedTwice => Level::Debug,
+            | Refusal::ChunkedTwice
+            | Refusal::Body(_) => Level::Debug,
         }
     }
 
@@ -188,6 +197,9 @@ impl Refusal {
             Refusal::UpstreamFailed { .. } => "see the upstream server's own log".into(),
             Refusal::UpstreamTimeout { key, .. } => format!("raise `{key}` of the upstream"),
             Refusal::ScriptSilent { .. } => "raise `cgi_timeout` on the route".into(),
+            Refusal::Body(BodyError::Timeout(_)) => {
+                "raise `limits.body_timeout` or --body-timeout".into()
+            }
             _ => return None,
         })
     }
@@ -221,6 +233,10 @@ impl Refusal {
                 "Only the chunked transfer coding is supported.".into()
             }
             Refusal::ChunkedTwice => "The chunked transfer coding was applied twice.".into(),
+            Refusal::Body(BodyError::Timeout(_)) => {
+                "The request body did not arrive in time.".into()
+            }
+            Refusal::Body(_) => "The request body is malformed or incomplete.".into(),
         }
     }
 }
@@ -302,6 +318,7 @@ impl fmt::Display for Refusal {
                 f.write_str("transfer coding other than chunked (answered 501)")
             }
             Refusal::ChunkedTwice => f.write_str("chunked transfer coding applied twice"),
+            Refusal::Body(err) => write!(f, "{err}"),
         }
     }
 }

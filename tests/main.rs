@@ -21,6 +21,7 @@ mod routing;
 mod signals;
 mod static_files;
 mod streaming;
+mod timeouts;
 mod tls;
 mod uwsgi;
 mod wsgi_conformance;

@@ -36,9 +36,11 @@ pub enum CgiError {
     /// smaller `max_body_size`).
     #[error("request body over {0} bytes")]
     BodyTooLarge(u64),
-    /// 400: the client's body broke off (or was malformed) while buffering.
-    #[error("reading the request body: {0}")]
-    BodyRead(String),
+    /// The client's body failed while buffered or streamed to the script
+    /// (which is then killed): 408 (no bytes for `--body-timeout`), 400
+    /// (malformed; or the client is gone, logged 499). The client's fault.
+    #[error(transparent)]
+    Body(crate::body::BodyError),
     /// 500: the script could not be started (bad interpreter, ENOEXEC...).
     #[error("cannot run {path}: {source}")]
     Spawn { path: PathBuf, source: io::Error },
@@ -66,7 +68,8 @@ pub enum CgiError {
 impl CgiError {
     pub fn status(&self) -> StatusCode {
         match self {
-            CgiError::BadPath(_) | CgiError::BodyRead(_) => StatusCode::BAD_REQUEST,
+            CgiError::BadPath(_) => StatusCode::BAD_REQUEST,
+            CgiError::Body(err) => err.status(),
             CgiError::NotFound => StatusCode::NOT_FOUND,
             CgiError::Forbidden(_) => StatusCode::FORBIDDEN,
             CgiError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -88,6 +91,7 @@ impl CgiError {
         Some(match self {
             CgiError::Busy(slots) => Refusal::CgiBusy { slots: *slots },
             CgiError::BodyTooLarge(limit) => Refusal::BufferedBodyTooLarge { limit: *limit },
+            CgiError::Body(err) => Refusal::Body(err.clone()),
             CgiError::Timeout(after) => Refusal::ScriptSilent {
                 script: script.to_string(),
                 after: *after,
@@ -104,7 +108,7 @@ impl CgiError {
             CgiError::BadPath(_)
             | CgiError::NotFound
             | CgiError::BodyTooLarge(_)
-            | CgiError::BodyRead(_)
+            | CgiError::Body(_)
             | CgiError::Busy(_)
             | CgiError::Timeout(_) => {}
             CgiError::Forbidden(_) => {
@@ -132,5 +136,7 @@ mod tests {
             504
         );
         assert_eq!(CgiError::TooManyRedirects(10).status(), 500);
+        let timeout = crate::body::BodyError::Timeout(std::time::Duration::from_secs(60));
+        assert_eq!(CgiError::Body(timeout).status(), 408);
     }
 }

@@ -11,8 +11,17 @@
 //!    handler reads its output (a script may answer before it has read
 //!    everything; a pipe holds only 64 KiB), then closes stdin. A script
 //!    that exits without reading makes the write fail: the rest is dropped.
+//!    When the client's body breaks off (no bytes for `--body-timeout`,
+//!    the client gone), the script's group is killed *before* its stdin
+//!    closes: a script never sees a clean end of a body that did not
+//!    arrive whole. The failure is left in a [`BodyFault`] for the handler,
+//!    which answers with its status (or cuts the response). Time waiting
+//!    for the client's bytes does not count against `cgi_timeout`.
 
-use crate::body::RequestBody;
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use crate::body::{BodyError, RequestBody};
 use bytes::{Bytes, BytesMut};
 use http::header;
 use http_body_util::BodyExt;
@@ -20,7 +29,10 @@ use tokio::io::AsyncWriteExt;
 use tokio::process::ChildStdin;
 
 use super::error::CgiError;
-use super::process::Activity;
+use super::process::{Activity, Killer};
+
+/// Where the feeder leaves the client's body failure for the handler.
+pub type BodyFault = Rc<RefCell<Option<BodyError>>>;
 
 pub enum Input {
     None,
@@ -57,7 +69,7 @@ pub async fn prepare(
     }
     let mut data = BytesMut::new();
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| CgiError::BodyRead(e.to_string()))?;
+        let frame = frame.map_err(CgiError::Body)?;
         if let Ok(chunk) = frame.into_data() {
             if (data.len() + chunk.len()) as u64 > max_body_size {
                 return Err(CgiError::BodyTooLarge(max_body_size));
@@ -70,23 +82,42 @@ pub async fn prepare(
 
 /// Step 2: runs on the worker's thread until the body is written or the
 /// script stops reading.
-pub fn feed(input: Input, mut stdin: ChildStdin, activity: Activity) {
+pub fn feed(
+    input: Input,
+    mut stdin: ChildStdin,
+    activity: Activity,
+    killer: Killer,
+    fault: BodyFault,
+) {
     tokio::task::spawn_local(async move {
         match input {
             Input::None => {}
             Input::Buffered(data) => {
                 let _ = stdin.write_all(&data).await;
             }
-            Input::Stream { mut body, .. } => {
-                while let Some(Ok(frame)) = body.frame().await {
-                    if let Ok(chunk) = frame.into_data() {
+            Input::Stream { mut body, .. } => loop {
+                activity.waiting_on_client(true);
+                let frame = body.frame().await;
+                activity.waiting_on_client(false);
+                match frame {
+                    None => break,
+                    Some(Ok(frame)) => {
+                        let Ok(chunk) = frame.into_data() else {
+                            continue;
+                        };
                         if stdin.write_all(&chunk).await.is_err() {
                             break;
                         }
                         activity.touch();
                     }
+                    Some(Err(err)) => {
+                        *fault.borrow_mut() = Some(err);
+                        // Dead before `stdin` closes, as this returns.
+                        killer.kill();
+                        return;
+                    }
                 }
-            }
+            },
         }
         let _ = stdin.shutdown().await;
     });

@@ -10,7 +10,10 @@
 //! 4. build the environment from an empty one (`env`, on top of the shared
 //!    `gateway_env`);
 //! 5. spawn the script in its own process group, log its stderr, reap it
-//!    (`process`), and write the body to its stdin (`input`);
+//!    (`process`), and write the body to its stdin (`input`); a body the
+//!    client stops sending (`--body-timeout`) or abandons kills the group
+//!    before its stdin closes: 408 (or a cut response), 499 in the access
+//!    log for a client gone;
 //! 6. read its header block (`output`): too large, malformed, or the
 //!    output ends first → 502; silent for `cgi_timeout` → group killed, 504;
 //! 7. parse the block (`head`) and decide what it means (`response`):
@@ -52,7 +55,7 @@ use crate::gateway_env::GatewayRequest;
 use crate::server::Mount;
 
 pub use error::CgiError;
-use input::Input;
+use input::{BodyFault, Input};
 use lookup::{Lookup, Script};
 use output::Output;
 use process::Tag;
@@ -140,11 +143,14 @@ async fn run(
         });
         let running =
             process::spawn(&script, vars, content_length.is_some(), slot, tag.clone()).await?;
+        let fault = BodyFault::default();
         if let Some(stdin) = running.stdin {
             input::feed(
                 std::mem::replace(&mut input, Input::None),
                 stdin,
                 running.activity.clone(),
+                running.guard.killer(),
+                fault.clone(),
             );
         }
         let mut output = Output::new(
@@ -153,6 +159,7 @@ async fn run(
             running.activity,
             opts.timeout,
             tag,
+            fault,
         );
         // 6. Header block.
         let block = output.read_head().await?;

@@ -13,9 +13,12 @@
 //! sign of life: past it the process group is killed, and the read fails
 //! (504 before the head; after it, the body errors and hyper cuts the
 //! connection, so the client sees an incomplete response rather than a
-//! truncated one that looks whole). At end of output the script gets the
+//! truncated one that looks whole). While the script's input waits for the
+//! client, its silence is not counted. At end of output the script gets the
 //! same time to exit before its group is killed; a dropped body (client
-//! gone) kills the group at once.
+//! gone) kills the group at once. An output that ends because the client's
+//! body broke off (the feeder killed the script) fails with that: the
+//! client's status before the head, a cut after it.
 
 use std::rc::Rc;
 use std::time::Duration;
@@ -25,8 +28,11 @@ use http_body::Frame;
 use tokio::io::AsyncReadExt;
 use tokio::process::ChildStdout;
 
+use tokio::time::Instant;
+
 use super::error::CgiError;
 use super::head::find_end;
+use super::input::BodyFault;
 use super::process::{Activity, Guard, Tag};
 use crate::body::Body;
 
@@ -41,6 +47,7 @@ pub struct Output {
     timeout: Duration,
     buf: BytesMut,
     tag: Rc<Tag>,
+    fault: BodyFault,
 }
 
 impl Output {
@@ -50,6 +57,7 @@ impl Output {
         activity: Activity,
         timeout: Duration,
         tag: Rc<Tag>,
+        fault: BodyFault,
     ) -> Self {
         Output {
             stdout,
@@ -58,16 +66,32 @@ impl Output {
             timeout,
             buf: BytesMut::with_capacity(READ_SIZE),
             tag,
+            fault,
         }
+    }
+
+    /// When the script's silence ends its life: `cgi_timeout` after its
+    /// last sign of it, not while it waits for the client's body bytes.
+    fn deadline(&self) -> Instant {
+        let last = match self.activity.is_waiting_on_client() {
+            true => Instant::now(),
+            false => self.activity.last(),
+        };
+        last + self.timeout
     }
 
     /// One read into `buf`; `Ok(false)` at end of output.
     async fn fill(&mut self) -> Result<bool, CgiError> {
         loop {
-            let deadline = self.activity.last() + self.timeout;
+            let deadline = self.deadline();
             self.buf.reserve(READ_SIZE);
             tokio::select! {
                 read = self.stdout.read_buf(&mut self.buf) => {
+                    // The output ended because the client's body broke off.
+                    if let Some(fault) = self.fault.borrow_mut().take() {
+                        self.guard.kill();
+                        return Err(CgiError::Body(fault));
+                    }
                     return match read {
                         Ok(0) => {
                             self.guard.finished(self.timeout);
@@ -85,7 +109,7 @@ impl Output {
                 }
                 _ = tokio::time::sleep_until(deadline) => {
                     // Input to the script counts as life too: look again.
-                    if self.activity.last() + self.timeout <= tokio::time::Instant::now() {
+                    if self.deadline() <= Instant::now() {
                         self.guard.kill();
                         return Err(CgiError::Timeout(self.timeout));
                     }
@@ -130,6 +154,14 @@ impl Output {
             match out.next_chunk().await {
                 Ok(Some(data)) => Some((Ok(Frame::data(data)), Some(out))),
                 Ok(None) => None,
+                Err(CgiError::Body(fault)) => {
+                    tracing::info!(
+                        script = out.tag.script,
+                        request = out.tag.request,
+                        "CGI response cut, script killed: {fault}"
+                    );
+                    Some((Err(std::io::Error::other(fault)), None))
+                }
                 Err(e) => {
                     tracing::error!(
                         script = out.tag.script,

@@ -11,13 +11,16 @@
 //!    the request);
 //! 3. a reaper task owns the child and the process slot: it waits for the
 //!    exit (so no zombie is left) and releases the slot then; told to stop
-//!    by the [`Guard`], it kills the whole group first.
+//!    by the [`Guard`] (or a [`Killer`]), it kills the whole group first.
 //!
 //! The group is signalled while its leader is not yet reaped (so the id is
 //! still ours), or, after that, only when the output is cut while still
-//! open (a member of the group holds it).
+//! open (a member of the group holds it). A kill while the leader is not
+//! reaped is synchronous: the group is dead before the caller's next step
+//! (the request body's feeder relies on it: a script must never see a clean
+//! end of its stdin when the client's body broke off).
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::process::Stdio;
@@ -46,21 +49,41 @@ pub struct Tag {
 }
 
 /// When the script last showed life (wrote output, or took input); the
-/// timeout counts from here.
+/// timeout counts from here. While the script waits for the client's body
+/// bytes, the silence is the client's (`--body-timeout` bounds it).
 #[derive(Clone)]
-pub struct Activity(Rc<Cell<Instant>>);
+pub struct Activity(Rc<ActivityState>);
+
+struct ActivityState {
+    last: Cell<Instant>,
+    waiting_on_client: Cell<bool>,
+}
 
 impl Activity {
     fn new() -> Self {
-        Activity(Rc::new(Cell::new(Instant::now())))
+        Activity(Rc::new(ActivityState {
+            last: Cell::new(Instant::now()),
+            waiting_on_client: Cell::new(false),
+        }))
     }
 
     pub fn touch(&self) {
-        self.0.set(Instant::now());
+        self.0.last.set(Instant::now());
     }
 
     pub fn last(&self) -> Instant {
-        self.0.get()
+        self.0.last.get()
+    }
+
+    /// The body's feeder waits for the client (`true`) or not any more.
+    pub fn waiting_on_client(&self, waiting: bool) {
+        self.0.waiting_on_client.set(waiting);
+        self.touch();
+    }
+
+    /// The script may be silent because its input is: not its fault.
+    pub fn is_waiting_on_client(&self) -> bool {
+        self.0.waiting_on_client.get()
     }
 }
 
@@ -73,29 +96,75 @@ enum Stop {
     Grace(Duration),
 }
 
-/// Kills the script's process group when dropped, unless told the output
-/// completed (`finished`).
-pub struct Guard {
-    tx: Option<oneshot::Sender<Stop>>,
+/// What the handler's [`Guard`] and the body's [`Killer`] share with the
+/// reaper: the first order given wins.
+struct Control {
+    tx: RefCell<Option<oneshot::Sender<Stop>>>,
+    pgid: Option<Pid>,
+    /// The reaper has reaped the leader: its group id may no longer be ours.
+    reaped: Cell<bool>,
 }
 
-impl Guard {
-    pub fn kill(&mut self) {
-        if let Some(tx) = self.tx.take() {
-            let _ = tx.send(Stop::Now);
+impl Control {
+    /// Kills the group now, unless another order was given first (a
+    /// script given its grace after closing its output keeps it).
+    fn kill(&self) {
+        if self.tx.borrow().is_some() {
+            self.kill_anyway();
         }
     }
 
-    pub fn finished(&mut self, grace: Duration) {
-        if let Some(tx) = self.tx.take() {
-            let _ = tx.send(Stop::Grace(grace));
+    /// Kills the group now, whatever was ordered before.
+    fn kill_anyway(&self) {
+        if !self.reaped.get() {
+            if let Some(pgid) = self.pgid {
+                let _ = killpg(pgid, Signal::SIGKILL);
+            }
         }
+        self.order(Stop::Now);
+    }
+
+    fn order(&self, stop: Stop) {
+        if let Some(tx) = self.tx.borrow_mut().take() {
+            let _ = tx.send(stop);
+        }
+    }
+}
+
+/// Kills the script's process group when dropped, unless told the output
+/// completed (`finished`).
+pub struct Guard(Rc<Control>);
+
+impl Guard {
+    pub fn kill(&mut self) {
+        self.0.kill();
+    }
+
+    pub fn finished(&mut self, grace: Duration) {
+        self.0.order(Stop::Grace(grace));
+    }
+
+    /// A handle that can kill the group too, but does not when dropped.
+    pub fn killer(&self) -> Killer {
+        Killer(self.0.clone())
     }
 }
 
 impl Drop for Guard {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// Kills the script's process group on demand (the request body's feeder,
+/// when the client's body breaks off).
+pub struct Killer(Rc<Control>);
+
+impl Killer {
+    /// Kills the group even if it was given a grace to exit: the script
+    /// may still be reading its stdin.
+    pub fn kill(&self) {
+        self.0.kill_anyway();
     }
 }
 
@@ -144,12 +213,17 @@ pub async fn spawn(
     let stdin = child.stdin.take();
     let pgid = child.id().map(|id| Pid::from_raw(id as i32));
     let (tx, rx) = oneshot::channel();
+    let control = Rc::new(Control {
+        tx: RefCell::new(Some(tx)),
+        pgid,
+        reaped: Cell::new(false),
+    });
     tokio::task::spawn_local(log_stderr(stderr, tag.clone()));
-    tokio::task::spawn_local(reap(child, pgid, slot, rx, tag));
+    tokio::task::spawn_local(reap(child, control.clone(), slot, rx, tag));
     Ok(Running {
         stdin,
         stdout,
-        guard: Guard { tx: Some(tx) },
+        guard: Guard(control),
         activity: Activity::new(),
     })
 }
@@ -157,19 +231,20 @@ pub async fn spawn(
 /// Step 3: wait for the exit, or kill the group when told to.
 async fn reap(
     mut child: Child,
-    pgid: Option<Pid>,
+    control: Rc<Control>,
     slot: OwnedSemaphorePermit,
     mut rx: oneshot::Receiver<Stop>,
     tag: Rc<Tag>,
 ) {
     let kill = || {
-        if let Some(pgid) = pgid {
+        if let Some(pgid) = control.pgid {
             let _ = killpg(pgid, Signal::SIGKILL);
         }
     };
     let stop = tokio::select! {
         biased;
         status = child.wait() => {
+            control.reaped.set(true);
             log_exit(&tag, status, false);
             drop(slot);
             // The leader is gone. Output cut while still open (timeout,

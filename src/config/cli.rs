@@ -173,6 +173,16 @@ pub struct Cli {
     #[arg(long, value_name = "S")]
     pub header_timeout: Option<String>,
 
+    /// Seconds a request body may send no byte while it is being read; past
+    /// it 408 and the connection is closed. [default: 60]
+    #[arg(long, value_name = "S")]
+    pub body_timeout: Option<String>,
+
+    /// Seconds a client may take no response byte; past it the connection
+    /// is closed (an HTTP/2 stream: reset). [default: 60]
+    #[arg(long, value_name = "S")]
+    pub send_timeout: Option<String>,
+
     /// Open connections per worker; past it accepting pauses. [default: 10000]
     #[arg(long, value_name = "N")]
     pub max_connections: Option<usize>,

@@ -82,6 +82,8 @@ pub struct FileLimits {
     pub max_headers: Option<usize>,
     pub header_timeout: Option<Seconds>,
     pub keepalive_timeout: Option<Seconds>,
+    pub body_timeout: Option<Seconds>,
+    pub send_timeout: Option<Seconds>,
     pub max_connections: Option<usize>,
     pub max_body_size: Option<ByteSize>,
     pub max_buffered_body_size: Option<ByteSize>,

@@ -127,6 +127,13 @@ pub struct Limits {
     pub header_timeout: Duration,
     /// Idle time allowed between requests on a keep-alive connection.
     pub keepalive_timeout: Duration,
+    /// A request body from which no byte arrived this long, while a handler
+    /// waits for one: 408 (if no response started) and the connection is
+    /// closed. The client's time, never the app's or an upstream's.
+    pub body_timeout: Duration,
+    /// A client that takes no response byte this long (the socket stays
+    /// full, or an HTTP/2 stream's window stays closed) is closed.
+    pub send_timeout: Duration,
     /// Open connections per worker; past it, accepting pauses.
     pub max_connections: usize,
     /// The most of a request body without a length that is held in memory

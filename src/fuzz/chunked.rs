@@ -182,8 +182,10 @@ async fn through_the_proxy(body: &[u8]) -> Vec<u8> {
         let sender = sender.borrow_mut().take();
         async move {
             if let Some(mut sender) = sender {
-                let (outgoing, _) =
-                    OutgoingBody::new(Some(RequestBody::Http(req.into_body())), u64::MAX);
+                let (outgoing, _) = OutgoingBody::new(
+                    Some(RequestBody::http(req.into_body(), Duration::from_secs(10))),
+                    u64::MAX,
+                );
                 let request = http::Request::post("/")
                     .header(http::header::HOST, "upstream")
                     .body(outgoing)

@@ -120,6 +120,11 @@ impl Launcher for Processes {
 
     fn stop_listening(&mut self) {
         self.stopping = true;
+        // The workers, who hold the sockets too, take what is queued as they
+        // drain; nothing new queues behind them.
+        for listener in &self.listeners {
+            listener.stop_new_connections();
+        }
         self.listeners.clear();
         for path in &self.unix_paths {
             let _ = std::fs::remove_file(path);

@@ -18,7 +18,7 @@ use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
 use super::pool::Lease;
-use crate::body::RequestBody;
+use crate::body::{BodyError, RequestBody};
 
 /// What the exchange needs to know about the request body while hyper's
 /// connection task streams it.
@@ -31,6 +31,12 @@ pub struct Progress {
     /// When the last chunk arrived from the client; a slow upload is not
     /// the upstream's silence.
     pub last: Cell<Instant>,
+    /// The client's body failed (timeout, malformed, gone): the client's
+    /// fault, answered with its status, never held against the server.
+    pub client_fault: std::cell::RefCell<Option<BodyError>>,
+    /// The body waits for the client's next bytes: an upstream that is
+    /// silent meanwhile (waiting for the same bytes) is not late.
+    pub waiting_on_client: Cell<bool>,
 }
 
 /// The client's request body on its way upstream.
@@ -52,6 +58,8 @@ impl OutgoingBody {
             started: Cell::new(false),
             too_large: Cell::new(false),
             last: Cell::new(Instant::now()),
+            client_fault: std::cell::RefCell::new(None),
+            waiting_on_client: Cell::new(false),
         });
         let body = OutgoingBody {
             inner: inner.filter(|b| !b.is_end_stream()),
@@ -76,6 +84,7 @@ impl http_body::Body for OutgoingBody {
             return Poll::Ready(None);
         };
         let poll = Pin::new(inner).poll_frame(cx);
+        this.progress.waiting_on_client.set(poll.is_pending());
         match poll {
             Poll::Ready(Some(Ok(frame))) => {
                 this.progress.started.set(true);
@@ -94,7 +103,10 @@ impl http_body::Body for OutgoingBody {
             }
             Poll::Ready(Some(Err(e))) => {
                 this.progress.started.set(true);
-                Poll::Ready(Some(Err(e)))
+                this.inner = None;
+                let err = io::Error::other(e.clone());
+                *this.progress.client_fault.borrow_mut() = Some(e);
+                Poll::Ready(Some(Err(err)))
             }
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => Poll::Pending,

@@ -38,6 +38,12 @@ pub enum ProxyError {
     /// client's body broke off).
     #[error(transparent)]
     Uwsgi(crate::uwsgi::UwsgiError),
+    /// The client's request body failed: no bytes for `--body-timeout`
+    /// (408), malformed framing (400), or the client went away (400,
+    /// logged 499). The client's fault: no server is marked down, nothing
+    /// is retried.
+    #[error(transparent)]
+    ClientBody(crate::body::BodyError),
     /// A body without a declared length (chunked) for a uwsgi server, whose
     /// protocol needs the length up front: 411.
     #[error("upstream {0}: a request body for a uwsgi server needs a Content-Length")]
@@ -52,6 +58,7 @@ impl ProxyError {
             ProxyError::LengthRequired(_) => StatusCode::LENGTH_REQUIRED,
             ProxyError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::ClientBody(fault) => fault.status(),
         }
     }
 
@@ -83,6 +90,7 @@ impl ProxyError {
                 limit: max_body_size,
             },
             ProxyError::Uwsgi(err) => uwsgi_refusal(err, pool)?,
+            ProxyError::ClientBody(err) => Refusal::Body(err.clone()),
             ProxyError::LengthRequired(_) => return None,
         })
     }

@@ -4,13 +4,18 @@
 //! 2. take an idle connection to it, or open one (`connect_timeout`); a
 //!    failed connect marks a failure and goes on to the next server;
 //! 3. send the request and wait for the response head; the wait ends after
-//!    `read_timeout` without a byte moving either way (→ 504, not retried);
+//!    `read_timeout` without a byte moving either way, not counting time in
+//!    which the request body waits for the client (→ 504, not retried);
 //! 4. on a failure before the head: a request hyper hands back unsent is
 //!    sent again anywhere; one that may have reached the app is sent again
 //!    only when its method is idempotent and it has no body (bodies stream
 //!    and are never kept for a second try). A failure on a reused
 //!    keep-alive connection is the server closing it, not a server fault:
-//!    the retry takes a fresh connection and the server is not blamed.
+//!    the retry takes a fresh connection and the server is not blamed;
+//! 5. a failure caused by the client's body (`Progress::client_fault`: no
+//!    bytes for `--body-timeout`, malformed chunked framing, the client
+//!    gone) is the client's: answered with its status (408, 400), never
+//!    retried, never counted against the server.
 //!
 //! Attempts that go on to another server log a warning here; the failure
 //! the client is answered with is logged once, with its answer
@@ -122,11 +127,14 @@ pub async fn exchange(
                 }
                 Err(err) => err,
             };
-            tried[i] = true;
-            pool.failed(i, &err.to_string());
+            if let Some(fault) = progress.client_fault.take() {
+                return Err(ProxyError::ClientBody(fault));
+            }
             if progress.too_large.get() {
                 return Err(ProxyError::BodyTooLarge);
             }
+            tried[i] = true;
+            pool.failed(i, &err.to_string());
             if !err.reached_upstream() {
                 tracing::warn!("upstream `{}`: {err}; trying the next server", cfg.name);
                 continue;
@@ -188,6 +196,11 @@ pub async fn exchange(
             Err(err) => err,
         };
         lease.discard();
+        // The client's body failing is the client's fault: no server is
+        // blamed, nothing is retried.
+        if let Some(fault) = progress.client_fault.take() {
+            return Err(ProxyError::ClientBody(fault));
+        }
         if progress.too_large.get() {
             return Err(ProxyError::BodyTooLarge);
         }
@@ -247,7 +260,9 @@ async fn open(pool: &Pool, i: usize, fresh_only: bool) -> Result<Conn, ConnectEr
 }
 
 /// Waits for the response head; `None` once neither the upstream socket nor
-/// the client's request body has moved a byte for `limit`.
+/// the client's request body has moved a byte for `limit`. While the body
+/// waits for the client's next bytes the upstream is waiting for them too,
+/// so that time is not counted (`--body-timeout` bounds it).
 async fn head_within<F: Future>(
     fut: F,
     activity: &Activity,
@@ -255,7 +270,13 @@ async fn head_within<F: Future>(
     limit: Duration,
 ) -> Option<F::Output> {
     let mut fut = pin!(fut);
-    let deadline = || Instant::from_std(activity.last()).max(progress.last.get()) + limit;
+    let deadline = || {
+        let last = Instant::from_std(activity.last()).max(progress.last.get());
+        match progress.waiting_on_client.get() {
+            true => Instant::now().max(last) + limit,
+            false => last + limit,
+        }
+    };
     loop {
         let until = deadline();
         tokio::select! {

@@ -9,7 +9,9 @@
 //!    an idle keep-alive connection is closed quietly after the keep-alive
 //!    timeout, and a request head that started arriving but is not complete
 //!    within the header timeout (slowloris) gets `408` and the connection is
-//!    closed;
+//!    closed, and a client whose socket takes no response byte for the send
+//!    timeout is closed (an HTTP/2 stream whose window stays shut is reset
+//!    by `super::send_timeout`);
 //! 4. when the worker drains (`super::drain`), an HTTP/2 connection gets
 //!    GOAWAY at once; an HTTP/1 one closes after its next response (which
 //!    says `Connection: close`), or when idle past the drain grace;
@@ -138,27 +140,63 @@ pub struct ConnState {
     /// hyper is ending the connection so that the socket can be parked:
     /// the socket must stay open.
     parking: AtomicBool,
-    /// The last write did not complete: hyper still holds bytes to send.
-    write_blocked: AtomicBool,
+    /// Since when the socket has taken no byte of what hyper has to send
+    /// (the last write or flush did not complete), as nanoseconds after the
+    /// phase epoch, plus one; 0 while writes complete.
+    write_blocked: AtomicU64,
+    /// A client whose socket stays blocked this long is closed.
+    send_timeout: Duration,
 }
 
 impl ConnState {
-    pub(crate) fn new(header_timeout: Duration, keepalive_timeout: Duration) -> Self {
+    pub(crate) fn new(limits: &crate::config::Limits) -> Self {
         ConnState {
-            phase: PhaseCell::new(header_timeout, keepalive_timeout),
+            phase: PhaseCell::new(limits.header_timeout, limits.keepalive_timeout),
             in_flight: AtomicUsize::new(0),
             http2: AtomicBool::new(false),
             sendfile: Arc::default(),
             parking: AtomicBool::new(false),
-            write_blocked: AtomicBool::new(false),
+            write_blocked: AtomicU64::new(0),
+            send_timeout: limits.send_timeout,
         }
+    }
+
+    /// Records whether a write (or flush) to the client completed: a
+    /// blocked stretch starts at the first one that did not, and ends at
+    /// the next that did. Only the edges read the clock.
+    fn wrote(&self, blocked: bool) {
+        let since = self.write_blocked.load(Relaxed);
+        if blocked && since == 0 {
+            let now = Instant::now().saturating_duration_since(self.phase.epoch);
+            self.write_blocked.store(now.as_nanos() as u64 + 1, Relaxed);
+        } else if !blocked && since != 0 {
+            self.write_blocked.store(0, Relaxed);
+        }
+    }
+
+    fn is_write_blocked(&self) -> bool {
+        self.write_blocked.load(Relaxed) != 0
+    }
+
+    /// When the send timeout closes the connection, while its socket takes
+    /// no byte.
+    fn send_deadline(&self) -> Option<Instant> {
+        match self.write_blocked.load(Relaxed) {
+            0 => None,
+            since => Some(self.phase.epoch + Duration::from_nanos(since - 1) + self.send_timeout),
+        }
+    }
+
+    /// The connection speaks HTTP/2 (its first bytes were the preface).
+    pub fn is_http2(&self) -> bool {
+        self.http2.load(Relaxed)
     }
 
     /// A parked connection's next request is waiting: a new hyper
     /// connection reads it at once.
     fn unparked(&self) {
         self.parking.store(false, Relaxed);
-        self.write_blocked.store(false, Relaxed);
+        self.write_blocked.store(0, Relaxed);
         self.phase.set(PhaseCell::IDLE_NEW);
     }
 
@@ -200,12 +238,14 @@ impl ConnState {
 }
 
 /// What the watchdog decided.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Expiry {
     Idle,
     HeadTimeout,
     /// Idle for `PARK_AFTER` with nothing left to write: leave hyper.
     Park,
+    /// The client's socket took no byte for the send timeout.
+    SendTimeout,
 }
 
 /// Sleeps until the current phase's deadline, re-reading the phase at least
@@ -258,7 +298,10 @@ impl<'a> Watchdog<'a> {
 
     /// The shortest time a phase can last before its deadline.
     fn step(&self) -> Duration {
-        let mut step = self.header_timeout.min(self.state.phase.keepalive_timeout);
+        let mut step = self
+            .header_timeout
+            .min(self.state.phase.keepalive_timeout)
+            .min(self.state.send_timeout);
         if self.can_park {
             step = step.min(PARK_AFTER);
         }
@@ -283,7 +326,7 @@ impl<'a> Watchdog<'a> {
         self.can_park
             && self.drain.is_none()
             && !self.state.http2.load(Relaxed)
-            && !self.state.write_blocked.load(Relaxed)
+            && !self.state.is_write_blocked()
     }
 
     fn arm(&mut self) {
@@ -300,6 +343,12 @@ impl<'a> Watchdog<'a> {
             Phase::Head { since } => (since + self.header_timeout, Some(Expiry::HeadTimeout)),
             Phase::Busy => (now + self.step, None),
         };
+        // A client that takes no byte is closed at its send deadline, busy
+        // or not (what hyper still holds for it would wait forever).
+        let (deadline, expiry) = match self.state.send_deadline() {
+            Some(send) if expiry.is_none() || send < deadline => (send, Some(Expiry::SendTimeout)),
+            _ => (deadline, expiry),
+        };
         self.sleep.as_mut().reset(deadline.min(now + self.step));
         self.armed = Some((phase, deadline, expiry));
         self.registered = false;
@@ -308,7 +357,12 @@ impl<'a> Watchdog<'a> {
     /// The timer fired: is what it was set for due (the phase unchanged)?
     fn due(&self, phase: Phase, deadline: Instant, expiry: Option<Expiry>) -> Option<Expiry> {
         let expiry = expiry?;
-        let due = self.state.phase.get() == phase && Instant::now() >= deadline;
+        let unchanged = match expiry {
+            // The same blocked stretch, whatever requests began or ended.
+            Expiry::SendTimeout => self.state.send_deadline() == Some(deadline),
+            _ => self.state.phase.get() == phase,
+        };
+        let due = unchanged && Instant::now() >= deadline;
         (due && (!matches!(expiry, Expiry::Park) || self.parkable())).then_some(expiry)
     }
 }
@@ -405,7 +459,7 @@ impl<S: AsyncWrite + SendfileSocket + Unpin> AsyncWrite for Watched<S> {
     ) -> Poll<std::io::Result<usize>> {
         let Watched { inner, state, .. } = self.get_mut();
         let result = state.sendfile.poll_write(inner, cx, bufs);
-        state.write_blocked.store(result.is_pending(), Relaxed);
+        state.wrote(result.is_pending());
         result
     }
 
@@ -414,7 +468,10 @@ impl<S: AsyncWrite + SendfileSocket + Unpin> AsyncWrite for Watched<S> {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        // TLS takes writes into its buffer and blocks in the flush.
+        let result = Pin::new(&mut self.inner).poll_flush(cx);
+        self.state.wrote(result.is_pending());
+        result
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -499,10 +556,7 @@ where
     S: AsyncRead + AsyncWrite + SendfileSocket + Park + Unpin + Send + 'static,
 {
     let limits = &shared.limits;
-    let state = Arc::new(ConnState::new(
-        limits.header_timeout,
-        limits.keepalive_timeout,
-    ));
+    let state = Arc::new(ConnState::new(limits));
     let ctx = Rc::new(RequestContext {
         shared: shared.clone(),
         state: state.clone(),
@@ -610,12 +664,16 @@ fn service_for(
     Future = impl Future<Output = Result<http::Response<service::LoggedBody>, std::convert::Infallible>>,
 > {
     let ctx = ctx.clone();
+    let body_timeout = ctx.shared.limits.body_timeout;
     // hyper keeps room for this future in every connection it serves; it
     // is kept small (about 2 KiB: the rare handlers' futures
     // are boxed) rather than boxed per request, which measured 700 more
     // instructions per request.
     hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-        service::handle(req.map(RequestBody::Http), ctx.clone())
+        service::handle(
+            req.map(|body| RequestBody::http(body, body_timeout)),
+            ctx.clone(),
+        )
     })
 }
 
@@ -747,6 +805,18 @@ where
                     send_request_timeout(shared, peer);
                     return Drove::Closed;
                 }
+                Expiry::SendTimeout => {
+                    // Dropping hyper's connection ends the request in
+                    // flight (its access-log line is written) and frees
+                    // what fed it (a Python thread, a script, an upstream).
+                    tracing::info!(
+                        peer = ?peer.addr,
+                        "the client took no response bytes for {:?}; connection closed \
+                         (--send-timeout / [limits] send_timeout)",
+                        limits.send_timeout
+                    );
+                    return Drove::Closed;
+                }
                 // hyper's HTTP/1 connection, idle: it ends at once and writes
                 // nothing; the socket stays open (`Watched::poll_shutdown`)
                 // for the caller to take back with what hyper read.
@@ -857,5 +927,58 @@ mod tests {
         assert!(
             matches!(cell.get(), Phase::Idle { limit, .. } if limit == Duration::from_secs(75))
         );
+    }
+
+    fn limits(send_timeout: Duration) -> crate::config::Limits {
+        crate::config::Limits {
+            max_uri_length: 8192,
+            max_header_bytes: 16384,
+            max_headers: 100,
+            header_timeout: Duration::from_secs(10),
+            keepalive_timeout: Duration::from_secs(75),
+            body_timeout: Duration::from_secs(60),
+            send_timeout,
+            max_buffered_body_size: 1 << 20,
+            max_connections: 10,
+        }
+    }
+
+    /// Runs the watchdog for `secs` of (paused) time; what it decided, if
+    /// anything.
+    async fn watch_for(dog: Pin<&mut Watchdog<'_>>, secs: u64) -> Option<Expiry> {
+        tokio::select! {
+            expiry = dog => Some(expiry),
+            _ = tokio::time::sleep(Duration::from_secs(secs)) => None,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_socket_that_takes_no_byte_for_the_send_timeout_is_closed() {
+        let state = ConnState::new(&limits(Duration::from_secs(60)));
+        state.request_started();
+        let mut dog = pin!(Watchdog::new(&state, Duration::from_secs(10), false, None));
+        // A busy connection whose writes complete is never due.
+        state.wrote(false);
+        assert_eq!(watch_for(dog.as_mut(), 300).await, None);
+        // The socket fills; a byte taken at 59 s starts the wait again.
+        state.wrote(true);
+        assert_eq!(watch_for(dog.as_mut(), 59).await, None);
+        state.wrote(false);
+        state.wrote(true);
+        let blocked = Instant::now();
+        assert_eq!(watch_for(dog.as_mut(), 61).await, Some(Expiry::SendTimeout));
+        assert_eq!(
+            blocked.elapsed(),
+            Duration::from_secs(60),
+            "at the limit, not after a step"
+        );
+        // The request having ended changes nothing: what hyper still holds
+        // for this client would wait forever.
+        let state = ConnState::new(&limits(Duration::from_secs(5)));
+        state.request_started();
+        let mut dog = pin!(Watchdog::new(&state, Duration::from_secs(10), false, None));
+        state.wrote(true);
+        state.request_finished();
+        assert_eq!(watch_for(dog.as_mut(), 6).await, Some(Expiry::SendTimeout));
     }
 }

@@ -59,6 +59,21 @@ impl BoundListener {
             .map_err(std::io::Error::from)
     }
 
+    /// Stops the kernel from completing new connections on this listener,
+    /// keeping those it has queued (see [`stop_new_connections`]); call it
+    /// when the service stops, never on a reload.
+    pub fn stop_new_connections(&self) {
+        if let BoundListener::Tcp(l) = self {
+            if let Err(err) = stop_new_connections(l.as_raw_fd()) {
+                tracing::warn!(
+                    "listener {}: cannot stop new connections before closing ({err}); \
+                     connections queued at the close will be reset",
+                    self.display_addr()
+                );
+            }
+        }
+    }
+
     /// Rebuilds a listener from a descriptor inherited from the master.
     pub fn from_inherited(fd: OwnedFd, addr: &ListenAddr) -> Self {
         match addr {
@@ -116,4 +131,82 @@ fn bind_unix(path: &PathBuf) -> std::io::Result<std::os::unix::net::UnixListener
     Ok(std::os::unix::net::UnixListener::from(OwnedFd::from(
         socket,
     )))
+}
+
+/// Closing a listening socket resets every connection the kernel completed
+/// and queued on it, though their clients may already have sent a request.
+/// So before the last process holding a TCP listener closes it, this makes
+/// the kernel drop new connection attempts (a pure SYN: the client retries,
+/// then finds the port closed, and has sent nothing) while a handshake under
+/// way still completes (its final ACK passes); the queue can then be taken
+/// to its end and the socket closed without resetting anyone.
+///
+/// A classic BPF socket filter; for TCP it sees each segment from its TCP
+/// header, whose byte 13 holds the flags.
+pub fn stop_new_connections(fd: RawFd) -> std::io::Result<()> {
+    use nix::libc::{sock_filter, sock_fprog, BPF_ABS, BPF_ALU, BPF_AND, BPF_B, BPF_JEQ};
+    use nix::libc::{BPF_JMP, BPF_K, BPF_LD, BPF_RET, SOL_SOCKET, SO_ATTACH_FILTER};
+    const SYN: u32 = 0x02;
+    const ACK: u32 = 0x10;
+    let op = |code: u32, jt: u8, jf: u8, k: u32| sock_filter {
+        code: code as u16,
+        jt,
+        jf,
+        k,
+    };
+    let program = [
+        op(BPF_LD | BPF_B | BPF_ABS, 0, 0, 13),
+        op(BPF_ALU | BPF_AND | BPF_K, 0, 0, SYN | ACK),
+        // A SYN without ACK opens a connection: drop it; keep the rest.
+        op(BPF_JMP | BPF_JEQ | BPF_K, 0, 1, SYN),
+        op(BPF_RET | BPF_K, 0, 0, 0),
+        op(BPF_RET | BPF_K, 0, 0, u32::MAX),
+    ];
+    let fprog = sock_fprog {
+        len: program.len() as u16,
+        filter: program.as_ptr().cast_mut(),
+    };
+    // SAFETY: `fprog` points at `program`, both alive for the call; the
+    // kernel copies the program and keeps no pointer to it.
+    let rc = unsafe {
+        nix::libc::setsockopt(
+            fd,
+            SOL_SOCKET,
+            SO_ATTACH_FILTER,
+            std::ptr::addr_of!(fprog).cast(),
+            std::mem::size_of::<sock_fprog>() as nix::libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::os::fd::AsRawFd;
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn a_listener_stopped_for_new_connections_keeps_its_queue() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut queued = TcpStream::connect(addr).unwrap();
+        queued.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+        stop_new_connections(listener.as_raw_fd()).unwrap();
+        // A new attempt's SYN is dropped: it does not complete.
+        let late = TcpStream::connect_timeout(&addr, Duration::from_millis(300));
+        assert!(late.is_err(), "a connection completed after the stop");
+        // What was queued is still there, with its request.
+        let (mut taken, _) = listener.accept().unwrap();
+        let mut request = [0u8; 18];
+        taken.read_exact(&mut request).unwrap();
+        assert_eq!(&request, b"GET / HTTP/1.1\r\n\r\n");
+    }
 }

@@ -11,6 +11,7 @@ mod head;
 mod lifecycle;
 pub mod listener;
 mod park;
+mod send_timeout;
 mod service;
 mod tls;
 
@@ -57,16 +58,19 @@ pub enum ServerError {
     },
 }
 
-/// Executor for HTTP/2 stream tasks: they stay on this worker's thread.
+/// Executor for HTTP/2 stream tasks: they stay on this worker's thread,
+/// each bounded by the send timeout (`send_timeout`).
 #[derive(Clone, Copy)]
-struct LocalExec;
+struct LocalExec {
+    send_timeout: Duration,
+}
 
 impl<F> hyper::rt::Executor<F> for LocalExec
 where
     F: std::future::Future + 'static,
 {
     fn execute(&self, fut: F) {
-        tokio::task::spawn_local(fut);
+        tokio::task::spawn_local(send_timeout::watch_stream(fut, self.send_timeout));
     }
 }
 
@@ -129,7 +133,9 @@ impl Shared {
         wsgi: Option<WsgiRuntime>,
     ) -> Result<Self, ServerError> {
         let limits = config.limits.clone();
-        let mut http = auto::Builder::new(LocalExec);
+        let mut http = auto::Builder::new(LocalExec {
+            send_timeout: limits.send_timeout,
+        });
         http1_settings!(http.http1(), limits);
         let mut http1 = http1::Builder::new();
         http1_settings!(http1, limits);
@@ -253,6 +259,12 @@ pub fn run_worker(
         let recycle = wsgi.as_ref().map(WsgiRuntime::recycle_signal);
         let shared = Rc::new(Shared::new(config, shutdown, wsgi)?);
         let permits = Arc::new(Semaphore::new(config.limits.max_connections));
+        // Without a master, this process holds the only copy of its
+        // listening sockets: closing them would reset what is queued.
+        let sole_holder: Vec<std::os::fd::RawFd> = match parent.supervised() {
+            true => Vec::new(),
+            false => listeners.iter().map(BoundListener::raw_fd).collect(),
+        };
         for (bound, listener_config) in listeners.into_iter().zip(&config.listeners) {
             let tls = listener_config
                 .tls
@@ -295,6 +307,11 @@ pub fn run_worker(
             config.graceful_timeout,
             config.drain_grace
         );
+        for &fd in &sole_holder {
+            if let Err(err) = listener::stop_new_connections(fd) {
+                tracing::warn!("cannot stop new connections before closing a listener: {err}");
+            }
+        }
         start_drain(&shared, &stop);
         drain_connections(&shared, config.graceful_timeout).await;
         Ok(())

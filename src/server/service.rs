@@ -32,8 +32,9 @@ use tokio::time::Instant;
 
 use super::conn::{ConnState, Peer};
 use super::head::{self, Early};
+use super::send_timeout;
 use super::Shared;
-use crate::body::Body;
+use crate::body::{Body, Fault};
 use crate::cgi;
 use crate::config::{Handler, Limits};
 use crate::log::Entry;
@@ -111,6 +112,11 @@ pub async fn handle(
     }
     if let Some(log) = log.as_mut() {
         log.status = response.status().as_u16();
+    }
+    if ctx.state.is_http2() {
+        if let Some(stall) = send_timeout::current_stream() {
+            response = response.map(|body| Body::stream(send_timeout::Reporting::new(body, stall)));
+        }
     }
     Ok(response.map(|body| LoggedBody {
         inner: body,
@@ -275,6 +281,9 @@ struct LogFields {
     referer: Option<String>,
     user_agent: Option<String>,
     host: Option<String>,
+    /// Set when the request body failed: the logged status says so
+    /// (408, 400, 499) whatever the response was.
+    body_fault: Option<Arc<Fault>>,
 }
 
 impl LogFields {
@@ -296,6 +305,7 @@ impl LogFields {
             referer: text(header::REFERER),
             user_agent: text(header::USER_AGENT),
             host: text(header::HOST).or_else(|| req.uri().authority().map(|a| a.to_string())),
+            body_fault: req.body().fault(),
         }
     }
 }
@@ -344,7 +354,11 @@ impl Drop for LoggedBody {
                 method: &f.method,
                 target: &f.target,
                 version: f.version,
-                status: f.status,
+                status: f
+                    .body_fault
+                    .as_ref()
+                    .and_then(|fault| fault.log_status())
+                    .unwrap_or(f.status),
                 bytes: self.bytes,
                 duration: f.started.elapsed(),
                 referer: f.referer.as_deref(),

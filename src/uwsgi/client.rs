@@ -24,7 +24,7 @@
 //!    request may be retried on another server);
 //! 3. write the packet, then stream the body, each write within `send`;
 //!    meanwhile read the response head (an app may answer before it has
-//!    read the body), each read within `read`;
+//!    read the body); once the body is sent, each read within `read`;
 //! 4. parse the head with `httparse` (status line + fields, at most
 //!    [`MAX_HEAD`] bytes; `1xx` heads are skipped);
 //! 5. return the response; its body streams from the socket (to its
@@ -292,15 +292,24 @@ impl Exchange {
         let mut upload_err = None;
         let mut buf = BytesMut::with_capacity(4096);
         let head = loop {
-            let read_head = read_head(&mut rd, &mut buf, &self.target, self.timeouts.read);
+            // While the body is still going up, the upstream may be waiting
+            // for it: its silence is not late. The upload's own limits
+            // bound that time (`send` for the upstream, the body's timeout
+            // for the client).
+            let read_timeout = upload.is_none().then_some(self.timeouts.read);
+            let read_head = read_head(&mut rd, &mut buf, &self.target, read_timeout);
             let result = match upload.as_mut() {
                 None => read_head.await,
                 Some(up) => tokio::select! {
                     head = read_head => head,
                     sent = up => {
                         upload = None;
-                        if let Err(err) = sent {
-                            upload_err = Some(err);
+                        match sent {
+                            // The client's body broke off: the app cannot
+                            // answer a request it got half of.
+                            Err(err @ UwsgiError::Body { .. }) => return Err(err),
+                            Err(err) => upload_err = Some(err),
+                            Ok(()) => {}
                         }
                         continue;
                     }
@@ -424,7 +433,7 @@ async fn read_head<R: AsyncRead + Unpin>(
     rd: &mut R,
     buf: &mut BytesMut,
     target: &str,
-    read_timeout: Duration,
+    read_timeout: Option<Duration>,
 ) -> Result<Head, UwsgiError> {
     let bad = |reason: String| UwsgiError::BadResponse {
         target: target.to_string(),
@@ -448,7 +457,12 @@ async fn read_head<R: AsyncRead + Unpin>(
             return Err(bad(format!("head larger than {MAX_HEAD} bytes")));
         }
         buf.reserve(4096);
-        match tokio::time::timeout(read_timeout, rd.read_buf(buf)).await {
+        let read = rd.read_buf(buf);
+        let read = match read_timeout {
+            Some(limit) => tokio::time::timeout(limit, read).await,
+            None => Ok(read.await),
+        };
+        match read {
             Err(_) => {
                 return Err(UwsgiError::Timeout {
                     target: target.to_string(),

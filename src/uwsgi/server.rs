@@ -12,11 +12,15 @@
 //! 4. write the response as HTTP/1.1 (status line, fields, body) — the
 //!    form every uwsgi front expects. Writing needs no parser, so hyper is
 //!    not involved: the body ends with the connection (or its
-//!    Content-Length, added when the size is known), `Connection: close`;
+//!    Content-Length, added when the size is known), `Connection: close`.
+//!    A front that takes no byte for `--send-timeout` is cut off, as an
+//!    HTTP client would be; the body timeout applies to the request body
+//!    as on HTTP (`crate::body::RequestBody`);
 //! 5. shut our side down, and give the front a moment to finish sending a
 //!    body nobody read, so that closing does not reset the connection under
 //!    the response it is still reading.
 
+use std::future::Future;
 use std::io::Write as _;
 use std::pin::{pin, Pin};
 use std::rc::Rc;
@@ -48,7 +52,8 @@ where
     S: AsyncRead + AsyncWrite + Unpin + 'static,
 {
     let limits = &shared.limits;
-    let (mut rd, mut wr) = tokio::io::split(socket);
+    let (mut rd, wr) = tokio::io::split(socket);
+    let mut wr = SendTimed::new(wr, limits.send_timeout);
     // 1. The packet.
     let limit = limits.max_header_bytes + limits.max_uri_length;
     let read = tokio::time::timeout(limits.header_timeout, codec::read_packet(&mut rd, limit));
@@ -64,18 +69,14 @@ where
     };
     // 3. Handler and body pump, side by side.
     let (tx, rx) = mpsc::channel(1);
-    let body = PacketBody {
-        rx,
-        remaining: decided.content_length,
-    };
-    let req = decided.request.map(|()| RequestBody::Uwsgi(body));
+    let body = PacketBody::new(rx, decided.content_length);
+    let req = decided
+        .request
+        .map(|()| RequestBody::uwsgi(body, limits.body_timeout));
     let head_only = req.method() == Method::HEAD;
     let ctx = Rc::new(RequestContext {
         shared: shared.clone(),
-        state: std::sync::Arc::new(ConnState::new(
-            limits.header_timeout,
-            limits.keepalive_timeout,
-        )),
+        state: std::sync::Arc::new(ConnState::new(limits)),
         peer: decided.peer,
     });
     let respond = async move {
@@ -94,8 +95,15 @@ where
             _ = &mut pump, if pumping => pumping = false,
         }
     };
-    if let Err(err) = written {
-        tracing::debug!(peer = ?decided.peer.addr, "uwsgi response cut: {err}");
+    match written {
+        Err(err) if err.kind() == std::io::ErrorKind::TimedOut => tracing::info!(
+            peer = ?decided.peer.addr,
+            "uwsgi: the front took no response bytes for {:?}; connection closed \
+             (--send-timeout / [limits] send_timeout)",
+            limits.send_timeout
+        ),
+        Err(err) => tracing::debug!(peer = ?decided.peer.addr, "uwsgi response cut: {err}"),
+        Ok(()) => {}
     }
     if pumping {
         let _ = tokio::time::timeout(DRAIN_TIMEOUT, pump).await;
@@ -145,6 +153,13 @@ pub struct PacketBody {
     remaining: u64,
 }
 
+impl PacketBody {
+    /// `remaining` bytes, as the pump sends them on `rx`.
+    pub(crate) fn new(rx: mpsc::Receiver<std::io::Result<Bytes>>, remaining: u64) -> Self {
+        PacketBody { rx, remaining }
+    }
+}
+
 impl http_body::Body for PacketBody {
     type Data = Bytes;
     type Error = std::io::Error;
@@ -182,6 +197,66 @@ impl http_body::Body for PacketBody {
 
     fn size_hint(&self) -> SizeHint {
         SizeHint::with_exact(self.remaining)
+    }
+}
+
+/// The socket towards the front: a write, flush or shutdown that makes no
+/// progress for `limit` fails with `TimedOut`.
+struct SendTimed<W> {
+    inner: W,
+    limit: Duration,
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<W> SendTimed<W> {
+    fn new(inner: W, limit: Duration) -> Self {
+        SendTimed {
+            inner,
+            limit,
+            stalled: None,
+        }
+    }
+
+    /// Times `poll`: the stall timer runs while it is pending.
+    fn timed<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        poll: impl FnOnce(Pin<&mut W>, &mut Context<'_>) -> Poll<std::io::Result<T>>,
+    ) -> Poll<std::io::Result<T>>
+    where
+        W: Unpin,
+    {
+        if let Poll::Ready(result) = poll(Pin::new(&mut self.inner), cx) {
+            self.stalled = None;
+            return Poll::Ready(result);
+        }
+        let limit = self.limit;
+        let timer = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        std::task::ready!(timer.as_mut().poll(cx));
+        Poll::Ready(Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "send timeout: the front stopped reading",
+        )))
+    }
+}
+
+impl<W: AsyncWrite + Unpin> AsyncWrite for SendTimed<W> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.get_mut().timed(cx, |w, cx| w.poll_write(cx, data))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.get_mut().timed(cx, |w, cx| w.poll_flush(cx))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.get_mut().timed(cx, |w, cx| w.poll_shutdown(cx))
     }
 }
 
@@ -255,4 +330,40 @@ fn push_field(out: &mut Vec<u8>, name: &str, value: &HeaderValue) {
     out.extend_from_slice(b": ");
     out.extend_from_slice(value.as_bytes());
     out.extend_from_slice(b"\r\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::time::Instant;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_front_that_takes_no_byte_for_the_send_timeout_is_cut_off() {
+        let limit = Duration::from_secs(60);
+        // The front never reads: 16 bytes fit, then every write waits.
+        let (ours, _front) = tokio::io::duplex(16);
+        let mut wr = SendTimed::new(ours, limit);
+        let started = Instant::now();
+        let err = wr.write_all(&[b'x'; 64]).await.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+        assert_eq!(started.elapsed(), limit);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_front_that_keeps_reading_is_not_cut_off() {
+        let (ours, mut front) = tokio::io::duplex(16);
+        let reader = tokio::spawn(async move {
+            let mut got = Vec::new();
+            let mut buf = [0u8; 16];
+            while got.len() < 64 {
+                tokio::time::sleep(Duration::from_secs(50)).await;
+                let n = front.read(&mut buf).await.unwrap();
+                got.extend_from_slice(&buf[..n]);
+            }
+            got
+        });
+        let mut wr = SendTimed::new(ours, Duration::from_secs(60));
+        wr.write_all(&[b'x'; 64]).await.unwrap();
+        assert_eq!(reader.await.unwrap(), vec![b'x'; 64]);
+    }
 }

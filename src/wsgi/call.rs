@@ -9,11 +9,14 @@
 //!    is the whole declared Content-Length goes with the head, like a list);
 //! 6. always call the iterable's `close()`, also on error and disconnect;
 //! 7. errors: before the head → 500 (413 if the body was too large) and
-//!    the traceback in the error log; after it → the connection is cut.
+//!    the traceback in the error log; after it → the connection is cut;
+//! 8. a request body the client failed to send (timeout, malformed, gone)
+//!    decides the answer whatever the app did: 408 or 400 with one log
+//!    line and no traceback, or a cut connection when the app's head was
+//!    already out. The app never gets to send its own answer after the
+//!    failure (`Responder::send_head`).
 
 use std::os::fd::{AsFd, BorrowedFd};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use http::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
@@ -23,7 +26,7 @@ use pyo3::types::{PyList, PyTuple};
 
 use super::env_cache::EnvCache;
 use super::environ::{self, RequestView};
-use super::input::{Input, Source};
+use super::input::{Failure, Input, Outcome, Source};
 use super::interpreter::traceback_text;
 use super::pipe::{BodyPlan, Head};
 use super::start_response::{self, body_bytes, lock, Responder, SendError, Shared, StartResponse};
@@ -33,18 +36,29 @@ use crate::refusal::{self, Refusal};
 
 pub fn run(py: Python<'_>, cache: &mut EnvCache, app: &Bound<'_, PyAny>, mut job: Job) {
     let responder = Responder::new(job.pipe.clone(), job.tag.clone());
-    // Set by the input when the body passes max_body_size (never without one).
-    let (input, overflowed) = match job.input.take().unwrap_or_default() {
+    // Set by the input when reading the body fails (never without one).
+    let (input, read) = match job.input.take().unwrap_or_default() {
         Source::Empty => (Ok(cache.empty_input(py)), None),
         source => {
-            let flag = Arc::new(AtomicBool::new(false));
-            let input = Input::new(source, job.max_body_size, flag.clone());
-            (Bound::new(py, input).map(Bound::into_any), Some(flag))
+            let read = Outcome::default();
+            lock(&responder).input = Some(read.clone());
+            let input = Input::new(source, job.max_body_size, read.clone());
+            (Bound::new(py, input).map(Bound::into_any), Some(read))
         }
     };
     let outcome = input.and_then(|input| call_app(py, cache, app, &job, input, &responder));
+    let failure = read.as_ref().and_then(|read| read.get());
+    if let Some(fault) = failure.and_then(Failure::client) {
+        // Step 8: whatever the app did, caught the error or not.
+        if let Err(err) = &outcome {
+            tracing::debug!(request = %job.tag, "after its request body failed, the WSGI app raised: {err}");
+        }
+        refusal::log(&Refusal::Body(fault.clone()), scope(&job));
+        lock(&responder).answer_fault(fault);
+        return;
+    }
     if let Err(err) = outcome {
-        let overflowed = overflowed.is_some_and(|flag| flag.load(Ordering::Relaxed));
+        let overflowed = matches!(failure, Some(Failure::TooLarge(_)));
         if overflowed {
             log_overflow(&job);
         }
@@ -59,16 +73,20 @@ fn log_overflow(job: &Job) {
         declared: None,
         limit: job.max_body_size,
     };
+    refusal::log(&refusal, scope(job));
+}
+
+/// Where the request's refusals happened, for their log line.
+fn scope(job: &Job) -> refusal::Scope<'_> {
     let route = if job.script_name.is_empty() {
         "/"
     } else {
         &job.script_name
     };
-    let scope = refusal::Scope {
+    refusal::Scope {
         route: Some(route),
         peer: &job.client.remote_addr,
-    };
-    refusal::log(&refusal, scope);
+    }
 }
 
 fn call_app(
@@ -182,6 +200,10 @@ fn ignore_disconnect(e: SendError) -> Result<(), SendError> {
 /// Content-Length cuts the connection (a clean end would lie to the client).
 fn finish(responder: &Shared) -> PyResult<()> {
     let mut r = lock(responder);
+    // A body that broke off is answered by `run`, never ended cleanly here.
+    if r.client_fault().is_some() {
+        return Ok(());
+    }
     if !r.head_sent {
         if let Some(n) = r.content_length.filter(|&n| n > 0) {
             tracing::error!(request = %r.tag, "WSGI app declared Content-Length {n} but sent no body; connection closed");

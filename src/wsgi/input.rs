@@ -7,13 +7,21 @@
 //! with the GIL released while waiting. hyper sends `100 Continue` only when
 //! the body is first read, so an app that never reads never invites it.
 //! A body longer than the route's `max_body_size` raises OSError and the
-//! request answers 413 if the app has not started its response.
+//! request answers 413 if the app has not started its response. A body the
+//! client failed to send (no bytes for `--body-timeout`, broken chunked
+//! framing, the client gone) raises OSError too, and the request answers
+//! 408 or 400 whatever the app does (`super::call`).
+//!
+//! A failure sticks: every later read raises again, so an app that catches
+//! the error never sees the end of a body that did not arrive whole. Time
+//! spent waiting for the client's bytes is the client's, not the app's:
+//! `--timeout` does not count it (`super::pool::waiting_on_client`).
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
-use crate::body::RequestBody;
+use crate::body::{BodyError, RequestBody};
 use bytes::{Buf, Bytes, BytesMut};
+use futures_executor::block_on;
 use http_body_util::BodyExt;
 use pyo3::exceptions::PyOSError;
 use pyo3::prelude::*;
@@ -31,6 +39,37 @@ pub enum Source {
     Streaming(RequestBody),
 }
 
+/// Why the body could not be read to its end.
+#[derive(Debug, Clone)]
+pub enum Failure {
+    /// Past the route's `max_body_size` (this many bytes): 413.
+    TooLarge(u64),
+    /// The client's doing: 408 or 400 (`BodyError::status`).
+    Client(BodyError),
+}
+
+impl Failure {
+    fn to_pyerr(&self) -> PyErr {
+        match self {
+            Failure::TooLarge(limit) => PyOSError::new_err(format!(
+                "request body larger than the route's max_body_size ({limit} bytes)"
+            )),
+            Failure::Client(err) => PyOSError::new_err(format!("request body: {err}")),
+        }
+    }
+
+    /// The client's failure, if it is one.
+    pub fn client(&self) -> Option<&BodyError> {
+        match self {
+            Failure::Client(err) => Some(err),
+            Failure::TooLarge(_) => None,
+        }
+    }
+}
+
+/// Set once, when reading the body failed; the request's answer follows it.
+pub type Outcome = Arc<OnceLock<Failure>>;
+
 struct State {
     buf: BytesMut,
     source: Option<RequestBody>,
@@ -42,11 +81,11 @@ struct State {
 #[pyclass(module = "portico")]
 pub struct Input {
     state: Mutex<State>,
-    overflowed: Arc<AtomicBool>,
+    outcome: Outcome,
 }
 
 impl Input {
-    pub fn new(source: Source, limit: u64, overflowed: Arc<AtomicBool>) -> Self {
+    pub fn new(source: Source, limit: u64, outcome: Outcome) -> Self {
         let (buf, source) = match source {
             Source::Empty => (BytesMut::new(), None),
             Source::Buffered(bytes) => (BytesMut::from(bytes), None),
@@ -59,7 +98,7 @@ impl Input {
                 received: 0,
                 limit,
             }),
-            overflowed,
+            outcome,
         }
     }
 
@@ -81,43 +120,41 @@ impl Input {
 
 impl State {
     /// Reads one more piece from the socket; false at the end of the body.
-    fn fill(&mut self, py: Python<'_>, overflowed: &AtomicBool) -> PyResult<bool> {
+    fn fill(&mut self, py: Python<'_>, outcome: &Outcome) -> PyResult<bool> {
+        if let Some(failed) = outcome.get() {
+            return Err(failed.to_pyerr());
+        }
         let Some(body) = self.source.as_mut() else {
             return Ok(false);
         };
-        let frame = py.detach(|| futures_executor::block_on(body.frame()));
-        match frame {
+        let frame = py.detach(|| super::pool::waiting_on_client(|| block_on(body.frame())));
+        let failure = match frame {
             None => {
                 self.source = None;
-                Ok(false)
+                return Ok(false);
             }
             Some(Ok(frame)) => {
-                if let Ok(data) = frame.into_data() {
-                    self.received += data.len() as u64;
-                    if self.received > self.limit {
-                        self.source = None;
-                        overflowed.store(true, Ordering::Relaxed);
-                        return Err(PyOSError::new_err(format!(
-                            "request body larger than the route's max_body_size ({} bytes)",
-                            self.limit
-                        )));
-                    }
+                let Ok(data) = frame.into_data() else {
+                    return Ok(true);
+                };
+                self.received += data.len() as u64;
+                if self.received <= self.limit {
                     self.buf.extend_from_slice(&data);
+                    return Ok(true);
                 }
-                Ok(true)
+                Failure::TooLarge(self.limit)
             }
-            Some(Err(err)) => {
-                self.source = None;
-                Err(PyOSError::new_err(format!(
-                    "client connection failed while sending the request body: {err}"
-                )))
-            }
-        }
+            Some(Err(err)) => Failure::Client(err),
+        };
+        self.source = None;
+        let err = failure.to_pyerr();
+        let _ = outcome.set(failure);
+        Err(err)
     }
 
     /// Up to `size` bytes (all when `None`).
-    fn read(&mut self, py: Python<'_>, size: Option<usize>, flag: &AtomicBool) -> PyResult<Bytes> {
-        while size.is_none_or(|n| self.buf.len() < n) && self.fill(py, flag)? {}
+    fn read(&mut self, py: Python<'_>, size: Option<usize>, outcome: &Outcome) -> PyResult<Bytes> {
+        while size.is_none_or(|n| self.buf.len() < n) && self.fill(py, outcome)? {}
         let n = size.map_or(self.buf.len(), |n| n.min(self.buf.len()));
         Ok(self.buf.split_to(n).freeze())
     }
@@ -127,7 +164,7 @@ impl State {
         &mut self,
         py: Python<'_>,
         size: Option<usize>,
-        flag: &AtomicBool,
+        outcome: &Outcome,
     ) -> PyResult<Bytes> {
         let mut scanned = 0;
         loop {
@@ -137,7 +174,7 @@ impl State {
                 return Ok(self.buf.split_to(n).freeze());
             }
             scanned = self.buf.len();
-            if size.is_some_and(|s| self.buf.len() >= s) || !self.fill(py, flag)? {
+            if size.is_some_and(|s| self.buf.len() >= s) || !self.fill(py, outcome)? {
                 let n = size.map_or(self.buf.len(), |s| s.min(self.buf.len()));
                 return Ok(self.buf.split_to(n).freeze());
             }
@@ -154,13 +191,13 @@ fn limit(size: Option<isize>) -> Option<usize> {
 impl Input {
     #[pyo3(signature = (size=None))]
     fn read<'py>(&self, py: Python<'py>, size: Option<isize>) -> PyResult<Bound<'py, PyBytes>> {
-        let data = self.with_state(|s| s.read(py, limit(size), &self.overflowed))?;
+        let data = self.with_state(|s| s.read(py, limit(size), &self.outcome))?;
         Ok(PyBytes::new(py, data.chunk()))
     }
 
     #[pyo3(signature = (size=None))]
     fn readline<'py>(&self, py: Python<'py>, size: Option<isize>) -> PyResult<Bound<'py, PyBytes>> {
-        let data = self.with_state(|s| s.readline(py, limit(size), &self.overflowed))?;
+        let data = self.with_state(|s| s.readline(py, limit(size), &self.outcome))?;
         Ok(PyBytes::new(py, &data))
     }
 
@@ -170,7 +207,7 @@ impl Input {
         let lines = PyList::empty(py);
         let mut total = 0;
         loop {
-            let line = self.with_state(|s| s.readline(py, None, &self.overflowed))?;
+            let line = self.with_state(|s| s.readline(py, None, &self.outcome))?;
             if line.is_empty() {
                 break;
             }
@@ -188,7 +225,7 @@ impl Input {
     }
 
     fn __next__<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyBytes>>> {
-        let line = self.with_state(|s| s.readline(py, None, &self.overflowed))?;
+        let line = self.with_state(|s| s.readline(py, None, &self.outcome))?;
         Ok((!line.is_empty()).then(|| PyBytes::new(py, &line)))
     }
 }

@@ -28,7 +28,7 @@ mod streams;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use crate::body::RequestBody;
+use crate::body::{BodyError, RequestBody};
 use http::header::{self, HeaderValue};
 use http::request::Parts;
 use http::{Request, Response, StatusCode};
@@ -40,12 +40,12 @@ use crate::body::Body;
 use crate::config::{Config, ForwardedAllow, StaticOptions, WsgiOptions};
 use crate::forwarded::{self, ClientView};
 use crate::recycle::RecycleSignal;
+use crate::refusal::{self, Refusal};
 use crate::scoreboard::Scoreboard;
 use crate::server::{status_page, Mount};
 use crate::static_files::{self, StaticRequest};
 
 pub use interpreter::LoadError;
-pub use pool::EXIT_TIMEOUT;
 
 use input::Source;
 use pipe::{BodyPlan, HeadFuture, Pipe, PipeBody};
@@ -146,7 +146,9 @@ impl WsgiRuntime {
         }))
     }
 
-    /// Raised when the worker wants to be recycled (`--max-requests`).
+    /// Raised when the worker should be recycled: it has served
+    /// `--max-requests`, or a request ran past `--timeout` (the stuck
+    /// thread is lost to this worker).
     pub fn recycle_signal(&self) -> Arc<RecycleSignal> {
         self.pool.recycle_signal()
     }
@@ -161,7 +163,7 @@ impl WsgiRuntime {
         let (parts, body) = req.into_parts();
         let input = match read_small_body(&parts, body, mount.max_body_size).await {
             Ok(input) => input,
-            Err(status) => return status_page(status),
+            Err(fault) => return refusal::refuse(&Refusal::Body(fault), mount.scope()),
         };
         let client = forwarded::client_view(&parts.headers, &mount.peer, &self.forwarded);
         let parts = Arc::new(parts);
@@ -208,6 +210,10 @@ impl WsgiRuntime {
         };
         *response.status_mut() = head.status;
         *response.headers_mut() = head.headers;
+        if parts.version >= http::Version::HTTP_2 {
+            // Our own answers to a failed body carry it; HTTP/2 has none.
+            response.headers_mut().remove(header::CONNECTION);
+        }
         if let Some(reason) = head.reason {
             response.extensions_mut().insert(reason);
         }
@@ -229,7 +235,7 @@ async fn read_small_body(
     parts: &Parts,
     body: RequestBody,
     limit: u64,
-) -> Result<Source, StatusCode> {
+) -> Result<Source, BodyError> {
     if body.is_end_stream() {
         return Ok(Source::Empty);
     }
@@ -244,11 +250,7 @@ async fn read_small_body(
     if expects_continue || !small {
         return Ok(Source::Streaming(body));
     }
-    match body.collect().await {
-        Ok(collected) => Ok(Source::Buffered(collected.to_bytes())),
-        // The client went away mid-body; nobody will read this answer.
-        Err(_) => Err(StatusCode::BAD_REQUEST),
-    }
+    Ok(Source::Buffered(body.collect().await?.to_bytes()))
 }
 
 /// `X-Accel-Redirect: /path` (under the root) or `X-Sendfile: /abs/path`

@@ -7,6 +7,10 @@
 //! gigabytes for a slow reader keeps memory flat. When the consumer goes away
 //! (client disconnected, HEAD), the producer's next send fails and the app's
 //! iterable is closed.
+//!
+//! The `--timeout` watchdog can also answer for a stuck producer
+//! ([`Pipe::time_out`]): the consumer gets the watchdog's head (or a cut
+//! body), and the producer, should it ever wake, finds the pipe closed.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -57,6 +61,8 @@ const MAX_BUFFERED: usize = 256 * 1024;
 #[derive(Default)]
 struct State {
     head: Option<Head>,
+    /// A head went into the pipe (taken by the consumer or not).
+    head_sent: bool,
     chunks: VecDeque<Bytes>,
     buffered: usize,
     finished: bool,
@@ -103,6 +109,7 @@ impl Pipe {
             return Err(Disconnected);
         }
         state.head = Some(head);
+        state.head_sent = true;
         Self::wake(state);
         Ok(())
     }
@@ -146,6 +153,25 @@ impl Pipe {
 
     pub fn consumer_gone(&self) -> bool {
         self.lock().consumer_gone
+    }
+
+    // ---- the watchdog ----
+
+    /// The app ran past `--timeout`: the client gets `head` if no head was
+    /// sent yet, else the body is cut after what is queued; the producer's
+    /// next send fails, as if the client were gone.
+    pub fn time_out(&self, head: Head) {
+        let mut state = self.lock();
+        if state.head_sent {
+            state.failed = true;
+        } else {
+            state.head = Some(head);
+            state.head_sent = true;
+        }
+        state.finished = true;
+        state.consumer_gone = true;
+        Self::wake(state);
+        self.space.notify_all();
     }
 
     // ---- consumer side (I/O thread) ----
@@ -296,6 +322,33 @@ mod tests {
         pipe.send_chunk(Bytes::from_static(b"partial")).unwrap();
         pipe.fail();
         let (_, pipe) = HeadFuture(Some(pipe)).await;
+        assert!(PipeBody(pipe).collect().await.is_err());
+    }
+
+    fn head(status: StatusCode) -> Head {
+        Head {
+            status,
+            reason: None,
+            headers: HeaderMap::new(),
+            body: BodyPlan::Stream,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_timed_out_producer_is_answered_for_and_told_to_stop() {
+        let pipe = Pipe::new();
+        pipe.time_out(head(StatusCode::GATEWAY_TIMEOUT));
+        assert!(pipe.send_head(head(StatusCode::OK)).is_err());
+        let (got, _) = HeadFuture(Some(pipe)).await;
+        assert_eq!(got.unwrap().status, StatusCode::GATEWAY_TIMEOUT);
+        // After the head: the body is cut, the producer stops.
+        let pipe = Pipe::new();
+        pipe.send_head(head(StatusCode::OK)).unwrap();
+        pipe.send_chunk(Bytes::from_static(b"partial")).unwrap();
+        pipe.time_out(head(StatusCode::GATEWAY_TIMEOUT));
+        assert!(pipe.send_chunk(Bytes::from_static(b"more")).is_err());
+        let (got, pipe) = HeadFuture(Some(pipe)).await;
+        assert_eq!(got.unwrap().status, StatusCode::OK);
         assert!(PipeBody(pipe).collect().await.is_err());
     }
 }

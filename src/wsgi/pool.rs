@@ -4,20 +4,30 @@
 //! request takes the next queued one without giving up the GIL, so under
 //! load the GIL changes hands only when there is nothing to do.
 //!
-//! Also here: the `--timeout` watchdog (logs every Python thread's stack,
-//! then ends the worker so the master replaces it), `--max-requests` (asks
-//! for a replacement through the [`RecycleSignal`]) and the request
-//! scoreboard each thread keeps its slot of.
+//! Also here: `--max-requests`, and the `--timeout` watchdog. `--timeout`
+//! is the time the app itself runs: a thread waiting for its client (for
+//! body bytes in `wsgi.input`, or for room to send the response) is not
+//! counted ([`waiting_on_client`]; the body and send timeouts bound those
+//! waits). A request past it has its Python stack (every thread's) logged,
+//! is answered 504 from the I/O side (its connection cut if its head was
+//! already out), and the worker asks to be recycled; the stuck thread stays
+//! stuck while the others serve on until the worker drains and exits.
+//! Each thread also keeps its slot of the request scoreboard, which the
+//! master reads if the worker dies.
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use http::StatusCode;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
+use tokio::time::Instant;
 
 use super::env_cache::EnvCache;
+use super::pipe::Pipe;
 use super::{call, Job, Tag};
 use crate::recycle::{RecycleReason, RecycleSignal};
 use crate::scoreboard::{RequestInfo, Scoreboard};
@@ -40,13 +50,91 @@ pub fn spin_yields(workers: usize, threads: usize, cpus: usize) -> usize {
     }
 }
 
-/// Exit code of a worker ended by the `--timeout` watchdog.
-pub const EXIT_TIMEOUT: i32 = 4;
+/// The status of a request the app ran past `--timeout`: the app is the
+/// gateway's upstream here, as a CGI script (`cgi_timeout`) or a proxied
+/// server (`read_timeout`) is, and those answer 504 too. A 503 would say
+/// "overloaded, retry", a 500 "the app raised".
+pub const TIMEOUT_STATUS: StatusCode = StatusCode::GATEWAY_TIMEOUT;
+
+/// The time the app has spent on a request: wall time since it started,
+/// less the time its thread waited for the client.
+#[derive(Clone, Copy, Debug)]
+struct AppClock {
+    counted: Duration,
+    /// Counting since then; `None` while the thread waits for the client.
+    since: Option<Instant>,
+}
+
+impl AppClock {
+    fn start(now: Instant) -> Self {
+        AppClock {
+            counted: Duration::ZERO,
+            since: Some(now),
+        }
+    }
+
+    fn pause(&mut self, now: Instant) {
+        if let Some(since) = self.since.take() {
+            self.counted += now.saturating_duration_since(since);
+        }
+    }
+
+    fn resume(&mut self, now: Instant) {
+        self.since.get_or_insert(now);
+    }
+
+    fn elapsed(&self, now: Instant) -> Duration {
+        self.counted
+            + self
+                .since
+                .map_or(Duration::ZERO, |s| now.saturating_duration_since(s))
+    }
+}
 
 /// The request a Python thread is running, for the timeout watchdog.
 struct Running {
-    since: Instant,
+    clock: AppClock,
     tag: Tag,
+    /// Where its answer goes: the watchdog answers through it.
+    pipe: Arc<Pipe>,
+    /// The watchdog has answered for it (it fires once per request).
+    fired: bool,
+}
+
+impl Running {
+    /// The app has run it past `timeout` and nobody answered for it yet:
+    /// marks it answered and returns how long it has run.
+    fn overdue(&mut self, now: Instant, timeout: Duration) -> Option<Duration> {
+        let ran = self.clock.elapsed(now);
+        if self.fired || ran <= timeout {
+            return None;
+        }
+        self.fired = true;
+        Some(ran)
+    }
+}
+
+thread_local! {
+    /// The pool and slot of the Python thread this is, for
+    /// [`waiting_on_client`].
+    static SLOT: RefCell<Option<(Arc<Shared>, usize)>> = const { RefCell::new(None) };
+}
+
+/// Runs `wait` (a wait for the client: body bytes, room in the response
+/// pipe) without counting it as the app's time. Call on a Python thread
+/// with the GIL released; elsewhere it just runs `wait`.
+pub fn waiting_on_client<R>(wait: impl FnOnce() -> R) -> R {
+    let clock = |change: fn(&mut AppClock, Instant)| {
+        SLOT.with_borrow(|slot| {
+            if let Some((shared, index)) = slot {
+                shared.with_running(*index, |r| change(&mut r.clock, Instant::now()));
+            }
+        })
+    };
+    clock(AppClock::pause);
+    let result = wait();
+    clock(AppClock::resume);
+    result
 }
 
 struct Queue {
@@ -105,7 +193,7 @@ impl Pool {
             let (shared, apps, base) = (shared.clone(), apps.clone(), base.clone());
             std::thread::Builder::new()
                 .name(format!("python-{index}"))
-                .spawn(move || python_thread(index, &shared, &apps, &base))
+                .spawn(move || python_thread(index, shared, &apps, &base))
                 .expect("cannot start a Python thread");
         }
         let watched = shared.clone();
@@ -126,7 +214,8 @@ impl Pool {
         }
     }
 
-    /// Raised once when `--max-requests` is reached.
+    /// Raised when `--max-requests` is reached, or when a request ran past
+    /// `--timeout`.
     pub fn recycle_signal(&self) -> Arc<RecycleSignal> {
         self.shared.recycle.clone()
     }
@@ -168,9 +257,19 @@ impl Shared {
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = running;
     }
+
+    fn with_running(&self, index: usize, f: impl FnOnce(&mut Running)) {
+        let mut slot = self.running[index]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(running) = slot.as_mut() {
+            f(running);
+        }
+    }
 }
 
-fn python_thread(index: usize, shared: &Shared, apps: &[Py<PyAny>], base: &Py<PyDict>) {
+fn python_thread(index: usize, shared: Arc<Shared>, apps: &[Py<PyAny>], base: &Py<PyDict>) {
+    SLOT.with_borrow_mut(|slot| *slot = Some((shared.clone(), index)));
     Python::attach(|py| {
         let apps: Vec<Bound<'_, PyAny>> = apps.iter().map(|a| a.bind(py).clone()).collect();
         let mut cache = match EnvCache::new(base.bind(py)) {
@@ -191,8 +290,10 @@ fn python_thread(index: usize, shared: &Shared, apps: &[Py<PyAny>], base: &Py<Py
             shared.set_running(
                 index,
                 Some(Running {
-                    since: Instant::now(),
+                    clock: AppClock::start(Instant::now()),
                     tag: job.tag.clone(),
+                    pipe: job.pipe.clone(),
+                    fired: false,
                 }),
             );
             if let Some(board) = &shared.scoreboard {
@@ -236,23 +337,47 @@ fn watchdog(shared: &Shared, timeout: Duration) {
     let tick = (timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
     loop {
         std::thread::sleep(tick);
-        let stuck = shared.running.iter().find_map(|slot| {
-            let slot = slot.lock().unwrap_or_else(|e| e.into_inner());
-            slot.as_ref()
-                .filter(|r| r.since.elapsed() > timeout)
-                .map(|r| (r.tag.clone(), r.since.elapsed()))
-        });
-        if let Some((tag, elapsed)) = stuck {
-            tracing::error!(
-                request = %tag,
-                "request has run {:.1}s, past --timeout {}s; logging Python stacks and recycling the worker",
-                elapsed.as_secs_f64(),
-                timeout.as_secs()
-            );
-            log_python_stacks(&tag);
-            std::process::exit(EXIT_TIMEOUT);
+        for (index, slot) in shared.running.iter().enumerate() {
+            let stuck = {
+                let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
+                slot.as_mut().and_then(|r| {
+                    let ran = r.overdue(Instant::now(), timeout)?;
+                    Some((r.tag.clone(), r.pipe.clone(), ran))
+                })
+            };
+            if let Some((tag, pipe, ran)) = stuck {
+                time_out(shared, index, (&tag, &pipe), ran, timeout);
+            }
         }
     }
+}
+
+/// A request ran the app past `--timeout`: answer it, log why and where,
+/// and ask for the worker to be recycled (it drains: the other threads'
+/// requests finish; the stuck thread stays stuck until the process exits).
+fn time_out(
+    shared: &Shared,
+    index: usize,
+    (tag, pipe): (&Tag, &Pipe),
+    ran: Duration,
+    timeout: Duration,
+) {
+    tracing::error!(
+        request = %tag,
+        "{} on a WSGI request: the app has run it {:.1}s, past --timeout {}s (waits for the client \
+         not counted); logging Python stacks and recycling the worker",
+        TIMEOUT_STATUS.as_u16(),
+        ran.as_secs_f64(),
+        timeout.as_secs_f64()
+    );
+    pipe.time_out(call::error_head(TIMEOUT_STATUS));
+    // Answered (and logged by the connection): if the worker dies with the
+    // thread still stuck, the master must not log the request again.
+    if let Some(board) = &shared.scoreboard {
+        board.end(index);
+    }
+    log_python_stacks(tag);
+    shared.recycle.request(RecycleReason::Timeout);
 }
 
 /// Logs the stack of every Python thread. Taking the GIL can itself hang
@@ -290,6 +415,43 @@ result = '\\n'.join(out)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn running() -> Running {
+        let parts = http::Request::new(()).into_parts().0;
+        Running {
+            clock: AppClock::start(Instant::now()),
+            tag: Tag(Arc::new(parts)),
+            pipe: Pipe::new(),
+            fired: false,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn time_waiting_on_the_client_is_not_the_apps() {
+        let timeout = Duration::from_secs(30);
+        let step = |secs| tokio::time::advance(Duration::from_secs(secs));
+        let mut r = running();
+        step(20).await;
+        // Reading a trickled upload, then feeding a slow reader: 10 minutes.
+        r.clock.pause(Instant::now());
+        step(300).await;
+        r.clock.resume(Instant::now());
+        step(5).await;
+        r.clock.pause(Instant::now());
+        step(300).await;
+        assert_eq!(r.overdue(Instant::now(), timeout), None);
+        r.clock.resume(Instant::now());
+        step(5).await;
+        assert_eq!(r.clock.elapsed(Instant::now()), Duration::from_secs(30));
+        assert_eq!(r.overdue(Instant::now(), timeout), None, "not past it yet");
+        step(1).await;
+        assert_eq!(
+            r.overdue(Instant::now(), timeout),
+            Some(Duration::from_secs(31))
+        );
+        step(60).await;
+        assert_eq!(r.overdue(Instant::now(), timeout), None, "fires once");
+    }
 
     #[test]
     fn spins_only_while_every_busy_thread_has_a_cpu() {

@@ -13,15 +13,17 @@ use std::cell::RefCell;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
-use http::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_LENGTH};
+use http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH};
 use http::StatusCode;
 use pyo3::exceptions::{PyAssertionError, PyOSError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyString, PyTuple};
 
+use super::input::Outcome;
 use super::pipe::{BodyPlan, Disconnected, Head, Pipe};
 use super::str_cache::StrCache;
 use super::Tag;
+use crate::body::BodyError;
 
 /// The response of one request as its Python thread builds it.
 pub struct Responder {
@@ -38,6 +40,10 @@ pub struct Responder {
     pub written: u64,
     /// "METHOD target", for log lines about this request.
     pub tag: Tag,
+    /// How reading the request body went (only for requests with one).
+    pub input: Option<Outcome>,
+    /// The client's body failed and the client has had its answer for it.
+    pub fault_answered: bool,
 }
 
 pub type Shared = Arc<Mutex<Responder>>;
@@ -58,11 +64,44 @@ impl Responder {
             content_length: None,
             written: 0,
             tag,
+            input: None,
+            fault_answered: false,
         }))
     }
 
-    /// Sends the head now, with `plan` for the body.
+    /// The client's request body failed (timed out, malformed, gone).
+    pub fn client_fault(&self) -> Option<BodyError> {
+        self.input.as_ref()?.get()?.client().cloned()
+    }
+
+    /// The client's body failed: it gets the fault's status (once), or,
+    /// when the app's head is already out, a cut connection.
+    pub fn answer_fault(&mut self, fault: &BodyError) {
+        if std::mem::replace(&mut self.fault_answered, true) {
+            return;
+        }
+        if self.head_sent {
+            self.pipe.fail();
+            return;
+        }
+        self.head_sent = true;
+        self.pending = None;
+        let mut head = super::call::error_head(fault.status());
+        // The rest of the body is unread: the connection cannot carry
+        // another request (dropped again for HTTP/2).
+        head.headers
+            .insert(CONNECTION, HeaderValue::from_static("close"));
+        let _ = self.pipe.send_head(head);
+    }
+
+    /// Sends the head now, with `plan` for the body. After the client's
+    /// body failed, whatever the app answers, the client gets the fault's
+    /// status instead, and the app is told the client is gone.
     pub fn send_head(&mut self, plan: BodyPlan) -> Result<(), SendError> {
+        if let Some(fault) = self.client_fault() {
+            self.answer_fault(&fault);
+            return Err(SendError::Disconnected);
+        }
         let (status, headers) = self.pending.take().ok_or(SendError::NotStarted)?;
         self.head_sent = true;
         self.pipe
@@ -163,7 +202,8 @@ pub fn send_chunk(py: Python<'_>, responder: &Shared, data: Bytes) -> Result<(),
         (pipe, data)
     };
     let (pipe, data) = pipe;
-    py.detach(|| pipe.send_chunk(data))
+    // Waiting for room is waiting for the client to read: not app time.
+    py.detach(|| super::pool::waiting_on_client(|| pipe.send_chunk(data)))
         .map_err(|Disconnected| SendError::Disconnected)
 }
 

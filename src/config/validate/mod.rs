@@ -384,6 +384,8 @@ impl Builder<'_> {
                 f.keepalive_timeout,
                 75,
             )?,
+            body_timeout: secs(&self.cli.body_timeout, "--body-timeout", f.body_timeout, 60)?,
+            send_timeout: secs(&self.cli.send_timeout, "--send-timeout", f.send_timeout, 60)?,
             max_connections: self
                 .cli
                 .max_connections
@@ -415,6 +417,28 @@ impl Builder<'_> {
         }
         if limits.header_timeout.is_zero() {
             return Err(self.file_err("limits.header_timeout", "must be at least 1s"));
+        }
+        let zero = [
+            (
+                limits.body_timeout,
+                &self.cli.body_timeout,
+                "--body-timeout",
+                "limits.body_timeout",
+            ),
+            (
+                limits.send_timeout,
+                &self.cli.send_timeout,
+                "--send-timeout",
+                "limits.send_timeout",
+            ),
+        ];
+        for (value, flag, flag_name, key) in zero {
+            if value.is_zero() {
+                return Err(match flag {
+                    Some(_) => cli_err(flag_name, "must be at least 1s"),
+                    None => self.file_err(key, "must be at least 1s"),
+                });
+            }
         }
         Ok(limits)
     }
@@ -701,5 +725,43 @@ mod tests {
         let bad = "[[listen]]\naddress = \"127.0.0.1:1\"\nprotocol = \"fastcgi\"\n";
         let err = listeners_of(bad, Cli::default()).unwrap_err().to_string();
         assert!(err.contains("listen[0].protocol"), "{err}");
+    }
+
+    fn limits_of(file: &str, cli: Cli) -> Result<Limits, ConfigError> {
+        Builder {
+            cli: &cli,
+            file: file::parse(file).unwrap(),
+            origin: "test.toml".into(),
+            base_dir: "".into(),
+            upstreams: RefCell::new(Vec::new()),
+        }
+        .limits()
+    }
+
+    #[test]
+    fn body_and_send_timeouts_default_to_60s_and_refuse_zero() {
+        let l = limits_of("", Cli::default()).unwrap();
+        assert_eq!(l.body_timeout, Duration::from_secs(60));
+        assert_eq!(l.send_timeout, Duration::from_secs(60));
+        let file = "[limits]\nbody_timeout = \"5s\"\nsend_timeout = \"2m\"\n";
+        let l = limits_of(file, Cli::default()).unwrap();
+        assert_eq!(l.body_timeout, Duration::from_secs(5));
+        assert_eq!(l.send_timeout, Duration::from_secs(120));
+        let cli = Cli {
+            body_timeout: Some("7".into()),
+            ..Cli::default()
+        };
+        assert_eq!(
+            limits_of(file, cli).unwrap().body_timeout,
+            Duration::from_secs(7)
+        );
+        let err = limits_of("[limits]\nsend_timeout = 0\n", Cli::default()).unwrap_err();
+        assert!(err.to_string().contains("limits.send_timeout"), "{err}");
+        let cli = Cli {
+            body_timeout: Some("0s".into()),
+            ..Cli::default()
+        };
+        let err = limits_of("", cli).unwrap_err().to_string();
+        assert!(err.contains("--body-timeout"), "{err}");
     }
 }
