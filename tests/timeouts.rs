@@ -779,10 +779,9 @@ fn a_pause_in_an_upload_through_the_proxy_is_not_the_upstreams_silence() {
     assert_round_robin(&server);
 }
 
-#[test]
-fn a_pause_in_an_upload_to_a_uwsgi_upstream_is_not_its_silence() {
-    let t = TestDir::new();
-    copy_fixtures(&t);
+/// portico serving the timeouts app on a uwsgi listener, ready.
+fn uwsgi_backend(t: &TestDir) -> Server {
+    copy_fixtures(t);
     let backend = Server::start_in(
         t.path(),
         &[
@@ -795,6 +794,13 @@ fn a_pause_in_an_upload_to_a_uwsgi_upstream_is_not_its_silence() {
         1,
     );
     wait_ready(&backend);
+    backend
+}
+
+#[test]
+fn a_pause_in_an_upload_to_a_uwsgi_upstream_is_not_its_silence() {
+    let t = TestDir::new();
+    let backend = uwsgi_backend(&t);
     let uwsgi = format!("uwsgi://{}", backend.addr);
     let server = front(
         &t,
@@ -816,19 +822,7 @@ fn a_pause_in_an_upload_to_a_uwsgi_upstream_is_not_its_silence() {
 #[test]
 fn a_stalled_upload_to_a_uwsgi_upstream_is_408_and_does_not_take_it_out() {
     let t = TestDir::new();
-    copy_fixtures(&t);
-    let backend = Server::start_in(
-        t.path(),
-        &[
-            "timeouts:application",
-            "-w",
-            "1",
-            "--uwsgi-socket",
-            "127.0.0.1:0",
-        ],
-        1,
-    );
-    wait_ready(&backend);
+    let backend = uwsgi_backend(&t);
     // One server: were it marked down, the next request would find none.
     let config = format!(
         "workers = 1\n[[listen]]\naddress = \"127.0.0.1:0\"\n\

@@ -154,9 +154,8 @@ pub async fn h2c_get_ok(
     assert_eq!(res.status(), 200, "h2c GET {path}");
 }
 
-/// A GET over TLS trusting `ca` (PEM), offering `alpn`; returns the
-/// response and the protocol the server chose. Speaks h2 when it was chosen.
-pub fn get_tls(addr: SocketAddr, ca: &Path, alpn: &[&[u8]], path: &str) -> (Resp, Option<Vec<u8>>) {
+/// A TLS client configuration trusting `ca` (PEM), offering `alpn`.
+pub fn tls_client_config(ca: &Path, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_file_iter(ca).expect("CA PEM") {
         roots.add(cert.expect("CA cert")).expect("trust CA");
@@ -168,7 +167,13 @@ pub fn get_tls(addr: SocketAddr, ca: &Path, alpn: &[&[u8]], path: &str) -> (Resp
         .with_root_certificates(roots)
         .with_no_client_auth();
     cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
+    Arc::new(cfg)
+}
+
+/// A GET over TLS trusting `ca` (PEM), offering `alpn`; returns the
+/// response and the protocol the server chose. Speaks h2 when it was chosen.
+pub fn get_tls(addr: SocketAddr, ca: &Path, alpn: &[&[u8]], path: &str) -> (Resp, Option<Vec<u8>>) {
+    let connector = tokio_rustls::TlsConnector::from(tls_client_config(ca, alpn));
     runtime().block_on(async {
         let tcp = TcpStream::connect(addr).await.expect("connect");
         let name = ServerName::try_from("localhost").unwrap();
@@ -204,18 +209,7 @@ pub fn tls_exchange(
     wait: Duration,
 ) -> (Vec<u8>, bool, Option<Vec<u8>>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(ca).expect("CA PEM") {
-        roots.add(cert.expect("CA cert")).expect("trust CA");
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
+    let connector = tokio_rustls::TlsConnector::from(tls_client_config(ca, alpn));
     runtime().block_on(async {
         let tcp = TcpStream::connect(addr).await.expect("connect");
         let name = ServerName::try_from("localhost").unwrap();
