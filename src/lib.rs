@@ -30,6 +30,7 @@ pub mod sendfile;
 pub mod server;
 pub mod shm;
 pub mod signals;
+pub mod spool;
 pub mod static_files;
 pub mod uwsgi;
 pub mod wsgi;
