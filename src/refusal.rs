@@ -13,7 +13,8 @@
 //!    answer its own way) and renders its page ([`page`]).
 //!
 //! Refusals a client causes (413, 414, 431, 408) log at `info`, those an
-//! operator must act on (503, 502, 504) at `warn`, malformed requests (400,
+//! operator must act on (503, 502, 504, a body that could not be buffered)
+//! at `warn`, malformed requests (400,
 //! 405, 501) only at `debug` like the HTTP parser's own. A client sending
 //! thousands of bad requests a second cannot flood the log: past
 //! [`LINES_PER_SECOND`] lines in a second the rest are counted, not

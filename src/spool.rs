@@ -147,36 +147,60 @@ pub async fn spool(
     max_body_size: u64,
 ) -> Result<Spooled, SpoolError> {
     let mut memory = Memory::Empty;
-    let mut file: Option<Writer> = None;
     let mut received: u64 = 0;
+    while let Some(data) = next_chunk(&mut body, &mut received, max_body_size).await? {
+        if received > buffering.memory as u64 {
+            // Boxed: every request's future stays as small as the memory
+            // path needs; only a body that needs a file pays for its state.
+            let pending = memory.into_bytes_mut();
+            let to_file = to_file(body, pending, data, received, buffering, max_body_size);
+            return Box::pin(to_file).await;
+        }
+        memory.push(data);
+    }
+    Ok(Spooled::Memory(memory.into_bytes()))
+}
+
+/// The rest of a body past the memory limit: `pending` and `data` first.
+async fn to_file(
+    mut body: RequestBody,
+    pending: BytesMut,
+    data: Bytes,
+    mut received: u64,
+    buffering: Buffering<'_>,
+    max_body_size: u64,
+) -> Result<Spooled, SpoolError> {
+    let mut writer = Writer::create(buffering.temp_dir).await?;
+    writer.pending = pending;
+    writer.push(&data, buffering.memory).await?;
+    while let Some(data) = next_chunk(&mut body, &mut received, max_body_size).await? {
+        writer.push(&data, buffering.memory).await?;
+    }
+    Ok(Spooled::File(SpoolFile {
+        file: writer.finish().await?,
+        len: received,
+    }))
+}
+
+/// The next data chunk, counted into `received`; `None` at the end.
+async fn next_chunk(
+    body: &mut RequestBody,
+    received: &mut u64,
+    max_body_size: u64,
+) -> Result<Option<Bytes>, SpoolError> {
     while let Some(frame) = body.frame().await {
         let Ok(data) = frame.map_err(SpoolError::Body)?.into_data() else {
             continue;
         };
-        received += data.len() as u64;
-        if received > max_body_size {
+        *received += data.len() as u64;
+        if *received > max_body_size {
             return Err(SpoolError::TooLarge {
                 limit: max_body_size,
             });
         }
-        match file.as_mut() {
-            Some(writer) => writer.push(&data, buffering.memory).await?,
-            None if received <= buffering.memory as u64 => memory.push(data),
-            None => {
-                let mut writer = Writer::create(buffering.temp_dir).await?;
-                writer.pending = std::mem::replace(&mut memory, Memory::Empty).into_bytes_mut();
-                writer.push(&data, buffering.memory).await?;
-                file = Some(writer);
-            }
-        }
+        return Ok(Some(data));
     }
-    match file {
-        None => Ok(Spooled::Memory(memory.into_bytes())),
-        Some(writer) => Ok(Spooled::File(SpoolFile {
-            file: writer.finish().await?,
-            len: received,
-        })),
-    }
+    Ok(None)
 }
 
 /// The chunks of a body held in memory: one chunk is kept as it came.

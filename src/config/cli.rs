@@ -151,8 +151,9 @@ pub struct Cli {
     pub tls_key: Option<PathBuf>,
 
     /// Largest request body accepted on routes that set none (413 past it).
-    /// Bodies stream to the app, CGI script or upstream, so the default
-    /// only stops runaway uploads (Apache's; gunicorn has no limit).
+    /// No body is held whole in memory (a buffered one goes to a temporary
+    /// file past --body-buffer-size), so the default only stops runaway
+    /// uploads (Apache's; gunicorn has no limit).
     /// [default: 1g]
     #[arg(long, value_name = "SIZE")]
     pub max_body_size: Option<String>,

@@ -178,8 +178,9 @@ pub struct Route {
     pub host: Option<String>,
     /// Starts with `/`, no trailing slash except for the root route `/`.
     pub prefix: String,
-    /// Largest request body accepted; larger → 413. Bodies stream to
-    /// their handler, so the default is large (see `DEFAULT_MAX_BODY`).
+    /// Largest request body accepted; larger → 413. No body is held whole
+    /// in memory (buffered ones spill to a file), so the default is large
+    /// (see `DEFAULT_MAX_BODY`).
     pub max_body_size: u64,
     /// WSGI and CGI: read the whole body (memory, then a temporary file)
     /// before the app is called or the script started. The proxy streams.

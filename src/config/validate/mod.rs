@@ -14,8 +14,9 @@ use super::units::{parse_duration, parse_size};
 use super::*;
 
 const DEFAULT_BIND: &str = "127.0.0.1:8000";
-/// Request bodies stream to their handler (app, CGI script, upstream), so
-/// the default body limit only stops runaway uploads: Apache's current
+/// No request body is held whole in memory (a buffered one spills to a
+/// temporary file, the proxy streams), so the default body limit only
+/// stops runaway uploads: Apache's current
 /// default (gunicorn, granian and uWSGI have none). 1 MiB, the old default,
 /// broke uploads that work under gunicorn.
 const DEFAULT_MAX_BODY: u64 = 1 << 30;
