@@ -28,6 +28,7 @@ use std::io::{self, Seek, Write};
 use std::path::{Path, PathBuf};
 
 use bytes::{Bytes, BytesMut};
+use http_body::Body as _;
 use http_body_util::BodyExt;
 
 use crate::body::{BodyError, RequestBody};
@@ -162,19 +163,31 @@ pub async fn spool(
 }
 
 /// The rest of a body past the memory limit: `pending` and `data` first.
+/// A body known to be complete (its `Content-Length` reached) is not polled
+/// again: making, writing and rewinding its file is one trip to the
+/// blocking pool.
 async fn to_file(
     mut body: RequestBody,
-    pending: BytesMut,
+    mut pending: BytesMut,
     data: Bytes,
     mut received: u64,
     buffering: Buffering<'_>,
     max_body_size: u64,
 ) -> Result<Spooled, SpoolError> {
-    let mut writer = Writer::create(buffering.temp_dir).await?;
-    writer.pending = pending;
-    writer.push(&data, buffering.memory).await?;
-    while let Some(data) = next_chunk(&mut body, &mut received, max_body_size).await? {
-        writer.push(&data, buffering.memory).await?;
+    pending.extend_from_slice(&data);
+    let mut writer = Writer {
+        file: None,
+        pending,
+        dir: buffering.temp_dir,
+    };
+    while !body.is_end_stream() {
+        if writer.pending.len() >= buffering.memory.max(1) {
+            writer.write(false).await?;
+        }
+        match next_chunk(&mut body, &mut received, max_body_size).await? {
+            Some(data) => writer.pending.extend_from_slice(&data),
+            None => break,
+        }
     }
     Ok(Spooled::File(SpoolFile {
         file: writer.finish().await?,
@@ -245,79 +258,55 @@ impl Memory {
 }
 
 /// The temporary file being written, and the bytes not yet in it.
-struct Writer {
-    /// `None` only while a blocking-pool thread writes it.
+struct Writer<'a> {
+    /// `None` until the first write makes it, and while a blocking-pool
+    /// thread has it.
     file: Option<File>,
     pending: BytesMut,
-    dir: PathBuf,
+    dir: &'a Path,
 }
 
-impl Writer {
-    async fn create(dir: &Path) -> Result<Self, SpoolError> {
-        let dir = dir.to_path_buf();
-        let (file, dir) = blocking(move || {
-            let file = tempfile::tempfile_in(&dir);
-            (file, dir)
+impl Writer<'_> {
+    /// Writes what is pending from a blocking-pool thread (making the file
+    /// first, and rewinding it after when `last`); the buffer comes back
+    /// emptied, its allocation kept for the next batch.
+    async fn write(&mut self, last: bool) -> Result<(), SpoolError> {
+        // The file, or where to make it.
+        let target = self.file.take().ok_or_else(|| self.dir.to_path_buf());
+        let mut pending = std::mem::take(&mut self.pending);
+        let (file, pending, done) = blocking(move || {
+            let mut file = match target {
+                Ok(file) => file,
+                Err(dir) => match tempfile::tempfile_in(dir) {
+                    Ok(file) => file,
+                    Err(e) => return (None, pending, Err(e)),
+                },
+            };
+            let mut done = file.write_all(&pending);
+            if last && done.is_ok() {
+                done = file.rewind();
+            }
+            pending.clear();
+            (Some(file), pending, done)
         })
         .await;
-        match file {
-            Ok(file) => Ok(Writer {
-                file: Some(file),
-                pending: BytesMut::new(),
-                dir,
-            }),
-            Err(source) => Err(SpoolError::TempFile { dir, source }),
-        }
-    }
-
-    /// Adds `data`; writes the batch once it holds `batch` bytes.
-    async fn push(&mut self, data: &[u8], batch: usize) -> Result<(), SpoolError> {
-        self.pending.extend_from_slice(data);
-        if self.pending.len() >= batch.max(1) {
-            self.write_pending().await?;
-        }
-        Ok(())
-    }
-
-    /// Writes what is pending from a blocking-pool thread; the buffer
-    /// comes back emptied, its allocation kept for the next batch.
-    async fn write_pending(&mut self) -> Result<(), SpoolError> {
-        let (Some(mut file), pending) = (self.file.take(), std::mem::take(&mut self.pending))
-        else {
-            return Err(self.failed(io::Error::other("temporary file lost")));
-        };
-        let (file, pending, written) = blocking(move || {
-            let written = file.write_all(&pending);
-            (file, pending, written)
-        })
-        .await;
-        self.file = Some(file);
+        self.file = file;
         self.pending = pending;
-        self.pending.clear();
-        written.map_err(|e| self.failed(e))
+        done.map_err(|source| self.failed(source))
     }
 
     /// Writes the rest and rewinds the file for its reader.
     async fn finish(mut self) -> Result<File, SpoolError> {
-        if !self.pending.is_empty() {
-            self.write_pending().await?;
+        self.write(true).await?;
+        match self.file.take() {
+            Some(file) => Ok(file),
+            None => Err(self.failed(io::Error::other("temporary file lost"))),
         }
-        let Some(file) = self.file.take() else {
-            return Err(self.failed(io::Error::other("temporary file lost")));
-        };
-        let (file, rewound) = blocking(move || {
-            let mut file = file;
-            let rewound = file.rewind();
-            (file, rewound)
-        })
-        .await;
-        rewound.map_err(|e| self.failed(e))?;
-        Ok(file)
     }
 
     fn failed(&self, source: io::Error) -> SpoolError {
         SpoolError::TempFile {
-            dir: self.dir.clone(),
+            dir: self.dir.to_path_buf(),
             source,
         }
     }

@@ -25,6 +25,7 @@ use std::io::Read;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::body::{BodyError, RequestBody};
+use crate::spool::SpoolFile;
 use bytes::{Buf, Bytes, BytesMut};
 use futures_executor::block_on;
 use http_body_util::BodyExt;
@@ -41,7 +42,7 @@ pub enum Source {
     /// Read in full already (or empty).
     Buffered(Bytes),
     /// Read in full into a temporary file, positioned at its start.
-    File(std::fs::File),
+    File(SpoolFile),
     /// Still on the socket.
     Streaming(RequestBody),
 }
@@ -52,7 +53,11 @@ const FILE_READ: usize = 64 * 1024;
 /// Where the bytes not yet in `State::buf` are.
 enum Rest {
     Socket(RequestBody),
-    File(std::fs::File),
+    /// A buffered body's file and how much of it is left to read.
+    File {
+        file: std::fs::File,
+        left: u64,
+    },
 }
 
 /// Why the body could not be read to its end.
@@ -106,7 +111,11 @@ impl Input {
         let (buf, source) = match source {
             Source::Empty => (BytesMut::new(), None),
             Source::Buffered(bytes) => (BytesMut::from(bytes), None),
-            Source::File(file) => (BytesMut::new(), Some(Rest::File(file))),
+            Source::File(spooled) => {
+                let left = spooled.len();
+                let file = spooled.into_file();
+                (BytesMut::new(), Some(Rest::File { file, left }))
+            }
             Source::Streaming(body) => (BytesMut::new(), Some(Rest::Socket(body))),
         };
         Input {
@@ -153,7 +162,7 @@ impl State {
         if let Some(failed) = outcome.get() {
             return Err(failed.to_pyerr());
         }
-        if matches!(self.source, Some(Rest::File(_))) {
+        if matches!(self.source, Some(Rest::File { .. })) {
             return self.fill_from_file(py);
         }
         let Some(Rest::Socket(body)) = self.source.as_mut() else {
@@ -187,26 +196,27 @@ impl State {
     /// The next piece of a buffered body's file (the disk is not the
     /// client: this wait is the app's time).
     fn fill_from_file(&mut self, py: Python<'_>) -> PyResult<bool> {
-        let Some(Rest::File(file)) = self.source.as_mut() else {
+        let Some(Rest::File { file, left }) = self.source.as_mut() else {
             return Ok(false);
         };
-        let start = self.buf.len();
-        self.buf.resize(start + FILE_READ, 0);
-        let read = py.detach(|| file.read(&mut self.buf[start..]));
-        self.buf.truncate(start + *read.as_ref().unwrap_or(&0));
-        match read {
-            Ok(0) => {
-                self.source = None;
-                Ok(false)
-            }
-            Ok(_) => Ok(true),
-            Err(err) => {
-                self.source = None;
-                Err(PyOSError::new_err(format!(
-                    "reading the buffered request body: {err}"
-                )))
-            }
+        if *left == 0 {
+            // Closed at once: the file is deleted with its last descriptor.
+            self.source = None;
+            return Ok(false);
         }
+        let n = FILE_READ.min(usize::try_from(*left).unwrap_or(FILE_READ));
+        let start = self.buf.len();
+        self.buf.resize(start + n, 0);
+        let read = py.detach(|| file.read_exact(&mut self.buf[start..]));
+        if let Err(err) = read {
+            self.buf.truncate(start);
+            self.source = None;
+            return Err(PyOSError::new_err(format!(
+                "reading the buffered request body: {err}"
+            )));
+        }
+        *left -= n as u64;
+        Ok(true)
     }
 
     /// Up to `size` bytes (all when `None`).

@@ -265,7 +265,7 @@ async fn take_body(
     Ok(match spooled {
         Spooled::Memory(data) if data.is_empty() => Source::Empty,
         Spooled::Memory(data) => Source::Buffered(data),
-        Spooled::File(file) => Source::File(file.into_file()),
+        Spooled::File(file) => Source::File(file),
     })
 }
 
