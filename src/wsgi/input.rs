@@ -4,8 +4,8 @@
 //!
 //! With request buffering (the default) the body arrives whole, read by
 //! the connection before the app was called: in memory, or in a temporary
-//! file read here in pieces (without the GIL) and closed when the request
-//! ends ([`Input::release`]). Without it (`request_buffering = false`),
+//! file read here in pieces (without the GIL) and given back when the body
+//! is read or the request ends ([`Input::release`]). Without it (`request_buffering = false`),
 //! small bodies arrive already read and larger ones stream from the socket
 //! as the app reads, with the GIL released while waiting; hyper sends `100
 //! Continue` only when the body is first read, so an app that never reads
@@ -55,9 +55,19 @@ enum Rest {
     Socket(RequestBody),
     /// A buffered body's file and how much of it is left to read.
     File {
-        file: std::fs::File,
+        file: SpoolFile,
         left: u64,
     },
+}
+
+impl Rest {
+    /// The body is read, or the request over: a body's file is kept for a
+    /// later body (nothing but this object ever had its descriptor).
+    fn close(self) {
+        if let Rest::File { file, .. } = self {
+            file.recycle();
+        }
+    }
 }
 
 /// Why the body could not be read to its end.
@@ -111,9 +121,8 @@ impl Input {
         let (buf, source) = match source {
             Source::Empty => (BytesMut::new(), None),
             Source::Buffered(bytes) => (BytesMut::from(bytes), None),
-            Source::File(spooled) => {
-                let left = spooled.len();
-                let file = spooled.into_file();
+            Source::File(file) => {
+                let left = file.len();
                 (BytesMut::new(), Some(Rest::File { file, left }))
             }
             Source::Streaming(body) => (BytesMut::new(), Some(Rest::Socket(body))),
@@ -129,12 +138,14 @@ impl Input {
         }
     }
 
-    /// The request is over: its body's file is closed (so deleted) now,
-    /// even if the app kept a reference to `wsgi.input`, which reads as
-    /// empty from then on.
+    /// The request is over: its body's file is given back now (kept for a
+    /// later body, or closed), even if the app kept a reference to
+    /// `wsgi.input`, which reads as empty from then on.
     pub fn release(&self) {
         if let Ok(mut state) = self.state.try_lock() {
-            state.source = None;
+            if let Some(rest) = state.source.take() {
+                rest.close();
+            }
             state.buf = BytesMut::new();
         }
     }
@@ -200,14 +211,15 @@ impl State {
             return Ok(false);
         };
         if *left == 0 {
-            // Closed at once: the file is deleted with its last descriptor.
-            self.source = None;
+            if let Some(rest) = self.source.take() {
+                rest.close();
+            }
             return Ok(false);
         }
         let n = FILE_READ.min(usize::try_from(*left).unwrap_or(FILE_READ));
         let start = self.buf.len();
         self.buf.resize(start + n, 0);
-        let read = py.detach(|| file.read_exact(&mut self.buf[start..]));
+        let read = py.detach(|| file.file_mut().read_exact(&mut self.buf[start..]));
         if let Err(err) = read {
             self.buf.truncate(start);
             self.source = None;

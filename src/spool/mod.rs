@@ -13,18 +13,21 @@
 //!    copy);
 //! 3. past it, the body goes to an unnamed temporary file in
 //!    `body_temp_dir` (`O_TMPFILE`: no name, so nothing is left behind
-//!    whatever happens to the process), written from a blocking-pool
-//!    thread in batches of at most `body_buffer_size` bytes: the I/O
+//!    whatever happens to the process), written by a disk thread in
+//!    batches of at most `body_buffer_size` bytes: the I/O
 //!    thread never waits for the disk, and at most that much of a body is
-//!    in memory at any time;
-//! 4. at the end the file is rewound: the app reads it, or it becomes the
-//!    script's stdin.
+//!    in memory at any time (`file`);
+//! 4. at the end the file is cut to the body's length and rewound: the app
+//!    reads it, or it becomes the script's stdin.
 //!
 //! Closing the file is deleting it: the kernel frees its blocks with the
-//! last descriptor.
+//! last descriptor. A file the app has read is kept for a later body
+//! instead ([`SpoolFile::recycle`]; why in `file`).
+
+mod file;
 
 use std::fs::File;
-use std::io::{self, Seek, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use bytes::{Bytes, BytesMut};
@@ -85,11 +88,14 @@ impl Spooled {
     }
 }
 
-/// A body in an unnamed temporary file, positioned at its start.
+/// A body in an unnamed temporary file of exactly its length, positioned
+/// at its start.
 #[derive(Debug)]
 pub struct SpoolFile {
     file: File,
     len: u64,
+    /// Where it was made, for [`SpoolFile::recycle`].
+    dir: PathBuf,
 }
 
 impl SpoolFile {
@@ -101,8 +107,22 @@ impl SpoolFile {
         self.len == 0
     }
 
+    /// For a reader that reads it from where it stands.
+    pub fn file_mut(&mut self) -> &mut File {
+        &mut self.file
+    }
+
+    /// The file itself, for a reader of its own (a CGI script's stdin):
+    /// it is never reused.
     pub fn into_file(self) -> File {
         self.file
+    }
+
+    /// Done with: kept for a later body of this process (or closed, when
+    /// enough are kept or it is large). Only for a file no other process
+    /// or object can hold a descriptor of.
+    pub fn recycle(self) {
+        file::recycle(self.dir, self.file, self.len);
     }
 }
 
@@ -164,8 +184,8 @@ pub async fn spool(
 
 /// The rest of a body past the memory limit: `pending` and `data` first.
 /// A body known to be complete (its `Content-Length` reached) is not polled
-/// again: making, writing and rewinding its file is one trip to the
-/// blocking pool.
+/// again: taking or making, writing and rewinding its file is one trip to
+/// the disk thread.
 async fn to_file(
     mut body: RequestBody,
     mut pending: BytesMut,
@@ -175,23 +195,20 @@ async fn to_file(
     max_body_size: u64,
 ) -> Result<Spooled, SpoolError> {
     pending.extend_from_slice(&data);
-    let mut writer = Writer {
-        file: None,
-        pending,
-        dir: buffering.temp_dir,
-    };
+    let mut writer = file::Writer::new(buffering.temp_dir, pending);
     while !body.is_end_stream() {
-        if writer.pending.len() >= buffering.memory.max(1) {
+        if writer.pending() >= buffering.memory.max(1) {
             writer.write(false).await?;
         }
         match next_chunk(&mut body, &mut received, max_body_size).await? {
-            Some(data) => writer.pending.extend_from_slice(&data),
+            Some(data) => writer.extend(&data),
             None => break,
         }
     }
     Ok(Spooled::File(SpoolFile {
         file: writer.finish().await?,
         len: received,
+        dir: buffering.temp_dir.to_path_buf(),
     }))
 }
 
@@ -254,71 +271,6 @@ impl Memory {
             Memory::One(data) => BytesMut::from(&data[..]),
             Memory::Many(all) => all,
         }
-    }
-}
-
-/// The temporary file being written, and the bytes not yet in it.
-struct Writer<'a> {
-    /// `None` until the first write makes it, and while a blocking-pool
-    /// thread has it.
-    file: Option<File>,
-    pending: BytesMut,
-    dir: &'a Path,
-}
-
-impl Writer<'_> {
-    /// Writes what is pending from a blocking-pool thread (making the file
-    /// first, and rewinding it after when `last`); the buffer comes back
-    /// emptied, its allocation kept for the next batch.
-    async fn write(&mut self, last: bool) -> Result<(), SpoolError> {
-        // The file, or where to make it.
-        let target = self.file.take().ok_or_else(|| self.dir.to_path_buf());
-        let mut pending = std::mem::take(&mut self.pending);
-        let (file, pending, done) = blocking(move || {
-            let mut file = match target {
-                Ok(file) => file,
-                Err(dir) => match tempfile::tempfile_in(dir) {
-                    Ok(file) => file,
-                    Err(e) => return (None, pending, Err(e)),
-                },
-            };
-            let mut done = file.write_all(&pending);
-            if last && done.is_ok() {
-                done = file.rewind();
-            }
-            pending.clear();
-            (Some(file), pending, done)
-        })
-        .await;
-        self.file = file;
-        self.pending = pending;
-        done.map_err(|source| self.failed(source))
-    }
-
-    /// Writes the rest and rewinds the file for its reader.
-    async fn finish(mut self) -> Result<File, SpoolError> {
-        self.write(true).await?;
-        match self.file.take() {
-            Some(file) => Ok(file),
-            None => Err(self.failed(io::Error::other("temporary file lost"))),
-        }
-    }
-
-    fn failed(&self, source: io::Error) -> SpoolError {
-        SpoolError::TempFile {
-            dir: self.dir.to_path_buf(),
-            source,
-        }
-    }
-}
-
-/// Runs `f` on the runtime's blocking pool: disk I/O never stalls the I/O
-/// thread (a write can wait behind the kernel's writeback for a long time).
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    match tokio::task::spawn_blocking(f).await {
-        Ok(value) => value,
-        // The closures above do not panic; if one did, so do we, loudly.
-        Err(err) => std::panic::resume_unwind(err.into_panic()),
     }
 }
 
@@ -459,6 +411,44 @@ mod tests {
         assert_eq!(*after, Duration::from_secs(60));
         assert_eq!(err.refusal().status(), 408);
         drop(tx);
+    }
+
+    fn inode(spooled: &Spooled) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        match spooled {
+            Spooled::File(f) => f.file.metadata().unwrap().ino(),
+            Spooled::Memory(_) => panic!("in memory"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_recycled_file_is_reused_cut_to_the_next_body_and_only_in_its_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let other = tempfile::tempdir().unwrap();
+        let long = spool_chunks(&[&[b'L'; 5000]], 16, dir.path()).await;
+        let first = inode(&long);
+        let Spooled::File(long) = long else {
+            unreachable!()
+        };
+        long.recycle();
+        // Another directory's body never gets it.
+        let elsewhere = spool_chunks(&[b"0123456789abcdefXYZ"], 16, other.path()).await;
+        assert_ne!(inode(&elsewhere), first);
+        // A shorter body reuses it and reads back alone: no older bytes.
+        let short = spool_chunks(&[b"0123456789abcdef", b"XYZ"], 16, dir.path()).await;
+        assert_eq!(inode(&short), first, "the kept file was not reused");
+        assert_eq!(read_back(short), b"0123456789abcdefXYZ");
+        // A file past the size kept is closed, not kept.
+        let big = spool_chunks(&[&vec![b'B'; 300 * 1024]], 16, dir.path()).await;
+        let Spooled::File(big) = big else {
+            unreachable!()
+        };
+        big.recycle();
+        assert!(
+            file::take_kept(dir.path()).is_none(),
+            "a large file was kept"
+        );
+        assert_eq!(entries(dir.path()), 0);
     }
 
     #[tokio::test]
