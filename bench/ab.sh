@@ -9,8 +9,10 @@
 # Each round starts OLD then NEW (`--no-master`, one process, so the CPU
 # time read is the server's own), warms it up for 1 s, loads it with
 # `wrk -t1 -c64` and prints both req/s, the ratio NEW/OLD, and the ratio of
-# CPU time per request. Knobs: CASE=hello|flask|static (the WSGI hello app,
-# Flask's hello from bench/.venv (made by bench/wsgi.sh), or a 13-byte file),
+# CPU time per request. Knobs: CASE=hello|flask|static|post10k|post32k (the
+# WSGI hello app, Flask's hello from bench/.venv (made by bench/wsgi.sh), a
+# 13-byte file, or a 10 KiB / 32 KiB POST to the WSGI echo app: under and
+# past the request-buffering memory limit),
 # ROUNDS=6, DURATION=4, THREADS=1 (Python threads).
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
@@ -19,6 +21,7 @@ set -euo pipefail
 for bin in "$@"; do [[ -x $bin ]] || die "$bin is not an executable"; done
 command -v wrk >/dev/null || apt_install wrk
 CASE=${CASE:-hello} ROUNDS=${ROUNDS:-6} DURATION=${DURATION:-4} THREADS=${THREADS:-1}
+load=()
 whole_numbers ROUNDS DURATION THREADS
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
@@ -28,7 +31,10 @@ case $CASE in
         [[ -x bench/.venv/bin/python ]] || die "no bench/.venv: run bench/wsgi.sh once to make it"
         args=(flask_app:app --chdir bench/apps --venv bench/.venv --threads "$THREADS"); path=/ ;;
     static) printf 'Hello, world!' >"$TMP/hello.txt"; args=(--static "/=$TMP"); path=/hello.txt ;;
-    *) die "unknown CASE '$CASE' (hello flask static)" ;;
+    post10k | post32k)
+        args=(bench_app:echo --chdir bench/apps --threads "$THREADS"); path=/
+        load=(-s "bench/$CASE.lua") ;;
+    *) die "unknown CASE '$CASE' (hello flask static post10k post32k)" ;;
 esac
 
 one_run() { # BINARY -> "rps ticks"
@@ -37,9 +43,9 @@ one_run() { # BINARY -> "rps ticks"
     "$1" --no-master -b "127.0.0.1:$port" --access-log off "${args[@]}" >"$TMP/server.log" 2>&1 &
     pid=$!
     wait_up portico "$pid" "http://127.0.0.1:$port$path" "$TMP/server.log"
-    wrk -t1 -c64 -d1s "http://127.0.0.1:$port$path" >/dev/null
+    wrk -t1 -c64 -d1s "${load[@]}" "http://127.0.0.1:$port$path" >/dev/null
     t0=$(awk '{ print $14 + $15 }' "/proc/$pid/stat")
-    wrk -t1 -c64 -d"${DURATION}s" "http://127.0.0.1:$port$path" >"$TMP/wrk.txt"
+    wrk -t1 -c64 -d"${DURATION}s" "${load[@]}" "http://127.0.0.1:$port$path" >"$TMP/wrk.txt"
     t1=$(awk '{ print $14 + $15 }' "/proc/$pid/stat")
     kill "$pid"; wait "$pid" 2>/dev/null || true
     read -r rps _ _ bad _ _ _ < <(parse_wrk "$TMP/wrk.txt")

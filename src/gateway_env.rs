@@ -253,7 +253,7 @@ mod tests {
         let mount = Mount {
             script_name: "/cgi-bin",
             max_body_size: 0,
-            max_buffered_body_size: 0,
+            buffering: crate::spool::Buffering::streaming(),
             peer,
             static_cache: &cache,
             sendfile: None,

@@ -6,6 +6,8 @@
 //! (`log`).
 //! A listener may speak the uwsgi protocol instead of HTTP (`uwsgi`, which
 //! also holds the client side for proxying to uwsgi servers).
+//! Request bodies: `body` (what every handler reads, with its timeout) and
+//! `spool` (request buffering: a WSGI or CGI body read whole first).
 //! `gateway_env` builds the CGI/1.1 meta-variables that gateways share;
 //! `refusal` is the one catalogue of the answers portico gives itself.
 //! Between master and workers: `recycle` (a worker asking to be replaced),
@@ -30,6 +32,7 @@ pub mod sendfile;
 pub mod server;
 pub mod shm;
 pub mod signals;
+pub mod spool;
 pub mod static_files;
 pub mod uwsgi;
 pub mod wsgi;

@@ -36,6 +36,9 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<()> {
     let config = config::load(&cli)?;
     if cli.check_config {
+        for notice in &config.notices {
+            eprintln!("portico: warning: {notice}");
+        }
         server::check(&config)?;
         log::check_error_log(&config.log).with_context(|| error_log_name(&config))?;
         println!(
@@ -49,6 +52,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     log::init_error_log(&config.log).with_context(|| error_log_name(&config))?;
     if cli.worker {
         return run_worker(&config);
+    }
+    // Once, from the master (or the single process), not from each worker.
+    for notice in &config.notices {
+        tracing::warn!("{notice}");
     }
     server::check(&config)?;
     let listeners = master::bind_all(&config)?;

@@ -13,7 +13,8 @@
 //!    answer its own way) and renders its page ([`page`]).
 //!
 //! Refusals a client causes (413, 414, 431, 408) log at `info`, those an
-//! operator must act on (503, 502, 504) at `warn`, malformed requests (400,
+//! operator must act on (503, 502, 504, a body that could not be buffered)
+//! at `warn`, malformed requests (400,
 //! 405, 501) only at `debug` like the HTTP parser's own. A client sending
 //! thousands of bad requests a second cannot flood the log: past
 //! [`LINES_PER_SECOND`] lines in a second the rest are counted, not
@@ -48,10 +49,10 @@ pub enum Refusal {
     /// is larger than the route's `max_body_size`; `declared` is its
     /// `Content-Length`, `None` when it had none and grew past the limit.
     BodyTooLarge { declared: Option<u64>, limit: u64 },
-    /// 413, connection closed: a body without a length that must be held
-    /// whole in memory (a CGI script's, to set `CONTENT_LENGTH`) grew past
-    /// `limits.max_buffered_body_size` (or the route's smaller limit).
-    BufferedBodyTooLarge { limit: u64 },
+    /// 500, connection closed: a request body being buffered
+    /// (`request_buffering`) could not be written to a temporary file in
+    /// `body_temp_dir`; `error` says why (a full disk, the directory gone).
+    BodyNotBuffered { dir: String, error: String },
     /// 408, connection closed: the request head was not complete
     /// `limits.header_timeout` after its first byte.
     HeadTimeout { after: Duration },
@@ -113,9 +114,8 @@ impl Refusal {
             Refusal::HeaderTooLarge { .. } | Refusal::HeadOverParserLimits { .. } => {
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
             }
-            Refusal::BodyTooLarge { .. } | Refusal::BufferedBodyTooLarge { .. } => {
-                StatusCode::PAYLOAD_TOO_LARGE
-            }
+            Refusal::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Refusal::BodyNotBuffered { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             Refusal::HeadTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Refusal::CgiBusy { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Refusal::NoUpstream { .. } | Refusal::UpstreamFailed { .. } => StatusCode::BAD_GATEWAY,
@@ -136,7 +136,7 @@ impl Refusal {
         matches!(
             self,
             Refusal::BodyTooLarge { .. }
-                | Refusal::BufferedBodyTooLarge { .. }
+                | Refusal::BodyNotBuffered { .. }
                 | Refusal::HeadTimeout { .. }
                 | Refusal::HeadOverParserLimits { .. }
                 | Refusal::UnknownTransferCoding
@@ -151,14 +151,14 @@ impl Refusal {
             | Refusal::HeaderTooLarge { .. }
             | Refusal::HeadOverParserLimits { .. }
             | Refusal::BodyTooLarge { .. }
-            | Refusal::BufferedBodyTooLarge { .. }
             | Refusal::HeadTimeout { .. }
             | Refusal::Body(BodyError::Timeout(_)) => Level::Info,
             Refusal::CgiBusy { .. }
             | Refusal::NoUpstream { .. }
             | Refusal::UpstreamFailed { .. }
             | Refusal::UpstreamTimeout { .. }
-            | Refusal::ScriptSilent { .. } => Level::Warn,
+            | Refusal::ScriptSilent { .. }
+            | Refusal::BodyNotBuffered { .. } => Level::Warn,
             Refusal::BadHost(_)
             | Refusal::BadTarget(_)
             | Refusal::Connect
@@ -180,9 +180,8 @@ impl Refusal {
             Refusal::BodyTooLarge { .. } => {
                 "raise `max_body_size` on the route or --max-body-size".into()
             }
-            Refusal::BufferedBodyTooLarge { .. } => {
-                "raise `limits.max_buffered_body_size` or --max-buffered-body-size, or have \
-                 the client send a Content-Length"
+            Refusal::BodyNotBuffered { .. } => {
+                "check that `body_temp_dir` (--body-temp-dir) exists, is writable and has room"
                     .into()
             }
             Refusal::HeadTimeout { .. } => {
@@ -216,9 +215,10 @@ impl Refusal {
             Refusal::HeadOverParserLimits { .. } => {
                 "The request head is larger than this server accepts.".into()
             }
-            Refusal::BodyTooLarge { limit, .. } | Refusal::BufferedBodyTooLarge { limit } => {
+            Refusal::BodyTooLarge { limit, .. } => {
                 format!("The request body is larger than this server accepts ({limit} bytes).")
             }
+            Refusal::BodyNotBuffered { .. } => "The request body could not be stored.".into(),
             Refusal::HeadTimeout { .. } => "The request head did not arrive in time.".into(),
             Refusal::CgiBusy { .. } => "The server is busy; retry in a moment.".into(),
             Refusal::NoUpstream { .. } | Refusal::UpstreamFailed { .. } => {
@@ -275,10 +275,9 @@ impl fmt::Display for Refusal {
                 f,
                 "request body without a length grew past max_body_size {limit}"
             ),
-            Refusal::BufferedBodyTooLarge { limit } => write!(
+            Refusal::BodyNotBuffered { dir, error } => write!(
                 f,
-                "request body without a length, which is held in memory, grew past {limit} \
-                 bytes (max_buffered_body_size)"
+                "the request body could not be buffered in a temporary file in {dir}: {error}"
             ),
             Refusal::HeadTimeout { after } => write!(
                 f,

@@ -87,6 +87,7 @@ mod tests {
             host: host.map(String::from),
             prefix: prefix.into(),
             max_body_size: 0,
+            request_buffering: false,
             static_files: None,
             handler: None,
         }

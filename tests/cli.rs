@@ -127,6 +127,9 @@ fn help_mentions_every_flag() {
         "--tls-cert",
         "--tls-key",
         "--max-body-size",
+        "--no-request-buffering",
+        "--body-buffer-size",
+        "--body-temp-dir",
         "--keepalive-timeout",
         "--header-timeout",
         "--max-connections",
@@ -141,6 +144,10 @@ fn help_mentions_every_flag() {
     assert!(
         !help.contains("--worker "),
         "the internal --worker flag is hidden"
+    );
+    assert!(
+        !help.contains("--max-buffered-body-size"),
+        "the deprecated flag is hidden"
     );
 }
 

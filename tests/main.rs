@@ -4,6 +4,7 @@
 mod util;
 
 mod access_log;
+mod buffering;
 mod cgi;
 mod cli;
 mod conformance;

@@ -6,6 +6,11 @@
 //! (sendfile, a WSGI stream, TLS, an HTTP/2 stream with a shut window);
 //! malformed chunked bodies are the client's 400; a CGI client that aborts
 //! its upload kills the script. Real binary, raw sockets, real clients.
+//!
+//! The body cases run with `--no-request-buffering`, where the app or the
+//! script reads the client's body itself; with request buffering (the
+//! default) the same failures are answered before either runs
+//! (tests/buffering.rs).
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -195,7 +200,10 @@ fn a_generator_read_by_a_slow_client_runs_past_the_timeout_and_recycles_nothing(
 #[test]
 fn a_trickled_upload_runs_past_the_timeout_and_recycles_nothing() {
     let t = TestDir::new();
-    let server = serve_timeouts(&t, &["--timeout", "1", "--threads", "2"]);
+    let server = serve_timeouts(
+        &t,
+        &["--timeout", "1", "--threads", "2", "--no-request-buffering"],
+    );
     let pid = app_pid(server.addr);
     let bystander = Bystander::start(server.addr, "/pid", Duration::from_millis(200));
     // 70 KB (streamed to the app, past the 64 KiB read up front) in seven
@@ -349,7 +357,7 @@ fn a_worker_whose_only_thread_is_stuck_serves_static_files_and_exits_at_the_end_
 #[test]
 fn a_stalled_upload_to_a_wsgi_app_is_408_whatever_the_app_answers() {
     let t = TestDir::new();
-    let server = serve_timeouts(&t, &["--body-timeout", "1"]);
+    let server = serve_timeouts(&t, &["--body-timeout", "1", "--no-request-buffering"]);
     // Streamed to the app, which catches the OSError and answers 200.
     let mut s = connect(server.addr);
     s.write_all(
@@ -426,7 +434,7 @@ fn chunked_post(path: &str, bad: &[u8]) -> Vec<u8> {
 #[test]
 fn a_malformed_chunked_body_is_400_on_a_wsgi_route_and_the_app_never_sees_it_whole() {
     let t = TestDir::new();
-    let server = serve_timeouts(&t, &[]);
+    let server = serve_timeouts(&t, &["--no-request-buffering"]);
     for (name, bad) in MALFORMED {
         let mut s = connect(server.addr);
         s.write_all(&chunked_post(&format!("/upload?tag={name}"), bad))
@@ -500,7 +508,7 @@ fn pgrep(pattern: &str) -> bool {
 #[test]
 fn a_stalled_cgi_upload_is_408_kills_the_script_and_frees_its_slot() {
     let t = TestDir::new();
-    let server = serve_cgi(&t, &["--body-timeout", "1"]);
+    let server = serve_cgi(&t, &["--body-timeout", "1", "--no-request-buffering"]);
     let uploads: Vec<_> = (0..2)
         .map(|i| {
             let marks = t.join(&format!("stall{i}"));
@@ -545,7 +553,7 @@ fn a_stalled_cgi_upload_is_408_kills_the_script_and_frees_its_slot() {
 #[test]
 fn a_cgi_client_aborting_its_upload_kills_the_script_and_is_logged_499() {
     let t = TestDir::new();
-    let server = serve_cgi(&t, &[]);
+    let server = serve_cgi(&t, &["--no-request-buffering"]);
     let marks = t.join("abort");
     let mut s = connect(server.addr);
     let head = format!(
@@ -596,7 +604,11 @@ fn paused_upload(addr: SocketAddr, path: &str, len: usize, pause: Duration) -> (
 #[test]
 fn a_pause_in_a_cgi_upload_is_not_the_scripts_silence() {
     let t = TestDir::new();
-    let server = serve_cgi_route(&t, "cgi_timeout = \"1s\"", &["--body-timeout", "10"]);
+    let server = serve_cgi_route(
+        &t,
+        "cgi_timeout = \"1s\"\nrequest_buffering = false",
+        &["--body-timeout", "10"],
+    );
     let marks = t.join("pause");
     // The script waits 2 s for its input: longer than its cgi_timeout, but
     // the silence is the client's.
@@ -874,6 +886,7 @@ fn a_stalled_upload_on_the_uwsgi_listener_is_408() {
             "127.0.0.1:0",
             "--body-timeout",
             "1",
+            "--no-request-buffering",
         ],
         2,
     );

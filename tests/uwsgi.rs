@@ -409,7 +409,7 @@ fn send(
     let mount = Mount {
         script_name: "",
         max_body_size: u64::MAX,
-        max_buffered_body_size: u64::MAX,
+        buffering: portico::spool::Buffering::streaming(),
         peer: Peer::new(
             Some("10.9.8.7:4321".parse().unwrap()),
             Some("127.0.0.1:80".parse().unwrap()),

@@ -1,6 +1,8 @@
 //! `wsgi.input`: every read method, EOF at CONTENT_LENGTH (pipelined bytes
-//! stay the next request's), chunked bodies, `100 Continue` only when the
-//! app reads, and the body size limit on streamed bodies.
+//! stay the next request's), chunked bodies (measured when buffered),
+//! without request buffering `100 Continue` only when the app reads, and
+//! the body size limit on streamed bodies. Request buffering itself:
+//! tests/buffering.rs.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -124,15 +126,20 @@ fn input_ends_at_content_length_and_pipelined_bytes_stay_a_request() {
     assert_eq!(got[0]["parts"], j!(["hello", ""]));
     assert_eq!(got[1]["parts"], j!(["abc", ""]));
 
-    // A body too large to be read ahead streams from the socket as the app
-    // reads; it must end at Content-Length all the same.
-    let big = vec![b'z'; 200 * 1024];
-    let mut req = post("/read-all", &big);
-    req.extend(post("/read-all", b"next"));
-    let got = exchange(server.addr, &req, 2);
-    assert_eq!(got[0]["parts"][0].as_str().unwrap().len(), big.len());
-    assert_eq!(got[0]["parts"][1], "");
-    assert_eq!(got[1]["parts"], j!(["next", ""]));
+    // A large body is buffered in a temporary file (or, without request
+    // buffering, streams from the socket as the app reads); it must end at
+    // Content-Length all the same.
+    let t2 = TestDir::new();
+    let streaming = serve_app(&t2, "inputs:application", &["--no-request-buffering"]);
+    for addr in [server.addr, streaming.addr] {
+        let big = vec![b'z'; 200 * 1024];
+        let mut req = post("/read-all", &big);
+        req.extend(post("/read-all", b"next"));
+        let got = exchange(addr, &req, 2);
+        assert_eq!(got[0]["parts"][0].as_str().unwrap().len(), big.len());
+        assert_eq!(got[0]["parts"][1], "");
+        assert_eq!(got[1]["parts"], j!(["next", ""]));
+    }
 }
 
 #[test]
@@ -146,7 +153,20 @@ fn chunked_body_is_read_to_its_end_with_input_terminated() {
     );
     assert_eq!(got[0]["parts"], j!(["hello chunked world", ""]));
     assert_eq!(got[0]["terminated"], true);
+    // Buffered, so measured: the app gets its length, as behind nginx.
+    assert_eq!(got[0]["content_length"], "19", "{}", got[0]);
+    assert_eq!(got[0]["transfer_encoding"], Value::Null, "{}", got[0]);
+    // Streamed, the length is unknown: none is made up.
+    let t2 = TestDir::new();
+    let streaming = serve_app(&t2, "inputs:application", &["--no-request-buffering"]);
+    let got = exchange(
+        streaming.addr,
+        &chunked("/read-all", &[b"hello ", b"chunked ", b"world"]),
+        1,
+    );
+    assert_eq!(got[0]["parts"], j!(["hello chunked world", ""]));
     assert_eq!(got[0]["content_length"], Value::Null, "{}", got[0]);
+    assert_eq!(got[0]["transfer_encoding"], "chunked", "{}", got[0]);
     let got = exchange(
         server.addr,
         &chunked("/readline", &[b"ab", b"cd\nef", b"\n"]),
@@ -155,10 +175,12 @@ fn chunked_body_is_read_to_its_end_with_input_terminated() {
     assert_eq!(got[0]["parts"], j!(["abcd", "\n", "ef\n", ""]));
 }
 
+/// Without request buffering; with it, the 100 goes out when portico
+/// starts reading (tests/buffering.rs).
 #[test]
 fn expect_100_continue_is_answered_only_when_the_app_reads() {
     let t = TestDir::new();
-    let server = serve_app(&t, "inputs:application", &[]);
+    let server = serve_app(&t, "inputs:application", &["--no-request-buffering"]);
 
     let mut s = connect(server.addr);
     s.write_all(

@@ -31,14 +31,14 @@ pub enum CgiError {
     /// this worker for this route.
     #[error("all {0} CGI process slots busy")]
     Busy(usize),
-    /// 413 (connection closed): a chunked body, which is held in memory to
-    /// measure it, grew past `max_buffered_body_size` (or the route's
-    /// smaller `max_body_size`).
-    #[error("request body over {0} bytes")]
-    BodyTooLarge(u64),
-    /// The client's body failed while buffered or streamed to the script
-    /// (which is then killed): 408 (no bytes for `--body-timeout`), 400
-    /// (malformed; or the client is gone, logged 499). The client's fault.
+    /// The body could not be read before the script started (connection
+    /// closed): 413 past `max_body_size`, the client's 408/400/499, or 500
+    /// when its temporary file could not be written (`SpoolError`).
+    #[error(transparent)]
+    Spool(crate::spool::SpoolError),
+    /// The client's body failed while streamed to the script (which is
+    /// then killed): 408 (no bytes for `--body-timeout`), 400 (malformed;
+    /// or the client is gone, logged 499). The client's fault.
     #[error(transparent)]
     Body(crate::body::BodyError),
     /// 500: the script could not be started (bad interpreter, ENOEXEC...).
@@ -73,7 +73,7 @@ impl CgiError {
             CgiError::NotFound => StatusCode::NOT_FOUND,
             CgiError::Forbidden(_) => StatusCode::FORBIDDEN,
             CgiError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
-            CgiError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            CgiError::Spool(err) => err.refusal().status(),
             CgiError::Spawn { .. } | CgiError::TooManyRedirects(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
@@ -90,7 +90,7 @@ impl CgiError {
     pub fn refusal(&self, script: &str) -> Option<Refusal> {
         Some(match self {
             CgiError::Busy(slots) => Refusal::CgiBusy { slots: *slots },
-            CgiError::BodyTooLarge(limit) => Refusal::BufferedBodyTooLarge { limit: *limit },
+            CgiError::Spool(err) => err.refusal(),
             CgiError::Body(err) => Refusal::Body(err.clone()),
             CgiError::Timeout(after) => Refusal::ScriptSilent {
                 script: script.to_string(),
@@ -107,7 +107,7 @@ impl CgiError {
         match self {
             CgiError::BadPath(_)
             | CgiError::NotFound
-            | CgiError::BodyTooLarge(_)
+            | CgiError::Spool(_)
             | CgiError::Body(_)
             | CgiError::Busy(_)
             | CgiError::Timeout(_) => {}
@@ -128,7 +128,8 @@ mod tests {
         assert_eq!(CgiError::NotFound.status(), 404);
         assert_eq!(CgiError::Forbidden("x".into()).status(), 403);
         assert_eq!(CgiError::Busy(1).status(), 503);
-        assert_eq!(CgiError::BodyTooLarge(1).status(), 413);
+        let too_large = crate::spool::SpoolError::TooLarge { limit: 1 };
+        assert_eq!(CgiError::Spool(too_large).status(), 413);
         assert_eq!(CgiError::HeadTooLarge(1).status(), 502);
         assert_eq!(CgiError::EndedEarly(0).status(), 502);
         assert_eq!(

@@ -1,12 +1,15 @@
 //! The request body, as the script's stdin.
 //!
 //! Steps, in order:
-//! 1. `prepare`: with a `Content-Length` the body is streamed (the server
-//!    already refused one over `max_body_size`); with none and nothing to
-//!    read there is no body (no `CONTENT_LENGTH`, stdin is /dev/null);
-//!    otherwise (chunked, or HTTP/2 without a length) it is de-chunked and
-//!    buffered up to `max_body_size` (past it → 413) so that
-//!    `CONTENT_LENGTH` can be set, as RFC 3875 requires;
+//! 1. `prepare`: no body → none (no `CONTENT_LENGTH`, stdin is /dev/null);
+//!    with request buffering (the default), or without a `Content-Length`
+//!    (chunked, HTTP/2 without a length: RFC 3875 wants `CONTENT_LENGTH`),
+//!    the whole body is read first (`crate::spool`: memory, then an
+//!    unnamed temporary file; 413 past `max_body_size`), before the script
+//!    takes a slot; a body in a file *is* the script's stdin, one in
+//!    memory goes through a pipe. With `request_buffering = false`, a body
+//!    with a `Content-Length` streams (the server already refused one over
+//!    `max_body_size`);
 //! 2. `feed`: a task writes the body to the script's stdin while the
 //!    handler reads its output (a script may answer before it has read
 //!    everything; a pipe holds only 64 KiB), then closes stdin. A script
@@ -22,22 +25,33 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use crate::body::{BodyError, RequestBody};
-use bytes::{Bytes, BytesMut};
+use crate::server::Mount;
+use crate::spool::{self, Spooled};
+use bytes::Bytes;
 use http::header;
 use http_body_util::BodyExt;
 use tokio::io::AsyncWriteExt;
 use tokio::process::ChildStdin;
 
 use super::error::CgiError;
-use super::process::{Activity, Killer};
+use super::process::{Activity, Killer, Stdin};
 
 /// Where the feeder leaves the client's body failure for the handler.
 pub type BodyFault = Rc<RefCell<Option<BodyError>>>;
 
 pub enum Input {
     None,
-    Stream { body: RequestBody, len: u64 },
+    /// Still on the socket (`request_buffering = false`).
+    Stream {
+        body: RequestBody,
+        len: u64,
+    },
     Buffered(Bytes),
+    /// A temporary file at its start: the script's stdin.
+    File {
+        file: std::fs::File,
+        len: u64,
+    },
 }
 
 impl Input {
@@ -45,8 +59,17 @@ impl Input {
     pub fn len(&self) -> Option<u64> {
         match self {
             Input::None => None,
-            Input::Stream { len, .. } => Some(*len),
+            Input::Stream { len, .. } | Input::File { len, .. } => Some(*len),
             Input::Buffered(data) => Some(data.len() as u64),
+        }
+    }
+
+    /// What the script's stdin is, and what is left to `feed` it.
+    pub fn into_stdin(self) -> (Stdin, Input) {
+        match self {
+            Input::None => (Stdin::Null, Input::None),
+            Input::File { file, .. } => (Stdin::File(file), Input::None),
+            piped => (Stdin::Piped, piped),
         }
     }
 }
@@ -54,30 +77,33 @@ impl Input {
 /// Step 1.
 pub async fn prepare(
     headers: &http::HeaderMap,
-    mut body: RequestBody,
-    max_body_size: u64,
+    body: RequestBody,
+    mount: &Mount<'_>,
 ) -> Result<Input, CgiError> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if let Some(len) = declared {
+    if http_body::Body::is_end_stream(&body) {
+        // `Content-Length: 0` still tells the script it has a body.
+        return Ok(match declared {
+            Some(_) => Input::Buffered(Bytes::new()),
+            None => Input::None,
+        });
+    }
+    if let (Some(len), false) = (declared, mount.buffering.on) {
         return Ok(Input::Stream { body, len });
     }
-    if http_body::Body::is_end_stream(&body) {
-        return Ok(Input::None);
-    }
-    let mut data = BytesMut::new();
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(CgiError::Body)?;
-        if let Ok(chunk) = frame.into_data() {
-            if (data.len() + chunk.len()) as u64 > max_body_size {
-                return Err(CgiError::BodyTooLarge(max_body_size));
-            }
-            data.extend_from_slice(&chunk);
-        }
-    }
-    Ok(Input::Buffered(data.freeze()))
+    let spooled = spool::spool(body, mount.buffering, mount.max_body_size)
+        .await
+        .map_err(CgiError::Spool)?;
+    Ok(match spooled {
+        Spooled::Memory(data) => Input::Buffered(data),
+        Spooled::File(file) => Input::File {
+            len: file.len(),
+            file: file.into_file(),
+        },
+    })
 }
 
 /// Step 2: runs on the worker's thread until the body is written or the
@@ -91,7 +117,8 @@ pub fn feed(
 ) {
     tokio::task::spawn_local(async move {
         match input {
-            Input::None => {}
+            // A file is the script's stdin itself (`Input::into_stdin`).
+            Input::None | Input::File { .. } => {}
             Input::Buffered(data) => {
                 let _ = stdin.write_all(&data).await;
             }

@@ -3,8 +3,10 @@
 //! `serve` runs these steps, in order (each in its own file):
 //! 1. find the script under the route's directory (`lookup`): 404, 403,
 //!    400, or a 301 to add a directory's slash;
-//! 2. prepare the body (`input`): streamed with a Content-Length, else
-//!    de-chunked and buffered up to `max_body_size` (413 past it);
+//! 2. prepare the body (`input`): read whole first (`crate::spool`:
+//!    memory, then a temporary file that becomes the script's stdin; 413
+//!    past `max_body_size`), or, with `request_buffering = false`, streamed
+//!    when it has a Content-Length;
 //! 3. take a process slot (`slots`): none free → 503 with `Retry-After`.
 //!    After the body is buffered, so that a slow uploader holds no slot;
 //! 4. build the environment from an empty one (`env`, on top of the shared
@@ -115,7 +117,7 @@ async fn run(
     };
     *label = script.path.display().to_string();
     // 2. The body (before the slot: a slow uploader must not hold one).
-    let mut input = input::prepare(&parts.headers, body, mount.max_buffered_body_size).await?;
+    let mut input = input::prepare(&parts.headers, body, mount).await?;
     // 3. A slot.
     let slots = slots::for_route(opts, mount.script_name);
     let mut slot = slots
@@ -141,12 +143,12 @@ async fn run(
             script: label.clone(),
             request: request.to_string(),
         });
-        let running =
-            process::spawn(&script, vars, content_length.is_some(), slot, tag.clone()).await?;
+        let (stdin, to_feed) = std::mem::replace(&mut input, Input::None).into_stdin();
+        let running = process::spawn(&script, vars, stdin, slot, tag.clone()).await?;
         let fault = BodyFault::default();
         if let Some(stdin) = running.stdin {
             input::feed(
-                std::mem::replace(&mut input, Input::None),
+                to_feed,
                 stdin,
                 running.activity.clone(),
                 running.guard.killer(),

@@ -4,8 +4,9 @@
 //! 1. build the command: the script itself (its shebang picks the
 //!    interpreter; never a shell), no arguments, working directory = the
 //!    script's, an environment holding only the meta-variables, its own
-//!    process group (so the whole group can be killed), pipes for stdin
-//!    (only when there is a body), stdout and stderr; spawn it from a
+//!    process group (so the whole group can be killed), stdin ([`Stdin`]:
+//!    /dev/null without a body, the body's temporary file, or a pipe),
+//!    pipes for stdout and stderr; spawn it from a
 //!    blocking-pool thread (the event loop never waits for an exec);
 //! 2. a task logs stderr line by line (`warn`, tagged with the script and
 //!    the request);
@@ -168,6 +169,27 @@ impl Killer {
     }
 }
 
+/// The script's standard input.
+pub enum Stdin {
+    /// No body: /dev/null.
+    Null,
+    /// A pipe the handler feeds (a body in memory, or one still arriving).
+    Piped,
+    /// A buffered body's temporary file, at its start: the script reads
+    /// it directly, and may seek in it.
+    File(std::fs::File),
+}
+
+impl From<Stdin> for Stdio {
+    fn from(stdin: Stdin) -> Self {
+        match stdin {
+            Stdin::Null => Stdio::null(),
+            Stdin::Piped => Stdio::piped(),
+            Stdin::File(file) => Stdio::from(file),
+        }
+    }
+}
+
 /// A running script, as the handler holds it.
 pub struct Running {
     pub stdin: Option<ChildStdin>,
@@ -180,7 +202,7 @@ pub struct Running {
 pub async fn spawn(
     script: &Script,
     env: Vec<Var>,
-    with_stdin: bool,
+    stdin: Stdin,
     slot: OwnedSemaphorePermit,
     tag: Rc<Tag>,
 ) -> Result<Running, CgiError> {
@@ -190,11 +212,7 @@ pub async fn spawn(
         .current_dir(script.dir())
         .process_group(0)
         .kill_on_drop(true)
-        .stdin(if with_stdin {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
+        .stdin(stdin)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     // posix_spawn (vfork) suspends the calling thread until the child has

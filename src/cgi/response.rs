@@ -210,7 +210,9 @@ mod tests {
         let res = page(CgiError::Busy(4));
         assert_eq!(res.status(), 503);
         assert_eq!(res.headers()["retry-after"], "1");
-        let res = page(CgiError::BodyTooLarge(10));
+        let res = page(CgiError::Spool(crate::spool::SpoolError::TooLarge {
+            limit: 10,
+        }));
         assert_eq!(res.status(), 413);
         assert_eq!(res.headers()["connection"], "close");
         assert!(CgiError::NotFound.refusal("s").is_none());

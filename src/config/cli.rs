@@ -151,17 +151,33 @@ pub struct Cli {
     pub tls_key: Option<PathBuf>,
 
     /// Largest request body accepted on routes that set none (413 past it).
-    /// Bodies stream to the app, CGI script or upstream, so the default
-    /// only stops runaway uploads (Apache's; gunicorn has no limit).
+    /// No body is held whole in memory (a buffered one goes to a temporary
+    /// file past --body-buffer-size), so the default only stops runaway
+    /// uploads (Apache's; gunicorn has no limit).
     /// [default: 1g]
     #[arg(long, value_name = "SIZE")]
     pub max_body_size: Option<String>,
 
-    /// Most of a request body without a Content-Length that is held in
-    /// memory: a CGI script's chunked upload, measured before the script
-    /// starts (413 past it, or past the route's smaller limit).
-    /// [default: 1m]
+    /// Stream request bodies to WSGI apps and CGI scripts as they arrive
+    /// (routes that set no `request_buffering`) instead of reading each
+    /// whole body first; a slow upload then holds a Python thread or a CGI
+    /// process slot while it lasts. [default: bodies are buffered]
+    #[arg(long)]
+    pub no_request_buffering: bool,
+
+    /// Bytes of a buffered request body held in memory; the rest of a
+    /// longer body goes to an unnamed temporary file. [default: 16k]
     #[arg(long, value_name = "SIZE")]
+    pub body_buffer_size: Option<String>,
+
+    /// Directory of the temporary files of buffered request bodies (put it
+    /// on a disk, not a tmpfs, for large uploads). [default: $TMPDIR or /tmp]
+    #[arg(long, value_name = "DIR")]
+    pub body_temp_dir: Option<PathBuf>,
+
+    /// Deprecated, no effect: chunked bodies are buffered like the others
+    /// (see --body-buffer-size).
+    #[arg(long, value_name = "SIZE", hide = true)]
     pub max_buffered_body_size: Option<String>,
 
     /// Idle seconds allowed between requests on a keep-alive connection.

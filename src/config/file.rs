@@ -25,6 +25,9 @@ pub struct FileConfig {
     pub graceful_timeout: Option<Seconds>,
     pub drain_grace: Option<Seconds>,
     pub start_timeout: Option<Seconds>,
+    /// Default of the routes' `request_buffering`.
+    pub request_buffering: Option<bool>,
+    pub body_temp_dir: Option<PathBuf>,
     #[serde(default)]
     pub listen: Vec<FileListener>,
     #[serde(default)]
@@ -86,6 +89,8 @@ pub struct FileLimits {
     pub send_timeout: Option<Seconds>,
     pub max_connections: Option<usize>,
     pub max_body_size: Option<ByteSize>,
+    pub body_buffer_size: Option<ByteSize>,
+    /// No effect since request bodies are spooled (a warning at start).
     pub max_buffered_body_size: Option<ByteSize>,
 }
 
@@ -112,6 +117,8 @@ pub struct FileRoute {
     pub precompressed: Option<bool>,
     pub expires: Option<Seconds>,
     pub max_body_size: Option<ByteSize>,
+    /// Read the whole body before the app or script runs (wsgi, cgi).
+    pub request_buffering: Option<bool>,
     pub wsgi: Option<String>,
     pub sendfile_root: Option<PathBuf>,
     pub cgi: Option<PathBuf>,

@@ -61,6 +61,13 @@ pub struct Config {
     pub routes: Vec<Route>,
     /// Pools the `proxy` routes send to (named ones, then inline ones).
     pub upstreams: Vec<UpstreamConfig>,
+    /// Where buffered request bodies past `limits.body_buffer_size` go
+    /// (unnamed temporary files); checked writable at start when a route
+    /// may buffer.
+    pub body_temp_dir: PathBuf,
+    /// Warnings about the configuration (deprecated keys), logged once by
+    /// the process that serves or supervises.
+    pub notices: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,10 +143,9 @@ pub struct Limits {
     pub send_timeout: Duration,
     /// Open connections per worker; past it, accepting pauses.
     pub max_connections: usize,
-    /// The most of a request body without a length that is held in memory
-    /// (a CGI script's, which must be measured before the script starts);
-    /// past it → 413. Streamed bodies only meet the route's `max_body_size`.
-    pub max_buffered_body_size: u64,
+    /// Bytes of a buffered request body held in memory; a longer body goes
+    /// to a temporary file in `Config::body_temp_dir`.
+    pub body_buffer_size: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -172,9 +178,13 @@ pub struct Route {
     pub host: Option<String>,
     /// Starts with `/`, no trailing slash except for the root route `/`.
     pub prefix: String,
-    /// Largest request body accepted; larger → 413. Bodies stream to
-    /// their handler, so the default is large (see `DEFAULT_MAX_BODY`).
+    /// Largest request body accepted; larger → 413. No body is held whole
+    /// in memory (buffered ones spill to a file), so the default is large
+    /// (see `DEFAULT_MAX_BODY`).
     pub max_body_size: u64,
+    /// WSGI and CGI: read the whole body (memory, then a temporary file)
+    /// before the app is called or the script started. The proxy streams.
+    pub request_buffering: bool,
     pub static_files: Option<StaticOptions>,
     /// What answers the request when there is no static root, or when the
     /// static root has no such file (try-files).

@@ -318,7 +318,7 @@ fn check_uwsgi_round_trip(input: &[u8]) {
     let mount = crate::server::Mount {
         script_name: "",
         max_body_size: u64::MAX,
-        max_buffered_body_size: u64::MAX,
+        buffering: crate::spool::Buffering::streaming(),
         peer: socket_peer(),
         static_cache: &cache,
         sendfile: None,

@@ -938,7 +938,7 @@ mod tests {
             keepalive_timeout: Duration::from_secs(75),
             body_timeout: Duration::from_secs(60),
             send_timeout,
-            max_buffered_body_size: 1 << 20,
+            body_buffer_size: 16 * 1024,
             max_connections: 10,
         }
     }

@@ -124,6 +124,8 @@ pub struct Shared {
     static_cache: crate::static_files::Cache,
     /// This worker's seat at the accept balance (none in a single process).
     balance: Option<balance::Balance>,
+    /// Where buffered request bodies go past `limits.body_buffer_size`.
+    body_temp_dir: std::path::PathBuf,
 }
 
 impl Shared {
@@ -161,6 +163,7 @@ impl Shared {
             proxy: crate::proxy::Proxy::new(config),
             static_cache: crate::static_files::Cache::new(),
             balance: balance::Balance::inherited(),
+            body_temp_dir: config.body_temp_dir.clone(),
         })
     }
 

@@ -40,6 +40,7 @@ use crate::config::{Handler, Limits};
 use crate::log::Entry;
 use crate::refusal::{self, status_page, Refusal, Scope};
 use crate::sendfile::SendQueue;
+use crate::spool::Buffering;
 use crate::static_files::{self, StaticRequest};
 
 /// Where a dynamic handler is mounted and who is asking: what CGI and WSGI
@@ -48,9 +49,8 @@ pub struct Mount<'a> {
     /// The route prefix (`SCRIPT_NAME` base); "" for the root route.
     pub script_name: &'a str,
     pub max_body_size: u64,
-    /// The most of a body without a length a handler may hold in memory:
-    /// `limits.max_buffered_body_size`, or the route's smaller limit.
-    pub max_buffered_body_size: u64,
+    /// Whether the body is read whole before the handler runs, and where.
+    pub buffering: Buffering<'a>,
     pub peer: Peer,
     /// The worker's open-file cache, for handlers that answer with a file.
     pub static_cache: &'a static_files::Cache,
@@ -186,7 +186,11 @@ async fn respond(req: Request<RequestBody>, ctx: &RequestContext) -> Response<Bo
             &route.prefix
         },
         max_body_size: route.max_body_size,
-        max_buffered_body_size: route.max_body_size.min(limits.max_buffered_body_size),
+        buffering: Buffering {
+            on: route.request_buffering,
+            memory: limits.body_buffer_size,
+            temp_dir: &shared.body_temp_dir,
+        },
         peer: ctx.peer,
         static_cache: &shared.static_cache,
         sendfile,

@@ -38,15 +38,27 @@ pub fn run(py: Python<'_>, cache: &mut EnvCache, app: &Bound<'_, PyAny>, mut job
     let responder = Responder::new(job.pipe.clone(), job.tag.clone());
     // Set by the input when reading the body fails (never without one).
     let (input, read) = match job.input.take().unwrap_or_default() {
-        Source::Empty => (Ok(cache.empty_input(py)), None),
+        Source::Empty => (Ok(None), None),
         source => {
             let read = Outcome::default();
             lock(&responder).input = Some(read.clone());
             let input = Input::new(source, job.max_body_size, read.clone());
-            (Bound::new(py, input).map(Bound::into_any), Some(read))
+            (Bound::new(py, input).map(Some), Some(read))
         }
     };
-    let outcome = input.and_then(|input| call_app(py, cache, app, &job, input, &responder));
+    let outcome = input.and_then(|input| {
+        let stream = match &input {
+            Some(input) => input.clone().into_any(),
+            None => cache.empty_input(py),
+        };
+        let outcome = call_app(py, cache, app, &job, stream, &responder);
+        // The iterable is closed: a buffered body's file goes now, not
+        // whenever Python frees an environ the app may have kept.
+        if let Some(input) = input {
+            input.borrow().release();
+        }
+        outcome
+    });
     let failure = read.as_ref().and_then(|read| read.get());
     if let Some(fault) = failure.and_then(Failure::client) {
         // Step 8: whatever the app did, caught the error or not.

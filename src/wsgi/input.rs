@@ -2,24 +2,30 @@
 //! readlines, iteration), ending at CONTENT_LENGTH or at the end of a chunked
 //! body.
 //!
-//! Small bodies arrive already read (the connection read them before the
-//! app was called); larger ones stream from the socket as the app reads,
-//! with the GIL released while waiting. hyper sends `100 Continue` only when
-//! the body is first read, so an app that never reads never invites it.
-//! A body longer than the route's `max_body_size` raises OSError and the
-//! request answers 413 if the app has not started its response. A body the
-//! client failed to send (no bytes for `--body-timeout`, broken chunked
-//! framing, the client gone) raises OSError too, and the request answers
-//! 408 or 400 whatever the app does (`super::call`).
+//! With request buffering (the default) the body arrives whole, read by
+//! the connection before the app was called: in memory, or in a temporary
+//! file read here in pieces (without the GIL) and given back when the body
+//! is read or the request ends ([`Input::release`]). Without it (`request_buffering = false`),
+//! small bodies arrive already read and larger ones stream from the socket
+//! as the app reads, with the GIL released while waiting; hyper sends `100
+//! Continue` only when the body is first read, so an app that never reads
+//! never invites it. A streamed body longer than the route's
+//! `max_body_size` raises OSError and the request answers 413 if the app
+//! has not started its response. A body the client failed to send (no
+//! bytes for `--body-timeout`, broken chunked framing, the client gone)
+//! raises OSError too, and the request answers 408 or 400 whatever the app
+//! does (`super::call`).
 //!
 //! A failure sticks: every later read raises again, so an app that catches
 //! the error never sees the end of a body that did not arrive whole. Time
 //! spent waiting for the client's bytes is the client's, not the app's:
 //! `--timeout` does not count it (`super::pool::waiting_on_client`).
 
+use std::io::Read;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::body::{BodyError, RequestBody};
+use crate::spool::SpoolFile;
 use bytes::{Buf, Bytes, BytesMut};
 use futures_executor::block_on;
 use http_body_util::BodyExt;
@@ -35,8 +41,33 @@ pub enum Source {
     Empty,
     /// Read in full already (or empty).
     Buffered(Bytes),
+    /// Read in full into a temporary file, positioned at its start.
+    File(SpoolFile),
     /// Still on the socket.
     Streaming(RequestBody),
+}
+
+/// Bytes read from a buffered body's file per read call.
+const FILE_READ: usize = 64 * 1024;
+
+/// Where the bytes not yet in `State::buf` are.
+enum Rest {
+    Socket(RequestBody),
+    /// A buffered body's file and how much of it is left to read.
+    File {
+        file: SpoolFile,
+        left: u64,
+    },
+}
+
+impl Rest {
+    /// The body is read, or the request over: a body's file is kept for a
+    /// later body (nothing but this object ever had its descriptor).
+    fn close(self) {
+        if let Rest::File { file, .. } = self {
+            file.recycle();
+        }
+    }
 }
 
 /// Why the body could not be read to its end.
@@ -72,7 +103,8 @@ pub type Outcome = Arc<OnceLock<Failure>>;
 
 struct State {
     buf: BytesMut,
-    source: Option<RequestBody>,
+    /// `None` at the end of the body.
+    source: Option<Rest>,
     /// Bytes taken from the socket so far, for the size limit.
     received: u64,
     limit: u64,
@@ -89,7 +121,11 @@ impl Input {
         let (buf, source) = match source {
             Source::Empty => (BytesMut::new(), None),
             Source::Buffered(bytes) => (BytesMut::from(bytes), None),
-            Source::Streaming(body) => (BytesMut::new(), Some(body)),
+            Source::File(file) => {
+                let left = file.len();
+                (BytesMut::new(), Some(Rest::File { file, left }))
+            }
+            Source::Streaming(body) => (BytesMut::new(), Some(Rest::Socket(body))),
         };
         Input {
             state: Mutex::new(State {
@@ -99,6 +135,18 @@ impl Input {
                 limit,
             }),
             outcome,
+        }
+    }
+
+    /// The request is over: its body's file is given back now (kept for a
+    /// later body, or closed), even if the app kept a reference to
+    /// `wsgi.input`, which reads as empty from then on.
+    pub fn release(&self) {
+        if let Ok(mut state) = self.state.try_lock() {
+            if let Some(rest) = state.source.take() {
+                rest.close();
+            }
+            state.buf = BytesMut::new();
         }
     }
 
@@ -119,12 +167,16 @@ impl Input {
 }
 
 impl State {
-    /// Reads one more piece from the socket; false at the end of the body.
+    /// Reads one more piece (from the body's file, or the socket); false
+    /// at the end of the body.
     fn fill(&mut self, py: Python<'_>, outcome: &Outcome) -> PyResult<bool> {
         if let Some(failed) = outcome.get() {
             return Err(failed.to_pyerr());
         }
-        let Some(body) = self.source.as_mut() else {
+        if matches!(self.source, Some(Rest::File { .. })) {
+            return self.fill_from_file(py);
+        }
+        let Some(Rest::Socket(body)) = self.source.as_mut() else {
             return Ok(false);
         };
         let frame = py.detach(|| super::pool::waiting_on_client(|| block_on(body.frame())));
@@ -150,6 +202,33 @@ impl State {
         let err = failure.to_pyerr();
         let _ = outcome.set(failure);
         Err(err)
+    }
+
+    /// The next piece of a buffered body's file (the disk is not the
+    /// client: this wait is the app's time).
+    fn fill_from_file(&mut self, py: Python<'_>) -> PyResult<bool> {
+        let Some(Rest::File { file, left }) = self.source.as_mut() else {
+            return Ok(false);
+        };
+        if *left == 0 {
+            if let Some(rest) = self.source.take() {
+                rest.close();
+            }
+            return Ok(false);
+        }
+        let n = FILE_READ.min(usize::try_from(*left).unwrap_or(FILE_READ));
+        let start = self.buf.len();
+        self.buf.resize(start + n, 0);
+        let read = py.detach(|| file.file_mut().read_exact(&mut self.buf[start..]));
+        if let Err(err) = read {
+            self.buf.truncate(start);
+            self.source = None;
+            return Err(PyOSError::new_err(format!(
+                "reading the buffered request body: {err}"
+            )));
+        }
+        *left -= n as u64;
+        Ok(true)
     }
 
     /// Up to `size` bytes (all when `None`).

@@ -1,9 +1,12 @@
 //! The application server: WSGI (PEP 3333) apps in the worker's embedded
 //! CPython. A request flows:
 //!
-//! 1. on the connection's I/O thread: compute the client view (trusted
-//!    forwarding headers), read a small body right away (larger ones stream
-//!    later), queue a [`Job`] for the Python threads;
+//! 1. on the connection's I/O thread: read the whole body (request
+//!    buffering, the default: memory, then a temporary file; 413 past
+//!    `max_body_size`, the client's 408/400 before the app runs) or, with
+//!    `request_buffering = false`, only a small one (larger ones stream
+//!    later); compute the client view (trusted forwarding headers); queue
+//!    a [`Job`] for the Python threads;
 //! 2. on a Python thread (`pool`): build the environ, call the app, send the
 //!    head and body through a [`pipe::Pipe`] (`call`);
 //! 3. back on the I/O thread: turn the head into a response whose body is
@@ -43,6 +46,7 @@ use crate::recycle::RecycleSignal;
 use crate::refusal::{self, Refusal};
 use crate::scoreboard::Scoreboard;
 use crate::server::{status_page, Mount};
+use crate::spool::{self, Spooled};
 use crate::static_files::{self, StaticRequest};
 
 pub use interpreter::LoadError;
@@ -50,8 +54,9 @@ pub use interpreter::LoadError;
 use input::Source;
 use pipe::{BodyPlan, HeadFuture, Pipe, PipeBody};
 
-/// Bodies up to this size are read by the I/O thread before the app is
-/// called, so no Python thread waits on a slow client for them.
+/// Without request buffering, bodies up to this size are still read by
+/// the I/O thread before the app is called, so no Python thread waits on a
+/// slow client for them.
 const PREREAD_LIMIT: u64 = 64 * 1024;
 
 /// One request for a Python thread.
@@ -160,10 +165,10 @@ impl WsgiRuntime {
         mount: &Mount<'_>,
         req: Request<RequestBody>,
     ) -> Response<Body> {
-        let (parts, body) = req.into_parts();
-        let input = match read_small_body(&parts, body, mount.max_body_size).await {
+        let (mut parts, body) = req.into_parts();
+        let input = match take_body(&mut parts, body, mount).await {
             Ok(input) => input,
-            Err(fault) => return refusal::refuse(&Refusal::Body(fault), mount.scope()),
+            Err(refusal) => return refusal::refuse(&refusal, mount.scope()),
         };
         let client = forwarded::client_view(&parts.headers, &mount.peer, &self.forwarded);
         let parts = Arc::new(parts);
@@ -227,6 +232,41 @@ impl WsgiRuntime {
 fn stack_dump_after(start_timeout: std::time::Duration) -> std::time::Duration {
     let margin = (start_timeout / 4).min(std::time::Duration::from_secs(1));
     start_timeout - margin
+}
+
+/// The app's `wsgi.input`. With request buffering the whole body is read
+/// now (hyper sends `100 Continue` as this starts); a body that came
+/// without a length gets the `Content-Length` it turned out to have, as
+/// nginx sends it upstream, so apps that need one (Django) see it.
+/// Without buffering, [`read_small_body`].
+async fn take_body(
+    parts: &mut Parts,
+    body: RequestBody,
+    mount: &Mount<'_>,
+) -> Result<Source, Refusal> {
+    if !mount.buffering.on {
+        let limit = mount.max_body_size;
+        return read_small_body(parts, body, limit)
+            .await
+            .map_err(Refusal::Body);
+    }
+    if body.is_end_stream() {
+        return Ok(Source::Empty);
+    }
+    let spooled = spool::spool(body, mount.buffering, mount.max_body_size)
+        .await
+        .map_err(|err| err.refusal())?;
+    if !parts.headers.contains_key(header::CONTENT_LENGTH) {
+        parts.headers.remove(header::TRANSFER_ENCODING);
+        parts
+            .headers
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(spooled.len()));
+    }
+    Ok(match spooled {
+        Spooled::Memory(data) if data.is_empty() => Source::Empty,
+        Spooled::Memory(data) => Source::Buffered(data),
+        Spooled::File(file) => Source::File(file),
+    })
 }
 
 /// A body that fits `PREREAD_LIMIT` is read now, unless the client waits

@@ -6,6 +6,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+mod buffering;
 mod routes;
 
 use super::file::{self, FileConfig};
@@ -13,14 +14,12 @@ use super::units::{parse_duration, parse_size};
 use super::*;
 
 const DEFAULT_BIND: &str = "127.0.0.1:8000";
-/// Request bodies stream to their handler (app, CGI script, upstream), so
-/// the default body limit only stops runaway uploads: Apache's current
+/// No request body is held whole in memory (a buffered one spills to a
+/// temporary file, the proxy streams), so the default body limit only
+/// stops runaway uploads: Apache's current
 /// default (gunicorn, granian and uWSGI have none). 1 MiB, the old default,
 /// broke uploads that work under gunicorn.
 const DEFAULT_MAX_BODY: u64 = 1 << 30;
-/// Where a body is held whole in memory (a CGI script's chunked upload),
-/// the limit stays small.
-const DEFAULT_MAX_BUFFERED_BODY: u64 = 1 << 20;
 const DEFAULT_DRAIN_GRACE: Duration = Duration::from_secs(1);
 const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(60);
 const DEFAULT_CGI_TIMEOUT: Duration = Duration::from_secs(60);
@@ -132,9 +131,12 @@ impl Builder<'_> {
             start_timeout,
             limits,
             log: self.log()?,
-            routes: self.routes(default_body)?,
+            routes: self.routes(default_body, self.request_buffering())?,
             upstreams: Vec::new(),
+            body_temp_dir: PathBuf::new(),
+            notices: self.notices(),
         };
+        config.body_temp_dir = self.body_temp_dir(&config.routes)?;
         config.upstreams = self.upstreams.take();
         let mut apps: Vec<AppTarget> = Vec::new();
         for route in &mut config.routes {
@@ -391,14 +393,7 @@ impl Builder<'_> {
                 .max_connections
                 .or(f.max_connections)
                 .unwrap_or(10_000),
-            max_buffered_body_size: match &self.cli.max_buffered_body_size {
-                Some(text) => {
-                    parse_size(text).map_err(|m| cli_err("--max-buffered-body-size", m))?
-                }
-                None => f
-                    .max_buffered_body_size
-                    .map_or(DEFAULT_MAX_BUFFERED_BODY, |s| s.0),
-            },
+            body_buffer_size: self.body_buffer_size()?,
         };
         if limits.max_header_bytes < 8192 {
             return Err(self.file_err("limits.max_header_size", "must be at least 8k"));

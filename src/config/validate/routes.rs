@@ -12,11 +12,17 @@ use super::{
 };
 
 impl Builder<'_> {
-    pub(super) fn routes(&self, default_body: u64) -> Result<Vec<Route>, ConfigError> {
+    /// `default_body` and `buffering` apply to routes that set no
+    /// `max_body_size` / `request_buffering`.
+    pub(super) fn routes(
+        &self,
+        default_body: u64,
+        buffering: bool,
+    ) -> Result<Vec<Route>, ConfigError> {
         let mut routes = Vec::new();
         for (i, r) in self.file.route.iter().enumerate() {
             routes.push(
-                self.file_route(r, default_body)
+                self.file_route(r, default_body, buffering)
                     .map_err(|(field, m)| self.file_err(&format!("route[{i}].{field}"), m))?,
             );
         }
@@ -25,12 +31,9 @@ impl Builder<'_> {
             .static_routes
             .iter()
             .map(|t| cli_static_route(t, default_body).map_err(|m| cli_err("--static", m)))
-            .chain(
-                self.cli
-                    .cgi_routes
-                    .iter()
-                    .map(|t| cli_cgi_route(t, default_body).map_err(|m| cli_err("--cgi", m))),
-            )
+            .chain(self.cli.cgi_routes.iter().map(|t| {
+                cli_cgi_route(t, default_body, buffering).map_err(|m| cli_err("--cgi", m))
+            }))
             .chain(self.cli.proxy_routes.iter().map(|t| {
                 self.cli_proxy_route(t, default_body)
                     .map_err(|m| cli_err("--proxy", m))
@@ -47,6 +50,7 @@ impl Builder<'_> {
                 host: None,
                 prefix: "/".into(),
                 max_body_size: default_body,
+                request_buffering: buffering,
                 static_files: None,
                 handler: Some(Handler::Wsgi(WsgiOptions {
                     target,
@@ -98,6 +102,7 @@ impl Builder<'_> {
         &self,
         r: &FileRoute,
         default_body: u64,
+        buffering: bool,
     ) -> Result<Route, (&'static str, String)> {
         let prefix = normalize_prefix(&r.path).map_err(|m| ("path", m))?;
         let host = match &r.host {
@@ -135,6 +140,13 @@ impl Builder<'_> {
             return Err((
                 "sendfile_root",
                 "only applies to a route with `wsgi` or `proxy`".into(),
+            ));
+        }
+        if r.request_buffering.is_some() && r.wsgi.is_none() && r.cgi.is_none() {
+            return Err((
+                "request_buffering",
+                "only applies to a route with `wsgi` or `cgi` (the proxy streams request bodies)"
+                    .into(),
             ));
         }
         if r.proxy_host.is_some() && r.proxy.is_none() {
@@ -215,6 +227,7 @@ impl Builder<'_> {
             host,
             prefix,
             max_body_size: r.max_body_size.map_or(default_body, |s| s.0),
+            request_buffering: r.request_buffering.unwrap_or(buffering),
             static_files,
             handler,
         })
@@ -231,7 +244,10 @@ fn merge_try_files(into: &mut Route, other: Route) -> Result<(), String> {
         other.handler,
     ) {
         (None, Some(_), Some(files), None) => into.static_files = Some(files),
-        (Some(_), None, None, Some(handler)) => into.handler = Some(handler),
+        (Some(_), None, None, Some(handler)) => {
+            into.handler = Some(handler);
+            into.request_buffering = other.request_buffering;
+        }
         _ => return Err(format!("prefix `{}` given twice", into.prefix)),
     }
     Ok(())
@@ -254,6 +270,7 @@ impl Builder<'_> {
             host: None,
             prefix,
             max_body_size,
+            request_buffering: false,
             static_files: None,
             handler: Some(Handler::Proxy(ProxyOptions {
                 upstream: pools.len() - 1,
@@ -265,12 +282,13 @@ impl Builder<'_> {
     }
 }
 
-fn cli_cgi_route(text: &str, max_body_size: u64) -> Result<Route, String> {
+fn cli_cgi_route(text: &str, max_body_size: u64, buffering: bool) -> Result<Route, String> {
     let (prefix, dir) = split_prefix_dir(text)?;
     Ok(Route {
         host: None,
         prefix,
         max_body_size,
+        request_buffering: buffering,
         static_files: None,
         handler: Some(Handler::Cgi(CgiOptions {
             dir: canonical_dir(Path::new(dir))?,
@@ -289,6 +307,7 @@ fn cli_static_route(text: &str, max_body_size: u64) -> Result<Route, String> {
         host: None,
         prefix,
         max_body_size,
+        request_buffering: false,
         handler: None,
         static_files: Some(StaticOptions {
             root: canonical_dir(Path::new(dir))?,
