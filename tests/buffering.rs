@@ -160,10 +160,10 @@ fn slow_uploads_hold_no_python_thread_and_reach_the_app_whole() {
     );
     let worker = server.wait_workers(1, Duration::from_secs(10))[0];
     let shared = Arc::new(Uploads::default());
-    // Four uploads past the 16 KiB memory limit (temporary files), more
+    // Four uploads past the 64 KiB memory limit (temporary files), more
     // than the app's threads, and one under it (memory).
     let mut uploads: Vec<_> = (0..4)
-        .map(|i| SlowUpload::start(server.addr, "/echo", 200 * 1024, 20_000, i, &shared))
+        .map(|i| SlowUpload::start(server.addr, "/echo", 200 * 1024, 80_000, i, &shared))
         .collect();
     uploads.push(SlowUpload::start(
         server.addr,
@@ -230,7 +230,7 @@ fn slow_uploads_hold_no_cgi_slot_and_reach_the_script_whole() {
                 server.addr,
                 "/cgi-bin/echo.pl",
                 200 * 1024,
-                20_000,
+                80_000,
                 i,
                 &shared,
             )

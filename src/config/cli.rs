@@ -166,7 +166,7 @@ pub struct Cli {
     pub no_request_buffering: bool,
 
     /// Bytes of a buffered request body held in memory; the rest of a
-    /// longer body goes to an unnamed temporary file. [default: 16k]
+    /// longer body goes to an unnamed temporary file. [default: 64k]
     #[arg(long, value_name = "SIZE")]
     pub body_buffer_size: Option<String>,
 

@@ -10,7 +10,9 @@
 //!    declared `Content-Length` over it was refused before (`service`);
 //! 2. while the body fits `limits.body_buffer_size` it stays in memory (a
 //!    body that came in one chunk, the usual small POST, is that chunk: no
-//!    copy);
+//!    copy), as long as the bodies the worker is buffering in memory stay
+//!    within [`MemoryBudget`] (1,024 of them at their limit): many slow
+//!    uploads at once go to files instead of filling memory;
 //! 3. past it, the body goes to an unnamed temporary file in
 //!    `body_temp_dir` (`O_TMPFILE`: no name, so nothing is left behind
 //!    whatever happens to the process), written by a disk thread in
@@ -61,11 +63,50 @@ impl Buffering<'static> {
     }
 }
 
-/// nginx's `client_body_buffer_size` on 64-bit systems. 10,000 uploads at
-/// once hold at most 160 MiB of body bytes in a worker, about what their
-/// connections' HTTP state costs anyway; a larger body costs one temporary
-/// file, cheap next to moving that many bytes.
-pub const DEFAULT_MEMORY: usize = 16 * 1024;
+/// The most of one body held in memory, by default (`body_buffer_size`):
+/// what the worker read before calling the app before buffering existed,
+/// so JSON and form bodies up to it never touch the disk.
+pub const DEFAULT_MEMORY: usize = 64 * 1024;
+
+/// Bodies being received are held in memory up to this many times the
+/// per-body limit, per worker (64 MiB at the default): past it, a body
+/// goes to a file whatever its size. Thousands of slow uploads at once
+/// then cost disk, not memory; bodies that arrive at once (nearly all of
+/// them) are handed to the app within a few reads and give their share
+/// back.
+const BUDGET_BODIES: usize = 1024;
+
+thread_local! {
+    /// Body bytes the worker's I/O thread (the only one that spools) holds
+    /// for bodies still arriving.
+    static HELD: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// A body's share of the worker's memory budget, given back when dropped.
+#[derive(Default)]
+struct MemoryBudget(usize);
+
+impl MemoryBudget {
+    /// Takes `n` more bytes if the worker's bodies then hold at most
+    /// `BUDGET_BODIES` × `per_body`.
+    fn take(&mut self, n: usize, per_body: usize) -> bool {
+        HELD.with(|held| {
+            let total = held.get() + n;
+            let fits = total <= per_body.saturating_mul(BUDGET_BODIES);
+            if fits {
+                held.set(total);
+                self.0 += n;
+            }
+            fits
+        })
+    }
+}
+
+impl Drop for MemoryBudget {
+    fn drop(&mut self) {
+        HELD.with(|held| held.set(held.get() - self.0));
+    }
+}
 
 /// A whole request body, ready to be read from the start.
 #[derive(Debug)]
@@ -168,9 +209,11 @@ pub async fn spool(
     max_body_size: u64,
 ) -> Result<Spooled, SpoolError> {
     let mut memory = Memory::Empty;
+    let mut budget = MemoryBudget::default();
     let mut received: u64 = 0;
     while let Some(data) = next_chunk(&mut body, &mut received, max_body_size).await? {
-        if received > buffering.memory as u64 {
+        if received > buffering.memory as u64 || !budget.take(data.len(), buffering.memory) {
+            drop(budget);
             // Boxed: every request's future stays as small as the memory
             // path needs; only a body that needs a file pays for its state.
             let pending = memory.into_bytes_mut();
@@ -308,6 +351,23 @@ mod tests {
         spool(body, buffering(memory, dir), u64::MAX)
             .await
             .expect("spooled")
+    }
+
+    #[tokio::test]
+    async fn past_the_workers_memory_budget_a_small_body_goes_to_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let body: &[u8] = &[b'x'; 100];
+        // Other bodies still arriving hold all but 50 bytes of the budget.
+        let mut others = MemoryBudget::default();
+        assert!(others.take(1024 * BUDGET_BODIES - 50, 1024));
+        let spooled = spool_chunks(&[body], 1024, dir.path()).await;
+        assert!(matches!(spooled, Spooled::File(_)), "{spooled:?}");
+        assert_eq!(read_back(spooled), body);
+        // Given back: the next one stays in memory, and gives its share back.
+        drop(others);
+        let spooled = spool_chunks(&[body], 1024, dir.path()).await;
+        assert!(matches!(spooled, Spooled::Memory(_)), "{spooled:?}");
+        assert_eq!(HELD.with(|held| held.get()), 0);
     }
 
     fn read_back(spooled: Spooled) -> Vec<u8> {

@@ -9,13 +9,12 @@ use super::super::*;
 use super::{canonical_dir, cli_err, Builder};
 use crate::config::units::parse_size;
 
-/// nginx's `client_body_buffer_size` on 64-bit systems. Memory is the
-/// bound that matters with many slow uploads: 10,000 at once (the default
-/// `max_connections`) hold at most 160 MiB of body bytes in a worker,
-/// about what their connections' HTTP state costs anyway (64 KiB would be
-/// 640 MiB). A longer body costs one temporary file, small next to moving
-/// its bytes.
-const DEFAULT_BODY_BUFFER: u64 = 16 * 1024;
+/// What the worker read before calling the app before buffering existed
+/// (a JSON or form body up to it never touches the disk). Many slow
+/// uploads at once are bounded by the worker's budget instead
+/// (`crate::spool`: 1,024 bodies' worth, 64 MiB), past which bodies go to
+/// files.
+const DEFAULT_BODY_BUFFER: u64 = crate::spool::DEFAULT_MEMORY as u64;
 
 impl Builder<'_> {
     /// The default of the routes' `request_buffering`: on, unless
@@ -130,7 +129,7 @@ mod tests {
         .unwrap();
         let on: Vec<_> = config.routes.iter().map(|r| r.request_buffering).collect();
         assert_eq!(on, [true, false]);
-        assert_eq!(config.limits.body_buffer_size, 16 * 1024);
+        assert_eq!(config.limits.body_buffer_size, 64 * 1024);
         assert!(config.notices.is_empty());
 
         let off = with_file(CGI_ROUTE, &["--no-request-buffering"]).unwrap();
@@ -169,14 +168,14 @@ mod tests {
 
         let config = with_file(
             &format!(
-                "body_temp_dir = \"cgi-bin\"\n[limits]\nbody_buffer_size = \"64k\"\n{CGI_ROUTE}"
+                "body_temp_dir = \"cgi-bin\"\n[limits]\nbody_buffer_size = \"32k\"\n{CGI_ROUTE}"
             ),
             &[],
         )
         .unwrap();
         assert!(config.body_temp_dir.ends_with("cgi-bin"));
         assert!(config.body_temp_dir.is_absolute());
-        assert_eq!(config.limits.body_buffer_size, 64 * 1024);
+        assert_eq!(config.limits.body_buffer_size, 32 * 1024);
         let config = with_file(CGI_ROUTE, &["--body-buffer-size", "0"]).unwrap();
         assert_eq!(config.limits.body_buffer_size, 0);
     }
