@@ -181,3 +181,60 @@ fn write_errors_are_reported_without_flooding_the_error_log() {
         s.logs()
     );
 }
+
+/// A request whose client goes away before its answer exists: one line,
+/// 499 (nginx's "client closed request").
+fn wait_for_499(s: &Server, target: &str) -> bool {
+    let wanted = format!("\"GET {target} HTTP/");
+    s.stdout.wait_for(Duration::from_secs(10), |lines| {
+        lines
+            .iter()
+            .any(|l| l.contains(&wanted) && l.contains("\" 499 "))
+    })
+}
+
+#[test]
+fn a_client_closing_before_its_answer_is_logged_499() {
+    use std::io::Write;
+    let t = TestDir::new();
+    let s = crate::util::wsgi::serve_app(&t, "loadapp:application", &[]);
+    let mut c = raw::connect(s.addr);
+    c.write_all(&raw::get_request("/gone?sleep=1", &[]))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    drop(c);
+    assert!(wait_for_499(&s, "/gone?sleep=1"), "{}", s.logs());
+}
+
+/// hyper drops the request's future when the client resets its HTTP/2
+/// stream: the request is logged, and its connection is not left counting
+/// it as in flight (it would never be idle, so never closed).
+#[test]
+fn an_http2_stream_reset_before_its_answer_is_logged_499_and_ends_the_request() {
+    let t = TestDir::new();
+    let s = crate::util::wsgi::serve_app(&t, "loadapp:application", &["--keepalive-timeout", "2"]);
+    crate::util::client::runtime().block_on(async {
+        let tcp = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+        let (mut send, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(tcp),
+        )
+        .await
+        .unwrap();
+        let conn = tokio::spawn(conn);
+        let req = http::Request::get(format!("http://{}/reset?sleep=1", s.addr))
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+        // Dropped unanswered: the client sends RST_STREAM(CANCEL).
+        let answer = tokio::time::timeout(Duration::from_millis(300), send.send_request(req)).await;
+        assert!(answer.is_err(), "answered before the reset: {answer:?}");
+        // Idle now: closed by the server at its keep-alive timeout.
+        let closed = tokio::time::timeout(Duration::from_secs(8), conn).await;
+        assert!(
+            closed.is_ok(),
+            "the connection was never idle: the reset request still counts\n{}",
+            s.logs()
+        );
+    });
+    assert!(wait_for_499(&s, "/reset?sleep=1"), "{}", s.logs());
+}

@@ -34,7 +34,7 @@ use super::conn::{ConnState, Peer};
 use super::head::{self, Early};
 use super::send_timeout;
 use super::Shared;
-use crate::body::{Body, Fault};
+use crate::body::{Body, Fault, CLIENT_CLOSED};
 use crate::cgi;
 use crate::config::{Handler, Limits};
 use crate::log::Entry;
@@ -93,15 +93,27 @@ pub async fn handle(
     let http1 = req.version() <= http::Version::HTTP_11;
     // Before the log fields: an absolute-form target's authority replaces Host.
     let early = head::check(&mut req);
-    let mut log = ctx
+    let log = ctx
         .shared
         .access_log
         .enabled()
         .then(|| Box::new(LogFields::new(&req)));
-    let mut response = match early {
-        Ok(()) => respond(req, &ctx).await,
-        Err(early) => answer_early(early, &ctx.peer),
+    // The request's line and its end, from now on: if hyper drops this
+    // future before a response exists (the client reset its HTTP/2 stream,
+    // or closed its connection), the access log says 499 and the
+    // connection counts the request as finished.
+    let mut logged = LoggedBody {
+        inner: Body::empty(),
+        bytes: 0,
+        log,
+        ctx,
     };
+    logged.set_status(CLIENT_CLOSED);
+    let mut response = match early {
+        Ok(()) => respond(req, &logged.ctx).await,
+        Err(early) => answer_early(early, &logged.ctx.peer),
+    };
+    let ctx = &logged.ctx;
     response
         .headers_mut()
         .insert(header::SERVER, SERVER.clone());
@@ -110,19 +122,15 @@ pub async fn handle(
     if http1 && ctx.shared.draining() {
         ask_to_close(&mut response);
     }
-    if let Some(log) = log.as_mut() {
-        log.status = response.status().as_u16();
-    }
     if ctx.state.is_http2() {
         if let Some(stall) = send_timeout::current_stream() {
             response = response.map(|body| Body::stream(send_timeout::Reporting::new(body, stall)));
         }
     }
-    Ok(response.map(|body| LoggedBody {
-        inner: body,
-        bytes: 0,
-        log,
-        ctx,
+    logged.set_status(response.status().as_u16());
+    Ok(response.map(|body| {
+        logged.inner = body;
+        logged
     }))
 }
 
@@ -347,6 +355,14 @@ impl http_body::Body for LoggedBody {
 
     fn size_hint(&self) -> http_body::SizeHint {
         self.inner.size_hint()
+    }
+}
+
+impl LoggedBody {
+    fn set_status(&mut self, status: u16) {
+        if let Some(log) = self.log.as_mut() {
+            log.status = status;
+        }
     }
 }
 
