@@ -11,6 +11,7 @@ mod conformance;
 mod drains;
 mod example_site;
 mod h2spec;
+mod layers;
 mod limits;
 mod parking;
 mod processes;

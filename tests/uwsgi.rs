@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use portico::server::{Mount, Peer};
+use portico::request::{HandlerContext, Peer};
 use portico::uwsgi::{self, Target, Timeouts};
 use serde_json::Value;
 
@@ -405,18 +405,16 @@ fn send(
         builder = builder.header(*k, *v);
     }
     let (parts, ()) = builder.body(()).unwrap().into_parts();
-    let cache = portico::static_files::Cache::new();
-    let mount = Mount {
+    let mount = HandlerContext {
         script_name: "",
         max_body_size: u64::MAX,
-        buffering: portico::spool::Buffering::streaming(),
+        buffering: portico::request::spool::Buffering::streaming(),
         peer: Peer::new(
             Some("10.9.8.7:4321".parse().unwrap()),
             Some("127.0.0.1:80".parse().unwrap()),
             false,
             None,
         ),
-        static_cache: &cache,
         sendfile: None,
     };
     let len = (!body.is_empty()).then_some(body.len() as u64);

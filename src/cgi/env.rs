@@ -14,18 +14,18 @@ use std::os::unix::ffi::OsStrExt;
 
 use super::lookup::Script;
 use crate::config::CgiOptions;
-use crate::gateway_env::{meta_variables, GatewayRequest, Mapping, Var};
-use crate::server::Mount;
+use crate::request::gateway_env::{meta_variables, GatewayRequest, Mapping, Var};
+use crate::request::HandlerContext;
 
 pub fn build(
     req: &GatewayRequest<'_>,
     script: &Script,
     opts: &CgiOptions,
-    mount: &Mount<'_>,
+    ctx: &HandlerContext<'_>,
     content_length: Option<u64>,
 ) -> Vec<Var> {
     // 1.
-    let mut script_name = mount.script_name.as_bytes().to_vec();
+    let mut script_name = ctx.script_name.as_bytes().to_vec();
     script_name.extend_from_slice(&script.name);
     let map = Mapping {
         script_name: &script_name,
@@ -33,7 +33,7 @@ pub fn build(
         content_length,
         pass_authorization: opts.pass_authorization,
     };
-    let mut vars = meta_variables(req, &map, mount);
+    let mut vars = meta_variables(req, &map, ctx);
     // 2.
     let mut set = |name: &str, value: &[u8]| vars.push((name.to_string(), value.to_vec()));
     set("GATEWAY_INTERFACE", b"CGI/1.1");

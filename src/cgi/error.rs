@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use http::StatusCode;
 
-use crate::refusal::Refusal;
+use crate::request::refusal::Refusal;
 
 /// Everything that stops a script from answering. Each variant documents
 /// its status.
@@ -35,12 +35,12 @@ pub enum CgiError {
     /// closed): 413 past `max_body_size`, the client's 408/400/499, or 500
     /// when its temporary file could not be written (`SpoolError`).
     #[error(transparent)]
-    Spool(crate::spool::SpoolError),
+    Spool(crate::request::spool::SpoolError),
     /// The client's body failed while streamed to the script (which is
     /// then killed): 408 (no bytes for `--body-timeout`), 400 (malformed;
     /// or the client is gone, logged 499). The client's fault.
     #[error(transparent)]
-    Body(crate::body::BodyError),
+    Body(crate::request::body::BodyError),
     /// 500: the script could not be started (bad interpreter, ENOEXEC...).
     #[error("cannot run {path}: {source}")]
     Spawn { path: PathBuf, source: io::Error },
@@ -86,7 +86,7 @@ impl CgiError {
     }
 
     /// The errors that are refusals (a limit was reached) are answered and
-    /// logged by `crate::refusal`, naming the setting to change.
+    /// logged by `crate::request::refusal`, naming the setting to change.
     pub fn refusal(&self, script: &str) -> Option<Refusal> {
         Some(match self {
             CgiError::Busy(slots) => Refusal::CgiBusy { slots: *slots },
@@ -102,7 +102,7 @@ impl CgiError {
 
     /// Script and server failures are logged with the script and request;
     /// client mistakes are not (any client could fill the log). Refusals
-    /// are logged by `crate::refusal`.
+    /// are logged by `crate::request::refusal`.
     pub fn log(&self, script: &str, request: &str) {
         match self {
             CgiError::BadPath(_)
@@ -128,7 +128,7 @@ mod tests {
         assert_eq!(CgiError::NotFound.status(), 404);
         assert_eq!(CgiError::Forbidden("x".into()).status(), 403);
         assert_eq!(CgiError::Busy(1).status(), 503);
-        let too_large = crate::spool::SpoolError::TooLarge { limit: 1 };
+        let too_large = crate::request::spool::SpoolError::TooLarge { limit: 1 };
         assert_eq!(CgiError::Spool(too_large).status(), 413);
         assert_eq!(CgiError::HeadTooLarge(1).status(), 502);
         assert_eq!(CgiError::EndedEarly(0).status(), 502);
@@ -137,7 +137,7 @@ mod tests {
             504
         );
         assert_eq!(CgiError::TooManyRedirects(10).status(), 500);
-        let timeout = crate::body::BodyError::Timeout(std::time::Duration::from_secs(60));
+        let timeout = crate::request::body::BodyError::Timeout(std::time::Duration::from_secs(60));
         assert_eq!(CgiError::Body(timeout).status(), 408);
     }
 }

@@ -4,7 +4,7 @@
 //! 1. `prepare`: no body → none (no `CONTENT_LENGTH`, stdin is /dev/null);
 //!    with request buffering (the default), or without a `Content-Length`
 //!    (chunked, HTTP/2 without a length: RFC 3875 wants `CONTENT_LENGTH`),
-//!    the whole body is read first (`crate::spool`: memory, then an
+//!    the whole body is read first (`crate::request::spool`: memory, then an
 //!    unnamed temporary file; 413 past `max_body_size`), before the script
 //!    takes a slot; a body in a file *is* the script's stdin, one in
 //!    memory goes through a pipe. With `request_buffering = false`, a body
@@ -24,9 +24,9 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use crate::body::{BodyError, RequestBody};
-use crate::server::Mount;
-use crate::spool::{self, Spooled};
+use crate::request::body::{BodyError, RequestBody};
+use crate::request::spool::{self, Spooled};
+use crate::request::HandlerContext;
 use bytes::Bytes;
 use http::header;
 use http_body_util::BodyExt;
@@ -78,7 +78,7 @@ impl Input {
 pub async fn prepare(
     headers: &http::HeaderMap,
     body: RequestBody,
-    mount: &Mount<'_>,
+    ctx: &HandlerContext<'_>,
 ) -> Result<Input, CgiError> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -91,10 +91,10 @@ pub async fn prepare(
             None => Input::None,
         });
     }
-    if let (Some(len), false) = (declared, mount.buffering.on) {
+    if let (Some(len), false) = (declared, ctx.buffering.on) {
         return Ok(Input::Stream { body, len });
     }
-    let spooled = spool::spool(body, mount.buffering, mount.max_body_size)
+    let spooled = spool::spool(body, ctx.buffering, ctx.max_body_size)
         .await
         .map_err(CgiError::Spool)?;
     Ok(match spooled {

@@ -3,7 +3,7 @@
 //! `serve` runs these steps, in order (each in its own file):
 //! 1. find the script under the route's directory (`lookup`): 404, 403,
 //!    400, or a 301 to add a directory's slash;
-//! 2. prepare the body (`input`): read whole first (`crate::spool`:
+//! 2. prepare the body (`input`): read whole first (`crate::request::spool`:
 //!    memory, then a temporary file that becomes the script's stdin; 413
 //!    past `max_body_size`), or, with `request_buffering = false`, streamed
 //!    when it has a Content-Length;
@@ -46,15 +46,18 @@ pub(crate) mod response;
 mod slots;
 
 use std::rc::Rc;
+use std::sync::Arc;
 
-use crate::body::RequestBody;
+use tokio::sync::Semaphore;
+
+use crate::request::body::RequestBody;
 use http::request::Parts;
 use http::{Method, Request, Response};
 
-use crate::body::Body;
 use crate::config::CgiOptions;
-use crate::gateway_env::GatewayRequest;
-use crate::server::Mount;
+use crate::request::body::Body;
+use crate::request::gateway_env::GatewayRequest;
+use crate::request::HandlerContext;
 
 pub use error::CgiError;
 use input::{BodyFault, Input};
@@ -62,13 +65,15 @@ use lookup::{Lookup, Script};
 use output::Output;
 use process::Tag;
 use response::Outcome;
+pub use slots::Slots;
 
 /// Local redirects followed for one request before giving up (500).
 pub const MAX_REDIRECTS: usize = 10;
 
 pub async fn serve(
     opts: &CgiOptions,
-    mount: &Mount<'_>,
+    slots: &Slots,
+    ctx: &HandlerContext<'_>,
     req: Request<RequestBody>,
 ) -> Response<Body> {
     let (parts, body) = req.into_parts();
@@ -81,10 +86,11 @@ pub async fn serve(
             .map_or_else(|| parts.uri.path(), |pq| pq.as_str())
     );
     let mut script = String::from("-");
-    match run(opts, mount, &parts, body, &request, &mut script).await {
+    let slots = slots.for_route(opts, ctx.script_name);
+    match run(opts, slots, ctx, &parts, body, &request, &mut script).await {
         Ok(res) => res,
         Err(err) => match err.refusal(&script) {
-            Some(refusal) => crate::refusal::refuse(&refusal, mount.scope()),
+            Some(refusal) => crate::request::refusal::refuse(&refusal, ctx.scope()),
             None => {
                 err.log(&script, &request);
                 response::render_error(&err)
@@ -96,7 +102,8 @@ pub async fn serve(
 /// Steps 1–8; `label` names the script being run, for the error log.
 async fn run(
     opts: &CgiOptions,
-    mount: &Mount<'_>,
+    slots: Arc<Semaphore>,
+    ctx: &HandlerContext<'_>,
     parts: &Parts,
     body: RequestBody,
     request: &str,
@@ -105,7 +112,7 @@ async fn run(
     let original = GatewayRequest::from_parts(parts);
     let head_only = parts.method == Method::HEAD;
     // 1. Lookup.
-    let rel = below(mount, parts.uri.path()).ok_or(CgiError::NotFound)?;
+    let rel = below(ctx, parts.uri.path()).ok_or(CgiError::NotFound)?;
     let mut script = match lookup::lookup(opts, rel)? {
         Lookup::Script(s) => s,
         Lookup::AddSlash => {
@@ -117,9 +124,8 @@ async fn run(
     };
     *label = script.path.display().to_string();
     // 2. The body (before the slot: a slow uploader must not hold one).
-    let mut input = input::prepare(&parts.headers, body, mount).await?;
+    let mut input = input::prepare(&parts.headers, body, ctx).await?;
     // 3. A slot.
-    let slots = slots::for_route(opts, mount.script_name);
     let mut slot = slots
         .clone()
         .try_acquire_owned()
@@ -137,7 +143,7 @@ async fn run(
         };
         // 4. Environment.
         let content_length = input.len();
-        let vars = env::build(&req, &script, opts, mount, content_length);
+        let vars = env::build(&req, &script, opts, ctx, content_length);
         // 5. Spawn, feed stdin.
         let tag = Rc::new(Tag {
             script: label.clone(),
@@ -180,7 +186,7 @@ async fn run(
             return Err(CgiError::TooManyRedirects(MAX_REDIRECTS));
         }
         // Back to step 1 for the new path, under this route only.
-        let next = below(mount, target.path()).and_then(|rel| lookup::lookup(opts, rel).ok());
+        let next = below(ctx, target.path()).and_then(|rel| lookup::lookup(opts, rel).ok());
         let Some(Lookup::Script(next)) = next else {
             tracing::debug!(request, location = %target, "CGI local redirect outside the route: 302");
             return Ok(response::render_redirect(&target));
@@ -199,8 +205,8 @@ async fn run(
 }
 
 /// The path below the route prefix ("" or starting with `/`), if it is one.
-fn below<'p>(mount: &Mount<'_>, path: &'p str) -> Option<&'p str> {
-    let rest = path.strip_prefix(mount.script_name)?;
+fn below<'p>(ctx: &HandlerContext<'_>, path: &'p str) -> Option<&'p str> {
+    let rest = path.strip_prefix(ctx.script_name)?;
     (rest.is_empty() || rest.starts_with('/')).then_some(rest)
 }
 

@@ -34,7 +34,7 @@ use super::error::CgiError;
 use super::head::find_end;
 use super::input::BodyFault;
 use super::process::{Activity, Guard, Tag};
-use crate::body::Body;
+use crate::request::body::Body;
 
 /// Largest header block accepted from a script.
 pub const HEAD_MAX: usize = 64 * 1024;

@@ -37,7 +37,7 @@ use tokio::time::Instant;
 
 use super::error::CgiError;
 use super::lookup::Script;
-use crate::gateway_env::Var;
+use crate::request::gateway_env::Var;
 
 /// Longest stderr line logged as one message; longer ones are split.
 const STDERR_LINE_MAX: usize = 8 * 1024;

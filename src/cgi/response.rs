@@ -18,8 +18,8 @@ use hyper::ext::ReasonPhrase;
 use super::error::CgiError;
 use super::head::Head;
 use super::output::Output;
-use crate::body::Body;
-use crate::server::status_page;
+use crate::request::body::Body;
+use crate::request::refusal::status_page;
 
 #[derive(Debug)]
 pub enum Outcome {
@@ -136,7 +136,7 @@ pub fn render_add_slash(path: &str, query: Option<&str>) -> Response<Body> {
     res
 }
 
-/// Every error that is not a refusal (those are `crate::refusal`'s), as
+/// Every error that is not a refusal (those are `crate::request::refusal`'s), as
 /// its documented status.
 pub fn render_error(err: &CgiError) -> Response<Body> {
     status_page(err.status())
@@ -206,13 +206,13 @@ mod tests {
 
     #[test]
     fn refusals_keep_their_extras() {
-        let page = |err: CgiError| crate::refusal::page(&err.refusal("s").unwrap());
+        let page = |err: CgiError| crate::request::refusal::page(&err.refusal("s").unwrap());
         let res = page(CgiError::Busy(4));
         assert_eq!(res.status(), 503);
         assert_eq!(res.headers()["retry-after"], "1");
-        let res = page(CgiError::Spool(crate::spool::SpoolError::TooLarge {
-            limit: 10,
-        }));
+        let res = page(CgiError::Spool(
+            crate::request::spool::SpoolError::TooLarge { limit: 10 },
+        ));
         assert_eq!(res.status(), 413);
         assert_eq!(res.headers()["connection"], "close");
         assert!(CgiError::NotFound.refusal("s").is_none());

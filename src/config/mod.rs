@@ -17,7 +17,7 @@ pub use upstream::{
     parse_upstream_url, Balance, HealthCheck, ProxyOptions, UpstreamConfig, UpstreamServer,
     UpstreamUrl,
 };
-pub use validate::load;
+pub use validate::{load, DEFAULT_BODY_BUFFER};
 
 /// Everything that can be wrong with what the user wrote; each message names
 /// the key (and the file) so it can be fixed without guessing.

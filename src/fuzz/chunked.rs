@@ -14,8 +14,8 @@ use http_body_util::Full;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::body::RequestBody;
 use crate::proxy::body::OutgoingBody;
+use crate::request::body::RequestBody;
 
 /// What a strict reading of a chunked body found.
 #[derive(Debug, PartialEq, Eq)]
@@ -23,7 +23,7 @@ pub enum Chunked {
     /// The payload, and the bytes the body took (trailers included).
     Complete(Vec<u8>, usize),
     /// Valid, with a trailer section: portico refuses those in requests
-    /// (`crate::body`), so it must not arrive upstream.
+    /// (`crate::request::body`), so it must not arrive upstream.
     WithTrailers,
     /// Valid so far; more bytes needed.
     Incomplete,

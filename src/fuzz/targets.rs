@@ -8,7 +8,7 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 
 use super::Target;
 use crate::config::ForwardedAllow;
-use crate::server::Peer;
+use crate::request::Peer;
 
 pub static TARGETS: &[Target] = &[
     Target {
@@ -208,7 +208,7 @@ fn check_cgi_head(input: &[u8]) {
     }
     for name in head.headers.keys() {
         assert!(
-            !crate::gateway_env::is_hop_by_hop(name),
+            !crate::request::gateway_env::is_hop_by_hop(name),
             "hop-by-hop {name} kept"
         );
     }
@@ -274,7 +274,7 @@ fn check_uwsgi_packet(input: &[u8]) {
     // modifier2 (byte 3) is not read; everything else must be the same.
     assert_eq!(encoded[..3], input[..3], "re-encoded header differs");
     assert_eq!(encoded[4..], input[4..4 + block_len], "re-encoding differs");
-    if let Ok(decided) = crate::uwsgi::request::decide(vars, socket_peer()) {
+    if let Ok(decided) = crate::server::uwsgi::request::decide(vars, socket_peer()) {
         let uri = decided.request.uri();
         assert!(uri.path().starts_with('/') || uri.path() == "*", "{uri}");
     }
@@ -295,7 +295,7 @@ fn round_trip_seeds() -> Vec<Vec<u8>> {
 /// Lines: method, target, then `name:value` headers. Requests the http
 /// crate refuses, and headers the gateway drops on purpose, are skipped.
 fn check_uwsgi_round_trip(input: &[u8]) {
-    use crate::gateway_env::is_hop_by_hop;
+    use crate::request::gateway_env::is_hop_by_hop;
     let text = String::from_utf8_lossy(input);
     let mut lines = text.split('\n');
     let (Some(method), Some(target)) = (lines.next(), lines.next()) else {
@@ -314,23 +314,21 @@ fn check_uwsgi_round_trip(input: &[u8]) {
     if parts.uri.scheme().is_some() || !parts.uri.path().starts_with('/') {
         return;
     }
-    let cache = crate::static_files::Cache::new();
-    let mount = crate::server::Mount {
+    let ctx = crate::request::HandlerContext {
         script_name: "",
         max_body_size: u64::MAX,
-        buffering: crate::spool::Buffering::streaming(),
+        buffering: crate::request::spool::Buffering::streaming(),
         peer: socket_peer(),
-        static_cache: &cache,
         sendfile: None,
     };
-    let vars = crate::uwsgi::client::request_vars(&parts, &mount, None);
+    let vars = crate::uwsgi::client::request_vars(&parts, &ctx, None);
     let Ok(packet) = crate::uwsgi::codec::encode(0, &vars) else {
         return; // over the protocol's 64 KiB
     };
     let mut reader = &packet[..];
     let read = futures_executor::block_on(crate::uwsgi::codec::read_packet(&mut reader, 65535))
         .expect("our own packet reads back");
-    let decided = crate::uwsgi::request::decide(read, socket_peer())
+    let decided = crate::server::uwsgi::request::decide(read, socket_peer())
         .unwrap_or_else(|e| panic!("our own packet for {parts:?} was refused: {e}"));
     let back = decided.request;
     assert_eq!(back.method(), parts.method);
@@ -394,7 +392,7 @@ fn check_forwarded(input: &[u8]) {
         headers.append(name, value);
     }
     let peer = socket_peer();
-    let view = crate::forwarded::client_view(&headers, &peer, &ForwardedAllow::Any);
+    let view = crate::request::forwarded::client_view(&headers, &peer, &ForwardedAllow::Any);
     assert!(
         view.remote_addr == peer.ip_text.as_str()
             || view.remote_addr.parse::<std::net::IpAddr>().is_ok(),

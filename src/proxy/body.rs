@@ -18,7 +18,7 @@ use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
 use super::pool::Lease;
-use crate::body::{BodyError, RequestBody};
+use crate::request::body::{BodyError, RequestBody};
 
 /// What the exchange needs to know about the request body while hyper's
 /// connection task streams it.
@@ -208,7 +208,7 @@ impl http_body::Body for UpstreamBody {
 
 /// A uwsgi response body, holding its server's lease until it is done.
 pub struct Leased {
-    pub inner: crate::body::Body,
+    pub inner: crate::request::body::Body,
     /// Held (not read): the server counts the request in flight until dropped.
     pub _lease: Lease,
 }

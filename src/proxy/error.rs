@@ -7,7 +7,7 @@ use std::time::Duration;
 use http::StatusCode;
 
 use crate::config::UpstreamConfig;
-use crate::refusal::Refusal;
+use crate::request::refusal::Refusal;
 use crate::uwsgi::UwsgiError;
 
 #[derive(Debug, thiserror::Error)]
@@ -43,7 +43,7 @@ pub enum ProxyError {
     /// logged 499). The client's fault: no server is marked down, nothing
     /// is retried.
     #[error(transparent)]
-    ClientBody(crate::body::BodyError),
+    ClientBody(crate::request::body::BodyError),
     /// A body without a declared length (chunked) for a uwsgi server, whose
     /// protocol needs the length up front: 411.
     #[error("upstream {0}: a request body for a uwsgi server needs a Content-Length")]

@@ -19,7 +19,7 @@
 //!
 //! Attempts that go on to another server log a warning here; the failure
 //! the client is answered with is logged once, with its answer
-//! (`crate::refusal`).
+//! (`crate::request::refusal`).
 //!
 //! A uwsgi server gets one request per connection through
 //! `crate::uwsgi::send`; the body is lent to each attempt and taken back
@@ -40,9 +40,9 @@ use super::client::{self, Activity, Conn, ConnectError};
 use super::error::ProxyError;
 use super::headers;
 use super::pool::{Lease, Pool};
-use crate::body::Body;
 use crate::config::UpstreamUrl;
-use crate::gateway_env::Var;
+use crate::request::body::Body;
+use crate::request::gateway_env::Var;
 use crate::uwsgi;
 
 /// What a body-less idempotent request needs to be sent again.
@@ -148,7 +148,7 @@ pub async fn exchange(
                     req = replay.build();
                     continue;
                 }
-                // Logged with the answer (`crate::refusal`).
+                // Logged with the answer (`crate::request::refusal`).
                 _ => return Err(ProxyError::Uwsgi(err)),
             }
         }

@@ -35,11 +35,12 @@ use http_body::Body as _;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
-use crate::body::{Body, RequestBody};
 use crate::config::{Config, ForwardedAllow, ProxyOptions, UpstreamConfig};
-use crate::forwarded;
-use crate::refusal;
-use crate::server::{status_page, Mount};
+use crate::request::body::{Body, RequestBody};
+use crate::request::forwarded;
+use crate::request::refusal;
+use crate::request::refusal::status_page;
+use crate::request::HandlerContext;
 
 use body::{Leased, OutgoingBody, UpstreamBody};
 use error::ProxyError;
@@ -96,7 +97,8 @@ impl Proxy {
     pub async fn serve(
         &self,
         opts: &ProxyOptions,
-        mount: &Mount<'_>,
+        ctx: &HandlerContext<'_>,
+        files: &crate::static_files::Cache,
         mut req: Request<RequestBody>,
     ) -> Response<Body> {
         let pool = &self.pools[opts.upstream];
@@ -113,7 +115,7 @@ impl Proxy {
             )
         });
         let (upstream_req, replay, progress, client_key, uwsgi_request) =
-            self.upstream_request(opts, mount, req, upgrade.is_some(), has_uwsgi);
+            self.upstream_request(opts, ctx, req, upgrade.is_some(), has_uwsgi);
         let exchanged = exchange::exchange(
             pool,
             upstream_req,
@@ -127,7 +129,7 @@ impl Proxy {
         render(
             outcome,
             (opts, &pool.config),
-            mount,
+            (ctx, files),
             (&method, &client_headers.unwrap_or_default()),
         )
     }
@@ -139,7 +141,7 @@ impl Proxy {
     fn upstream_request(
         &self,
         opts: &ProxyOptions,
-        mount: &Mount<'_>,
+        ctx: &HandlerContext<'_>,
         req: Request<RequestBody>,
         upgrade: bool,
         uwsgi: bool,
@@ -151,8 +153,8 @@ impl Proxy {
         Option<UwsgiRequest>,
     ) {
         let (mut parts, incoming) = req.into_parts();
-        let peer = mount.peer.addr;
-        let view = forwarded::client_view(&parts.headers, &mount.peer, &self.trust);
+        let peer = ctx.peer.addr;
+        let view = forwarded::client_view(&parts.headers, &ctx.peer, &self.trust);
         let client_host = parts.headers.get(header::HOST).cloned().or_else(|| {
             parts
                 .uri
@@ -201,11 +203,11 @@ impl Proxy {
                 .get(header::CONTENT_LENGTH)
                 .and_then(|v| v.to_str().ok()?.parse().ok());
             UwsgiRequest {
-                vars: crate::uwsgi::client::request_vars(&parts, mount, declared),
+                vars: crate::uwsgi::client::request_vars(&parts, ctx, declared),
                 length_unknown: has_body && declared.is_none(),
             }
         });
-        let (body, progress) = OutgoingBody::new(Some(incoming), mount.max_body_size);
+        let (body, progress) = OutgoingBody::new(Some(incoming), ctx.max_body_size);
         let client_key = view.remote_addr.into_bytes();
         (
             Request::from_parts(parts, body),
@@ -297,7 +299,7 @@ enum UpstreamBodyOrLeased {
 fn render(
     outcome: Outcome,
     (opts, pool): (&ProxyOptions, &UpstreamConfig),
-    mount: &Mount<'_>,
+    (ctx, files): (&HandlerContext<'_>, &crate::static_files::Cache),
     request: (&Method, &HeaderMap),
 ) -> Response<Body> {
     match outcome {
@@ -311,8 +313,8 @@ fn render(
             tokio::task::spawn_local(tunnel(client, upstream, lease));
             head.map(|()| Body::empty())
         }
-        Outcome::Failed(err) => match err.refusal(pool, mount.max_body_size) {
-            Some(refusal) => refusal::refuse(&refusal, mount.scope()),
+        Outcome::Failed(err) => match err.refusal(pool, ctx.max_body_size) {
+            Some(refusal) => refusal::refuse(&refusal, ctx.scope()),
             None => status_page(err.status()),
         },
         Outcome::Sendfile {
@@ -321,7 +323,10 @@ fn render(
             headers,
         } => match &opts.sendfile_root {
             Some(root) => {
-                crate::wsgi::sendfile_response(root, mount, accel, &target, request, headers)
+                let sendfile = ctx.sendfile;
+                crate::static_files::sendfile_response(
+                    root, files, sendfile, accel, &target, request, headers,
+                )
             }
             None => status_page(StatusCode::INTERNAL_SERVER_ERROR),
         },

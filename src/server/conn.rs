@@ -24,8 +24,6 @@
 //!    Nothing the client sent is lost, whatever the timing.
 
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
-use std::os::fd::RawFd;
 use std::pin::{pin, Pin};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
@@ -40,13 +38,18 @@ use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 
 use super::drain::Drain;
+use super::front::HttpFront;
 use super::park::{self, Park, Waiting, PARK_AFTER};
-use super::service::{self, RequestContext};
 use super::tls::Alpn;
 use super::Shared;
-use crate::body::RequestBody;
-use crate::refusal::{self, Refusal};
-use crate::sendfile::{SendQueue, SendfileSocket};
+use crate::request::body::RequestBody;
+use crate::request::refusal::{self, Refusal};
+use crate::request::sendfile::{SendQueue, SendfileSocket};
+use crate::request::Peer;
+use crate::service::{self, RequestContext};
+
+/// What each request of an HTTP connection carries.
+type Ctx = RequestContext<HttpFront>;
 
 /// Where a connection is between requests; drives the watchdog.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -482,84 +485,19 @@ impl<S: AsyncWrite + SendfileSocket + Unpin> AsyncWrite for Watched<S> {
     }
 }
 
-/// What the connection knows about its two ends, for logs and handlers.
-#[derive(Clone, Copy, Debug)]
-pub struct Peer {
-    /// The client (None on a unix socket).
-    pub addr: Option<SocketAddr>,
-    /// Our address the client connected to (None on a unix socket).
-    pub local: Option<SocketAddr>,
-    /// The connection is TLS (`HTTPS=on`, `wsgi.url_scheme = https`).
-    pub tls: bool,
-    /// The plain socket, when writing to it directly is safe (not TLS).
-    pub raw_fd: Option<RawFd>,
-    /// The client's IP as `REMOTE_ADDR` shows it.
-    pub ip_text: IpText,
-}
-
-impl Peer {
-    pub fn new(
-        addr: Option<SocketAddr>,
-        local: Option<SocketAddr>,
-        tls: bool,
-        raw_fd: Option<RawFd>,
-    ) -> Self {
-        Peer {
-            addr,
-            local,
-            tls,
-            raw_fd,
-            ip_text: IpText::new(addr.map(|a| a.ip())),
-        }
-    }
-}
-
-/// An IP address as text, formatted once per connection rather than once
-/// per request (formatting costs more than the rest of the client view).
-/// IPv4-mapped IPv6 addresses show as IPv4; no address is "".
-#[derive(Clone, Copy)]
-pub struct IpText {
-    buf: [u8; IpText::MAX],
-    len: u8,
-}
-
-impl IpText {
-    /// The longest IPv6 text form, `ffff:…:ffff:255.255.255.255`.
-    const MAX: usize = 45;
-
-    pub fn new(ip: Option<IpAddr>) -> Self {
-        use std::io::Write;
-        let mut buf = [0; Self::MAX];
-        let mut rest = &mut buf[..];
-        if let Some(ip) = ip {
-            // Cannot fail: every address fits in MAX bytes.
-            let _ = write!(rest, "{}", ip.to_canonical());
-        }
-        let len = (Self::MAX - rest.len()) as u8;
-        IpText { buf, len }
-    }
-
-    pub fn as_str(&self) -> &str {
-        std::str::from_utf8(&self.buf[..usize::from(self.len)]).unwrap_or("")
-    }
-}
-
-impl std::fmt::Debug for IpText {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
 /// Serves one accepted connection until it closes.
 pub async fn serve<S>(mut socket: S, peer: Peer, shared: Rc<Shared>)
 where
     S: AsyncRead + AsyncWrite + SendfileSocket + Park + Unpin + Send + 'static,
 {
-    let limits = &shared.limits;
-    let state = Arc::new(ConnState::new(limits));
+    let state = Arc::new(ConnState::new(shared.limits()));
     let ctx = Rc::new(RequestContext {
-        shared: shared.clone(),
-        state: state.clone(),
+        services: shared.services.clone(),
+        front: HttpFront {
+            shared: shared.clone(),
+            state: state.clone(),
+            plain: peer.raw_fd.is_some(),
+        },
         peer,
     });
     let mut unread = Bytes::new();
@@ -626,7 +564,7 @@ enum Drove {
 fn with_http1<'a, S>(
     socket: S,
     unread: Bytes,
-    ctx: &'a Rc<RequestContext>,
+    ctx: &'a Rc<Ctx>,
     can_park: bool,
 ) -> Pin<Box<impl Future<Output = Ended<S>> + 'a>>
 where
@@ -636,10 +574,7 @@ where
 }
 
 /// The same for `serve_auto`.
-fn with_auto<'a, S>(
-    socket: S,
-    ctx: &'a Rc<RequestContext>,
-) -> Pin<Box<impl Future<Output = ()> + 'a>>
+fn with_auto<'a, S>(socket: S, ctx: &'a Rc<Ctx>) -> Pin<Box<impl Future<Output = ()> + 'a>>
 where
     S: AsyncRead + AsyncWrite + SendfileSocket + Unpin + Send + 'static,
 {
@@ -647,7 +582,7 @@ where
 }
 
 /// The same for `serve_h2`.
-fn with_h2<'a, S>(socket: S, ctx: &'a Rc<RequestContext>) -> Pin<Box<impl Future<Output = ()> + 'a>>
+fn with_h2<'a, S>(socket: S, ctx: &'a Rc<Ctx>) -> Pin<Box<impl Future<Output = ()> + 'a>>
 where
     S: AsyncRead + AsyncWrite + SendfileSocket + Unpin + Send + 'static,
 {
@@ -656,15 +591,17 @@ where
 
 /// The service hyper calls for each request.
 fn service_for(
-    ctx: &Rc<RequestContext>,
+    ctx: &Rc<Ctx>,
 ) -> impl hyper::service::Service<
     http::Request<hyper::body::Incoming>,
-    Response = http::Response<service::LoggedBody>,
+    Response = http::Response<service::LoggedBody<HttpFront>>,
     Error = std::convert::Infallible,
-    Future = impl Future<Output = Result<http::Response<service::LoggedBody>, std::convert::Infallible>>,
+    Future = impl Future<
+        Output = Result<http::Response<service::LoggedBody<HttpFront>>, std::convert::Infallible>,
+    >,
 > {
     let ctx = ctx.clone();
-    let body_timeout = ctx.shared.limits.body_timeout;
+    let body_timeout = ctx.services.limits.body_timeout;
     // hyper keeps room for this future in every connection it serves; it
     // is kept small (about 2 KiB: the rare handlers' futures
     // are boxed) rather than boxed per request, which measured 700 more
@@ -680,17 +617,13 @@ fn service_for(
 /// A connection known to speak HTTP/1, served by hyper's HTTP/1 connection
 /// until it closes or parks. Parking ends it as a drain does (idle, it
 /// writes nothing) and takes back the socket and hyper's unread bytes.
-async fn serve_http1<S>(
-    socket: S,
-    unread: Bytes,
-    ctx: &Rc<RequestContext>,
-    can_park: bool,
-) -> Ended<S>
+async fn serve_http1<S>(socket: S, unread: Bytes, ctx: &Rc<Ctx>, can_park: bool) -> Ended<S>
 where
     S: AsyncRead + AsyncWrite + SendfileSocket + Unpin + Send + 'static,
 {
-    let io = TokioIo::new(Watched::new(socket, unread, ctx.state.clone()));
+    let io = TokioIo::new(Watched::new(socket, unread, ctx.front.state.clone()));
     let mut conn = ctx
+        .front
         .shared
         .http1
         .serve_connection(io, service_for(ctx))
@@ -729,12 +662,13 @@ where
 
 /// A connection that may speak HTTP/2 (or is TLS): hyper-util detects the
 /// version. Never parked.
-async fn serve_auto<S>(socket: S, ctx: &Rc<RequestContext>)
+async fn serve_auto<S>(socket: S, ctx: &Rc<Ctx>)
 where
     S: AsyncRead + AsyncWrite + SendfileSocket + Unpin + Send + 'static,
 {
-    let io = TokioIo::new(Watched::new(socket, Bytes::new(), ctx.state.clone()));
+    let io = TokioIo::new(Watched::new(socket, Bytes::new(), ctx.front.state.clone()));
     let conn = pin!(ctx
+        .front
         .shared
         .http
         .serve_connection_with_upgrades(io, service_for(ctx)));
@@ -744,12 +678,16 @@ where
 /// A TLS connection that agreed on `h2`: HTTP/2 alone (hyper-util's auto
 /// connection ignores `http2_only` when it serves upgrades; HTTP/2 has
 /// none). Never parked.
-async fn serve_h2<S>(socket: S, ctx: &Rc<RequestContext>)
+async fn serve_h2<S>(socket: S, ctx: &Rc<Ctx>)
 where
     S: AsyncRead + AsyncWrite + SendfileSocket + Unpin + Send + 'static,
 {
-    let io = TokioIo::new(Watched::new(socket, Bytes::new(), ctx.state.clone()));
-    let conn = pin!(ctx.shared.tls_http2.serve_connection(io, service_for(ctx)));
+    let io = TokioIo::new(Watched::new(socket, Bytes::new(), ctx.front.state.clone()));
+    let conn = pin!(ctx
+        .front
+        .shared
+        .tls_http2
+        .serve_connection(io, service_for(ctx)));
     drive(conn, |c| c.graceful_shutdown(), ctx, false).await;
 }
 
@@ -760,15 +698,15 @@ where
 async fn drive<C, E>(
     mut conn: Pin<&mut C>,
     end: impl Fn(Pin<&mut C>),
-    ctx: &RequestContext,
+    ctx: &Ctx,
     can_park: bool,
 ) -> Drove
 where
     C: Future<Output = Result<(), E>>,
     E: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let (shared, state, peer) = (&ctx.shared, &ctx.state, &ctx.peer);
-    let limits = &shared.limits;
+    let (shared, state, peer) = (&ctx.front.shared, &ctx.front.state, &ctx.peer);
+    let limits = &shared.limits();
     let mut drain = shared.drain();
     let mut shutdown = shutdown_signal(shared.shutdown.clone());
     let mut dog = pin!(Watchdog::new(state, limits.header_timeout, can_park, drain));
@@ -862,8 +800,8 @@ fn shutdown_signal(rx: watch::Receiver<bool>) -> impl Future<Output = ()> + Unpi
 fn log_connection_error(shared: &Shared, peer: &Peer, err: &(dyn std::error::Error + 'static)) {
     match err.downcast_ref::<hyper::Error>() {
         Some(e) if e.is_parse_too_large() => {
-            service::log_refused(shared, peer, 431);
-            let limits = &shared.limits;
+            service::log_refused(&shared.services, peer, 431);
+            let limits = &shared.limits();
             let refusal = Refusal::HeadOverParserLimits {
                 max_headers: limits.max_headers,
                 max_bytes: limits.max_header_bytes + limits.max_uri_length,
@@ -871,7 +809,7 @@ fn log_connection_error(shared: &Shared, peer: &Peer, err: &(dyn std::error::Err
             refusal::log(&refusal, connection_scope(peer));
         }
         Some(e) if e.is_parse() => {
-            service::log_refused(shared, peer, 400);
+            service::log_refused(&shared.services, peer, 400);
             tracing::debug!(peer = ?peer.addr, "malformed request: {e}");
         }
         _ => tracing::debug!(peer = ?peer.addr, "connection closed: {err}"),
@@ -888,7 +826,7 @@ fn connection_scope(peer: &Peer) -> refusal::Scope<'_> {
 
 fn send_request_timeout(shared: &Shared, peer: &Peer) {
     let refusal = Refusal::HeadTimeout {
-        after: shared.limits.header_timeout,
+        after: shared.limits().header_timeout,
     };
     if let Some(fd) = peer.raw_fd {
         use nix::sys::socket::{send, MsgFlags};
@@ -900,7 +838,7 @@ fn send_request_timeout(shared: &Shared, peer: &Peer) {
             MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
         );
     }
-    service::log_refused(shared, peer, 408);
+    service::log_refused(&shared.services, peer, 408);
     refusal::log(&refusal, connection_scope(peer));
 }
 

@@ -46,7 +46,7 @@ mod tests {
     use tokio::sync::watch;
 
     use super::*;
-    use crate::sendfile::SendfileSocket;
+    use crate::request::sendfile::SendfileSocket;
     use crate::server::park::Park;
     use crate::server::{conn, serve_queued, start_drain, Accepting, Peer, Shared};
 

@@ -111,7 +111,7 @@ async fn next_recycle(recycle: &Option<Arc<RecycleSignal>>) -> RecycleReason {
 /// the access log at their paths.
 pub(super) fn reopen_logs(shared: &Shared, log: &LogConfig, said: bool) {
     let error_log = crate::log::reopen_error_log(log);
-    let access_log = shared.access_log.reopen();
+    let access_log = shared.services.access_log.reopen();
     for (which, result) in [("error", error_log), ("access", access_log)] {
         if let Err(err) = result {
             tracing::error!("cannot reopen the {which} log: {err}");

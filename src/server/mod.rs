@@ -7,13 +7,13 @@
 pub mod balance;
 mod conn;
 mod drain;
-mod head;
+mod front;
 mod lifecycle;
 pub mod listener;
 mod park;
 mod send_timeout;
-mod service;
 mod tls;
+pub mod uwsgi;
 
 use std::cell::Cell;
 use std::future::Future;
@@ -29,17 +29,12 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
-pub use crate::refusal::status_page;
-pub(crate) use conn::ConnState;
-pub use conn::Peer;
 pub use listener::BoundListener;
-pub use service::Mount;
-pub(crate) use service::{handle, LoggedBody, RequestContext};
 
-use crate::config::{Config, Limits, Protocol};
-use crate::log::AccessLog;
+use crate::config::{Config, Protocol};
 use crate::recycle::Parent;
-use crate::router::Router;
+use crate::request::Peer;
+use crate::service::{Services, ServicesError};
 use crate::wsgi::WsgiRuntime;
 use drain::Drain;
 
@@ -47,8 +42,8 @@ use drain::Drain;
 pub enum ServerError {
     #[error("cannot start the I/O runtime: {0}")]
     Runtime(std::io::Error),
-    #[error("cannot open the access log: {0}")]
-    AccessLog(std::io::Error),
+    #[error(transparent)]
+    Services(#[from] ServicesError),
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
     #[error("listener {addr}: {source}")]
@@ -80,7 +75,7 @@ macro_rules! http1_settings {
     ($b:expr, $limits:expr) => {
         $b.keep_alive(true)
             // Body chunks must reach the socket by reference, never copied
-            // into hyper's buffer: `crate::sendfile` depends on it.
+            // into hyper's buffer: `crate::request::sendfile` depends on it.
             .writev(true)
             .half_close(false)
             // hyper's buffer caps the whole request head: room for the
@@ -93,11 +88,10 @@ macro_rules! http1_settings {
     };
 }
 
-/// State shared by every connection of a worker.
+/// State shared by every connection of a worker: the service behind them,
+/// and what only connections need.
 pub struct Shared {
-    router: Router,
-    pub(crate) limits: Limits,
-    access_log: AccessLog,
+    services: Rc<Services>,
     /// HTTP/1.1 and HTTP/2, told apart by the first bytes.
     http: auto::Builder<LocalExec>,
     /// The same HTTP/1 settings, for connections known to speak HTTP/1:
@@ -117,15 +111,8 @@ pub struct Shared {
     /// buffers for each.
     in_hyper: HeapCount,
     all_closed: Notify,
-    wsgi: Option<WsgiRuntime>,
-    /// The reverse proxy's upstream pools (health, idle connections).
-    proxy: crate::proxy::Proxy,
-    /// The static handler's open-file cache (per worker, like all of this).
-    static_cache: crate::static_files::Cache,
     /// This worker's seat at the accept balance (none in a single process).
     balance: Option<balance::Balance>,
-    /// Where buffered request bodies go past `limits.body_buffer_size`.
-    body_temp_dir: std::path::PathBuf,
 }
 
 impl Shared {
@@ -134,7 +121,7 @@ impl Shared {
         shutdown: watch::Receiver<bool>,
         wsgi: Option<WsgiRuntime>,
     ) -> Result<Self, ServerError> {
-        let limits = config.limits.clone();
+        let limits = &config.limits;
         let mut http = auto::Builder::new(LocalExec {
             send_timeout: limits.send_timeout,
         });
@@ -147,8 +134,7 @@ impl Shared {
             .max_header_list_size(limits.max_header_bytes as u32)
             .max_pending_accept_reset_streams(64);
         Ok(Shared {
-            router: Router::new(&config.routes),
-            access_log: AccessLog::open(&config.log).map_err(ServerError::AccessLog)?,
+            services: Rc::new(Services::new(config, wsgi)?),
             http1,
             tls_http2: http.clone().http2_only(),
             http,
@@ -158,12 +144,7 @@ impl Shared {
             open_connections: HeapCount::default(),
             in_hyper: HeapCount::default(),
             all_closed: Notify::new(),
-            wsgi,
-            limits,
-            proxy: crate::proxy::Proxy::new(config),
-            static_cache: crate::static_files::Cache::new(),
             balance: balance::Balance::inherited(),
-            body_temp_dir: config.body_temp_dir.clone(),
         })
     }
 
@@ -184,6 +165,10 @@ impl Shared {
 }
 
 impl Shared {
+    fn limits(&self) -> &crate::config::Limits {
+        &self.services.limits
+    }
+
     /// The drain begins: what each connection reads when `shutdown` turns.
     fn begin_drain(&self) {
         self.drain.set(Some(Drain {
@@ -198,7 +183,7 @@ impl Shared {
     }
 
     /// The worker is draining: HTTP/1 responses say `Connection: close`.
-    pub(crate) fn draining(&self) -> bool {
+    fn draining(&self) -> bool {
         self.drain.get().is_some()
     }
 }
@@ -510,8 +495,8 @@ fn serve_stream(
     let mut peer = Peer::new(addr, local, tls.is_some(), Some(raw_fd));
     if protocol == Protocol::Uwsgi {
         return match stream {
-            Stream::Tcp(s) => Box::pin(crate::uwsgi::serve(s, peer, shared)),
-            Stream::Unix(s) => Box::pin(crate::uwsgi::serve(s, peer, shared)),
+            Stream::Tcp(s) => Box::pin(uwsgi::serve(s, peer, shared.services.clone())),
+            Stream::Unix(s) => Box::pin(uwsgi::serve(s, peer, shared.services.clone())),
         };
     }
     let Some(acceptor) = tls else {
@@ -533,7 +518,7 @@ async fn serve_tls<S>(socket: S, acceptor: TlsAcceptor, peer: Peer, shared: Rc<S
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let timeout = shared.limits.header_timeout;
+    let timeout = shared.limits().header_timeout;
     match tokio::time::timeout(timeout, acceptor.accept(socket)).await {
         Ok(Ok(tls_stream)) => conn::serve(tls_stream, peer, shared).await,
         Ok(Err(err)) => tracing::debug!(peer = ?peer.addr, "TLS handshake failed: {err}"),
@@ -549,6 +534,7 @@ pub fn check(config: &Config) -> Result<(), ServerError> {
             tls::acceptor(files)?;
         }
     }
-    AccessLog::open(&config.log).map_err(ServerError::AccessLog)?;
+    crate::log::AccessLog::open(&config.log)
+        .map_err(|err| ServerError::Services(ServicesError::AccessLog(err)))?;
     Ok(())
 }

@@ -54,12 +54,12 @@ impl Stall {
 
 /// An HTTP/2 response body that tells its stream's task about each poll.
 pub struct Reporting {
-    inner: crate::body::Body,
+    inner: crate::request::body::Body,
     stall: Rc<Stall>,
 }
 
 impl Reporting {
-    pub fn new(inner: crate::body::Body, stall: Rc<Stall>) -> Self {
+    pub fn new(inner: crate::request::body::Body, stall: Rc<Stall>) -> Self {
         Reporting { inner, stall }
     }
 }

@@ -31,7 +31,7 @@ use std::task::{Context, Poll};
 use bytes::{Bytes, BytesMut};
 use http_body::{Frame, SizeHint};
 
-use crate::sendfile::SendQueue;
+use crate::request::sendfile::SendQueue;
 
 /// Bytes read per frame: big enough to amortise the syscall, small enough
 /// that a slow client holding a few of them costs little.
@@ -100,7 +100,7 @@ impl FileBody {
     }
 
     /// With the connection's queue (when it can `sendfile`), file ranges from
-    /// a handle become placeholders queued on it (see `crate::sendfile`).
+    /// a handle become placeholders queued on it (see `crate::request::sendfile`).
     pub fn send_with(&mut self, queue: Option<&Arc<SendQueue>>) {
         self.zero_copy = queue.cloned();
     }

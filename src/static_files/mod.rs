@@ -31,6 +31,7 @@
 //! variant: parts of a compressed stream are useless to a client and the
 //! Content-Encoding of a multipart body would be ambiguous.
 
+mod accel;
 mod cache;
 mod conditional;
 mod encoding;
@@ -50,9 +51,10 @@ use std::time::SystemTime;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Response, StatusCode};
 
-use crate::body::Body;
 use crate::config::StaticOptions;
+use crate::request::body::Body;
 
+pub use accel::sendfile_response;
 pub use cache::Cache;
 use conditional::{http_date, Precondition, Validators};
 use encoding::{AcceptEncoding, Coding};
@@ -131,7 +133,7 @@ impl Outcome {
 pub fn file_range_body(
     file: std::fs::File,
     range: Range<u64>,
-    sendfile: Option<&std::sync::Arc<crate::sendfile::SendQueue>>,
+    sendfile: Option<&std::sync::Arc<crate::request::sendfile::SendQueue>>,
 ) -> Body {
     let source = file_body::Source::File(std::sync::Arc::new(file));
     let mut body = FileBody::single(source, range);
@@ -383,7 +385,7 @@ const RESPONSE_HEADERS: usize = 10;
 pub fn render(
     outcome: Outcome,
     req: &StaticRequest<'_>,
-    sendfile: Option<&std::sync::Arc<crate::sendfile::SendQueue>>,
+    sendfile: Option<&std::sync::Arc<crate::request::sendfile::SendQueue>>,
 ) -> Response<Body> {
     let head = req.method == Method::HEAD;
     let mut res = Response::new(Body::empty());

@@ -5,14 +5,14 @@
 //!
 //! ```ignore
 //! let target = Target::parse("uwsgi+unix:/run/app.sock")?;   // or uwsgi://10.0.0.5:3031
-//! let vars = uwsgi::client::request_vars(&parts, &mount, Some(body_len));
+//! let vars = uwsgi::client::request_vars(&parts, &ctx, Some(body_len));
 //! match uwsgi::send(&target, vars, body, &Timeouts::default()).await {
-//!     Ok(response) => response,                 // Response<crate::body::Body>, streaming
+//!     Ok(response) => response,                 // Response<crate::request::body::Body>, streaming
 //!     Err(err) => { /* err.status(), err.reached_upstream() */ }
 //! }
 //! ```
 //!
-//! `vars` are the CGI meta-variables of [`crate::gateway_env`]; the body is
+//! `vars` are the CGI meta-variables of [`crate::request::gateway_env`]; the body is
 //! sent after the packet and must be exactly `CONTENT_LENGTH` bytes (the
 //! uwsgi protocol has no chunked framing: a body of unknown length must be
 //! buffered by the caller first; no `CONTENT_LENGTH` means no body).
@@ -47,9 +47,9 @@ use http_body_util::BodyExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf};
 
 use super::codec::{self, EncodeError, MODIFIER_WSGI};
-use crate::body::Body;
-use crate::gateway_env::{self, GatewayRequest, Mapping, Var};
-use crate::server::Mount;
+use crate::request::body::Body;
+use crate::request::gateway_env::{self, GatewayRequest, Mapping, Var};
+use crate::request::HandlerContext;
 
 /// Largest response head accepted from an upstream.
 pub const MAX_HEAD: usize = 64 * 1024;
@@ -190,11 +190,11 @@ impl UwsgiError {
 
 /// The vars a front server sends for `parts`: the CGI meta-variables
 /// (`SCRIPT_NAME` empty, `PATH_INFO` the whole decoded path, the client
-/// from `mount.peer`, Authorization passed), and `REQUEST_SCHEME`.
+/// from `ctx.peer`, Authorization passed), and `REQUEST_SCHEME`.
 /// `content_length` is the exact body length to be sent, if any.
 pub fn request_vars(
     parts: &http::request::Parts,
-    mount: &Mount<'_>,
+    ctx: &HandlerContext<'_>,
     content_length: Option<u64>,
 ) -> Vec<Var> {
     let path_info: Vec<u8> = percent_encoding::percent_decode_str(parts.uri.path()).collect();
@@ -204,8 +204,8 @@ pub fn request_vars(
         content_length,
         pass_authorization: true,
     };
-    let mut vars = gateway_env::meta_variables(&GatewayRequest::from_parts(parts), &map, mount);
-    let scheme: &[u8] = if mount.peer.tls { b"https" } else { b"http" };
+    let mut vars = gateway_env::meta_variables(&GatewayRequest::from_parts(parts), &map, ctx);
+    let scheme: &[u8] = if ctx.peer.tls { b"https" } else { b"http" };
     vars.push(("REQUEST_SCHEME".into(), scheme.to_vec()));
     vars
 }

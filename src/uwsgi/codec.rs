@@ -20,7 +20,7 @@
 
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use crate::gateway_env::Var;
+use crate::request::gateway_env::Var;
 
 /// modifier1 of a WSGI (and generic CGI-style) request.
 pub const MODIFIER_WSGI: u8 = 0;

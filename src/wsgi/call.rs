@@ -32,7 +32,7 @@ use super::pipe::{BodyPlan, Head};
 use super::start_response::{self, body_bytes, lock, Responder, SendError, Shared, StartResponse};
 use super::streams::{ErrorStream, FileWrapper};
 use super::Job;
-use crate::refusal::{self, Refusal};
+use crate::request::refusal::{self, Refusal};
 
 pub fn run(py: Python<'_>, cache: &mut EnvCache, app: &Bound<'_, PyAny>, mut job: Job) {
     let responder = Responder::new(job.pipe.clone(), job.tag.clone());
@@ -329,7 +329,7 @@ fn fail(py: Python<'_>, responder: &Shared, err: &PyErr, overflowed: bool) {
 }
 
 pub fn error_head(status: StatusCode) -> Head {
-    let text = crate::refusal::page_text(status, "");
+    let text = crate::request::refusal::page_text(status, "");
     let mut headers = HeaderMap::new();
     headers.insert(
         CONTENT_TYPE,

@@ -22,7 +22,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 
 use super::input::{Input, Source};
-use crate::gateway_env::env_name;
+use crate::request::gateway_env::env_name;
 
 /// The keys every request sets, held in the template.
 #[derive(Clone, Copy)]

@@ -32,8 +32,8 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyTuple};
 
 use super::env_cache::{EnvCache, Fixed};
-use crate::forwarded::ClientView;
-use crate::gateway_env::{protocol, split_host};
+use crate::request::forwarded::ClientView;
+use crate::request::gateway_env::{protocol, split_host};
 
 /// The keys that never change within a worker.
 pub fn base(
@@ -126,7 +126,7 @@ pub fn build<'py>(
     let mut port_buf = itoa::Buffer::new();
     let (mut name, mut port) = server_name_port(host, req.local, client.https, &mut port_buf);
     // Behind a uwsgi front, the front's SERVER_NAME/SERVER_PORT win.
-    if let Some(front) = parts.extensions.get::<crate::uwsgi::ServerVars>() {
+    if let Some(front) = parts.extensions.get::<crate::request::ServerVars>() {
         if let Some(front_name) = &front.name {
             name = Cow::Borrowed(front_name);
         }

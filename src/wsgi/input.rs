@@ -24,8 +24,8 @@
 use std::io::Read;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use crate::body::{BodyError, RequestBody};
-use crate::spool::SpoolFile;
+use crate::request::body::{BodyError, RequestBody};
+use crate::request::spool::SpoolFile;
 use bytes::{Buf, Bytes, BytesMut};
 use futures_executor::block_on;
 use http_body_util::BodyExt;

@@ -31,7 +31,7 @@ mod streams;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use crate::body::{BodyError, RequestBody};
+use crate::request::body::{BodyError, RequestBody};
 use http::header::{self, HeaderValue};
 use http::request::Parts;
 use http::{Request, Response, StatusCode};
@@ -39,15 +39,16 @@ use http_body::Body as _;
 use http_body_util::BodyExt;
 use pyo3::prelude::*;
 
-use crate::body::Body;
-use crate::config::{Config, ForwardedAllow, StaticOptions, WsgiOptions};
-use crate::forwarded::{self, ClientView};
+use crate::config::{Config, ForwardedAllow, WsgiOptions};
 use crate::recycle::RecycleSignal;
-use crate::refusal::{self, Refusal};
+use crate::request::body::Body;
+use crate::request::forwarded::{self, ClientView};
+use crate::request::refusal::status_page;
+use crate::request::refusal::{self, Refusal};
+use crate::request::spool::{self, Spooled};
+use crate::request::HandlerContext;
 use crate::scoreboard::Scoreboard;
-use crate::server::{status_page, Mount};
-use crate::spool::{self, Spooled};
-use crate::static_files::{self, StaticRequest};
+use crate::static_files;
 
 pub use interpreter::LoadError;
 
@@ -162,27 +163,28 @@ impl WsgiRuntime {
     pub async fn serve(
         &self,
         opts: &WsgiOptions,
-        mount: &Mount<'_>,
+        ctx: &HandlerContext<'_>,
+        files: &static_files::Cache,
         req: Request<RequestBody>,
     ) -> Response<Body> {
         let (mut parts, body) = req.into_parts();
-        let input = match take_body(&mut parts, body, mount).await {
+        let input = match take_body(&mut parts, body, ctx).await {
             Ok(input) => input,
-            Err(refusal) => return refusal::refuse(&refusal, mount.scope()),
+            Err(refusal) => return refusal::refuse(&refusal, ctx.scope()),
         };
-        let client = forwarded::client_view(&parts.headers, &mount.peer, &self.forwarded);
+        let client = forwarded::client_view(&parts.headers, &ctx.peer, &self.forwarded);
         let parts = Arc::new(parts);
         let tag = Tag(parts.clone());
         let pipe = Pipe::new();
         self.pool.submit(Job {
             app: opts.app_id,
             parts: parts.clone(),
-            peer: mount.peer.addr,
-            script_name: mount.script_name.to_string(),
+            peer: ctx.peer.addr,
+            script_name: ctx.script_name.to_string(),
             client,
-            local: mount.peer.local,
+            local: ctx.peer.local,
             input: Some(input),
-            max_body_size: mount.max_body_size,
+            max_body_size: ctx.max_body_size,
             pipe: pipe.clone(),
             tag,
             sendfile: opts.sendfile_root.is_some(),
@@ -196,16 +198,17 @@ impl WsgiRuntime {
             BodyPlan::Full(bytes) => Response::new(Body::full(bytes)),
             BodyPlan::File { file, offset, len } => {
                 let range = offset..offset + len;
-                Response::new(static_files::file_range_body(file, range, mount.sendfile))
+                Response::new(static_files::file_range_body(file, range, ctx.sendfile))
             }
             BodyPlan::Sendfile { accel, target } => {
                 // Jobs ask for sendfile only on routes with a root.
                 let Some(root) = opts.sendfile_root.as_ref() else {
                     return status_page(StatusCode::INTERNAL_SERVER_ERROR);
                 };
-                return sendfile_response(
+                return static_files::sendfile_response(
                     root,
-                    mount,
+                    files,
+                    ctx.sendfile,
                     accel,
                     &target,
                     (&parts.method, &parts.headers),
@@ -242,10 +245,10 @@ fn stack_dump_after(start_timeout: std::time::Duration) -> std::time::Duration {
 async fn take_body(
     parts: &mut Parts,
     body: RequestBody,
-    mount: &Mount<'_>,
+    ctx: &HandlerContext<'_>,
 ) -> Result<Source, Refusal> {
-    if !mount.buffering.on {
-        let limit = mount.max_body_size;
+    if !ctx.buffering.on {
+        let limit = ctx.max_body_size;
         return read_small_body(parts, body, limit)
             .await
             .map_err(Refusal::Body);
@@ -253,7 +256,7 @@ async fn take_body(
     if body.is_end_stream() {
         return Ok(Source::Empty);
     }
-    let spooled = spool::spool(body, mount.buffering, mount.max_body_size)
+    let spooled = spool::spool(body, ctx.buffering, ctx.max_body_size)
         .await
         .map_err(|err| err.refusal())?;
     if !parts.headers.contains_key(header::CONTENT_LENGTH) {
@@ -292,85 +295,3 @@ async fn read_small_body(
     }
     Ok(Source::Buffered(body.collect().await?.to_bytes()))
 }
-
-/// `X-Accel-Redirect: /path` (under the root) or `X-Sendfile: /abs/path`
-/// (inside the root): the static handler serves it with ranges and
-/// validators; the app's other headers are kept. `request` is the client's
-/// method and headers (for ranges and conditionals). Also used for the
-/// responses of proxied upstreams.
-pub(crate) fn sendfile_response(
-    root: &std::path::Path,
-    mount: &Mount<'_>,
-    accel: bool,
-    target: &HeaderValue,
-    request: (&http::Method, &http::HeaderMap),
-    app_headers: http::HeaderMap,
-) -> Response<Body> {
-    let (request_method, request_headers) = request;
-    let Ok(target) = target.to_str() else {
-        return status_page(StatusCode::INTERNAL_SERVER_ERROR);
-    };
-    let rel = if accel {
-        Some(target.to_string())
-    } else {
-        std::path::Path::new(target)
-            .strip_prefix(root)
-            .ok()
-            .and_then(|p| p.to_str())
-            .map(|p| format!("/{}", percent_encoding::utf8_percent_encode(p, PATH_SET)))
-    };
-    let Some(rel) = rel else {
-        tracing::error!("X-Sendfile {target:?} is outside the route's sendfile_root; answered 500");
-        return status_page(StatusCode::INTERNAL_SERVER_ERROR);
-    };
-    let opts = StaticOptions {
-        root: root.to_path_buf(),
-        index: Vec::new(),
-        autoindex: false,
-        dotfiles: true,
-        symlinks_outside_root: false,
-        precompressed: false,
-        expires: None,
-    };
-    let method = if request_method == http::Method::HEAD {
-        http::Method::HEAD
-    } else {
-        http::Method::GET
-    };
-    let static_req = StaticRequest {
-        method: &method,
-        headers: request_headers,
-        path: &rel,
-        query: None,
-        rel: &rel,
-    };
-    let outcome = static_files::decide(&opts, mount.static_cache, &static_req);
-    let mut response = static_files::render(outcome, &static_req, mount.sendfile);
-    if response.status() == StatusCode::NOT_FOUND {
-        tracing::error!(
-            "X-Accel-Redirect/X-Sendfile names {target:?}, which is not a file under {}",
-            root.display()
-        );
-    }
-    for (name, value) in app_headers.iter() {
-        let ours = matches!(
-            name.as_str(),
-            "x-accel-redirect" | "x-sendfile" | "content-length" | "content-encoding"
-        ) || response.headers().contains_key(name);
-        if !ours {
-            response.headers_mut().append(name.clone(), value.clone());
-        }
-    }
-    response
-}
-
-/// Characters of a file path that must be escaped to stay one URL path.
-const PATH_SET: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
-    .add(b' ')
-    .add(b'"')
-    .add(b'#')
-    .add(b'%')
-    .add(b'?')
-    .add(b'<')
-    .add(b'>')
-    .add(b'\\');

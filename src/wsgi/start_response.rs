@@ -23,7 +23,7 @@ use super::input::Outcome;
 use super::pipe::{BodyPlan, Disconnected, Head, Pipe};
 use super::str_cache::StrCache;
 use super::Tag;
-use crate::body::BodyError;
+use crate::request::body::BodyError;
 
 /// The response of one request as its Python thread builds it.
 pub struct Responder {
@@ -434,7 +434,7 @@ fn header_name(text: &Bound<'_, PyAny>) -> PyResult<HeaderName> {
             String::from_utf8_lossy(&bytes)
         ))
     })?;
-    if crate::gateway_env::is_hop_by_hop(&name) {
+    if crate::request::gateway_env::is_hop_by_hop(&name) {
         return Err(PyValueError::new_err(format!(
             "hop-by-hop header {name:?} is not allowed in a WSGI response"
         )));

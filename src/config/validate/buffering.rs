@@ -12,9 +12,9 @@ use crate::config::units::parse_size;
 /// What the worker read before calling the app before buffering existed
 /// (a JSON or form body up to it never touches the disk). Many slow
 /// uploads at once are bounded by the worker's budget instead
-/// (`crate::spool`: 1,024 bodies' worth, 64 MiB), past which bodies go to
+/// (`crate::request::spool`: 1,024 bodies' worth, 64 MiB), past which bodies go to
 /// files.
-const DEFAULT_BODY_BUFFER: u64 = crate::spool::DEFAULT_MEMORY as u64;
+pub const DEFAULT_BODY_BUFFER: u64 = 64 * 1024;
 
 impl Builder<'_> {
     /// The default of the routes' `request_buffering`: on, unless

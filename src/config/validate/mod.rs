@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 mod buffering;
+pub use buffering::DEFAULT_BODY_BUFFER;
 mod routes;
 
 use super::file::{self, FileConfig};

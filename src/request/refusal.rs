@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
 
-use crate::body::{Body, BodyError};
+use crate::request::body::{Body, BodyError};
 
 /// Why portico answers a request itself. Each variant's doc names its
 /// status.

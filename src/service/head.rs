@@ -18,7 +18,7 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::uri::Authority;
 use http::{Method, Request, Version};
 
-use crate::refusal::Refusal;
+use crate::request::refusal::Refusal;
 
 /// What the head checks decided, when it is not "go on".
 #[derive(Debug, PartialEq, Eq)]

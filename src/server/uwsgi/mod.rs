@@ -5,8 +5,9 @@
 //!    closes the connection with a log line, nothing reaches a handler;
 //! 2. turn its vars into an HTTP request (`request`); the client it names
 //!    (`REMOTE_ADDR`...) becomes the request's peer;
-//! 3. run it through the same router and handlers as an HTTP request
-//!    (`server::handle`: limits, routes, static, CGI, WSGI, access log),
+//! 3. run it through the same service as an HTTP request
+//!    (`crate::service::handle`: limits, routes, static, CGI, WSGI, access
+//!    log; this front-end's side of it is `UwsgiFront`),
 //!    while a pump moves the `CONTENT_LENGTH` body bytes from the socket to
 //!    the handler through a small channel (bounded memory);
 //! 4. write the response as HTTP/1.1 (status line, fields, body) — the
@@ -15,7 +16,7 @@
 //!    Content-Length, added when the size is known), `Connection: close`.
 //!    A front that takes no byte for `--send-timeout` is cut off, as an
 //!    HTTP client would be; the body timeout applies to the request body
-//!    as on HTTP (`crate::body::RequestBody`);
+//!    as on HTTP (`crate::request::body::RequestBody`);
 //! 5. shut our side down, and give the front a moment to finish sending a
 //!    body nobody read, so that closing does not reset the connection under
 //!    the response it is still reading.
@@ -31,15 +32,18 @@ use bytes::{Bytes, BytesMut};
 use futures_util::FutureExt;
 use http::header::{self, HeaderValue};
 use http::{Method, Response, StatusCode};
-use http_body::{Body as _, Frame, SizeHint};
+use http_body::Body as _;
 use http_body_util::BodyExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-use super::codec::{self, ProtocolError};
-use super::request;
-use crate::body::RequestBody;
-use crate::server::{ConnState, LoggedBody, Peer, RequestContext, Shared};
+pub mod request;
+
+use crate::request::body::{Body, ChannelBody, RequestBody};
+use crate::request::sendfile::SendQueue;
+use crate::request::Peer;
+use crate::service::{self, FrontEnd, LoggedBody, RequestContext, Services};
+use crate::uwsgi::codec::{self, ProtocolError};
 
 /// How long an unread request body may take to arrive after the response.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -47,11 +51,11 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 const CHUNK: u64 = 64 * 1024;
 
 /// Serves one accepted uwsgi connection until it closes.
-pub async fn serve<S>(socket: S, socket_peer: Peer, shared: Rc<Shared>)
+pub async fn serve<S>(socket: S, socket_peer: Peer, services: Rc<Services>)
 where
     S: AsyncRead + AsyncWrite + Unpin + 'static,
 {
-    let limits = &shared.limits;
+    let limits = &services.limits;
     let (mut rd, wr) = tokio::io::split(socket);
     let mut wr = SendTimed::new(wr, limits.send_timeout);
     // 1. The packet.
@@ -69,18 +73,18 @@ where
     };
     // 3. Handler and body pump, side by side.
     let (tx, rx) = mpsc::channel(1);
-    let body = PacketBody::new(rx, decided.content_length);
+    let body = ChannelBody::new(rx, decided.content_length);
     let req = decided
         .request
-        .map(|()| RequestBody::uwsgi(body, limits.body_timeout));
+        .map(|()| RequestBody::channel(body, limits.body_timeout));
     let head_only = req.method() == Method::HEAD;
     let ctx = Rc::new(RequestContext {
-        shared: shared.clone(),
-        state: std::sync::Arc::new(ConnState::new(limits)),
+        services: services.clone(),
+        front: UwsgiFront,
         peer: decided.peer,
     });
     let respond = async move {
-        let Ok(response) = crate::server::handle(req, ctx).await;
+        let Ok(response) = service::handle(req, ctx).await;
         // 4. The response, 5. our side shut down.
         let written = write_response(&mut wr, response, head_only).await;
         let _ = wr.shutdown().await;
@@ -108,6 +112,24 @@ where
     if pumping {
         let _ = tokio::time::timeout(DRAIN_TIMEOUT, pump).await;
     }
+}
+
+/// A uwsgi connection carries one request, which ends with it; its
+/// timeouts are this front-end's own (the packet's header timeout, the
+/// send timeout of `SendTimed`, the request body's timeout), and its
+/// responses are written by `write_response`, never with `sendfile`.
+struct UwsgiFront;
+
+impl FrontEnd for UwsgiFront {
+    fn request_started(&self) {}
+
+    fn request_finished(&self) {}
+
+    fn sendfile(&self) -> Option<&std::sync::Arc<SendQueue>> {
+        None
+    }
+
+    fn finish(&self, _: http::Version, _: &mut Response<Body>) {}
 }
 
 fn refuse(peer: &Peer, err: &ProtocolError) {
@@ -144,59 +166,6 @@ async fn pump<R: AsyncRead + Unpin>(
         if failed {
             return;
         }
-    }
-}
-
-/// The request body following a packet, as the handler reads it.
-pub struct PacketBody {
-    rx: mpsc::Receiver<std::io::Result<Bytes>>,
-    remaining: u64,
-}
-
-impl PacketBody {
-    /// `remaining` bytes, as the pump sends them on `rx`.
-    pub(crate) fn new(rx: mpsc::Receiver<std::io::Result<Bytes>>, remaining: u64) -> Self {
-        PacketBody { rx, remaining }
-    }
-}
-
-impl http_body::Body for PacketBody {
-    type Data = Bytes;
-    type Error = std::io::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        if self.remaining == 0 {
-            return Poll::Ready(None);
-        }
-        match self.rx.poll_recv(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(Some(Ok(data))) => {
-                self.remaining = self.remaining.saturating_sub(data.len() as u64);
-                Poll::Ready(Some(Ok(Frame::data(data))))
-            }
-            Poll::Ready(Some(Err(err))) => {
-                self.remaining = 0;
-                Poll::Ready(Some(Err(err)))
-            }
-            Poll::Ready(None) => {
-                self.remaining = 0;
-                Poll::Ready(Some(Err(std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    "uwsgi connection closed inside the request body",
-                ))))
-            }
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.remaining == 0
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        SizeHint::with_exact(self.remaining)
     }
 }
 
@@ -264,7 +233,7 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for SendTimed<W> {
 /// in one write.
 async fn write_response<W: AsyncWrite + Unpin>(
     wr: &mut W,
-    response: Response<LoggedBody>,
+    response: Response<LoggedBody<UwsgiFront>>,
     head_only: bool,
 ) -> std::io::Result<()> {
     let (parts, mut body) = response.into_parts();

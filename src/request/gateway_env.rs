@@ -25,7 +25,7 @@
 use http::header::{self, HeaderMap};
 use http::{Method, Version};
 
-use crate::server::Mount;
+use crate::request::HandlerContext;
 
 /// One meta-variable: its name and its value as bytes.
 pub type Var = (String, Vec<u8>);
@@ -73,7 +73,11 @@ pub struct Mapping<'a> {
 pub const SERVER_SOFTWARE: &str = concat!("portico/", env!("CARGO_PKG_VERSION"));
 
 /// The meta-variables of steps 1–5, in that order.
-pub fn meta_variables(req: &GatewayRequest<'_>, map: &Mapping<'_>, mount: &Mount<'_>) -> Vec<Var> {
+pub fn meta_variables(
+    req: &GatewayRequest<'_>,
+    map: &Mapping<'_>,
+    ctx: &HandlerContext<'_>,
+) -> Vec<Var> {
     let mut vars: Vec<Var> = Vec::with_capacity(24 + req.headers.keys_len());
     let mut set = |name: &str, value: &[u8]| vars.push((name.to_string(), value.to_vec()));
 
@@ -88,21 +92,21 @@ pub fn meta_variables(req: &GatewayRequest<'_>, map: &Mapping<'_>, mount: &Mount
     set("SERVER_PROTOCOL", protocol(req.version).as_bytes());
     set("SERVER_SOFTWARE", SERVER_SOFTWARE.as_bytes());
 
-    // 2. Mount.
+    // 2. HandlerContext.
     set("SCRIPT_NAME", map.script_name);
     set("PATH_INFO", map.path_info);
 
     // 3. The two ends.
     let host = host_field(req);
     let (name, host_port) = host.map(split_host).unwrap_or((None, None));
-    let server_name = match (name, mount.peer.local) {
+    let server_name = match (name, ctx.peer.local) {
         (Some(name), _) => name.to_string(),
         (None, Some(local)) => local.ip().to_canonical().to_string(),
         (None, None) => "localhost".to_string(),
     };
     set("SERVER_NAME", server_name.as_bytes());
-    let default_port = if mount.peer.tls { "443" } else { "80" };
-    let server_port = match (mount.peer.local, host_port) {
+    let default_port = if ctx.peer.tls { "443" } else { "80" };
+    let server_port = match (ctx.peer.local, host_port) {
         (Some(local), _) => local.port().to_string(),
         (None, Some(port)) => port.to_string(),
         (None, None) => default_port.to_string(),
@@ -110,14 +114,14 @@ pub fn meta_variables(req: &GatewayRequest<'_>, map: &Mapping<'_>, mount: &Mount
     set("SERVER_PORT", server_port.as_bytes());
     // On a unix socket there is no client address: an empty REMOTE_ADDR
     // (the RFC wants the variable set), no REMOTE_PORT.
-    match mount.peer.addr {
+    match ctx.peer.addr {
         Some(addr) => {
-            set("REMOTE_ADDR", mount.peer.ip_text.as_str().as_bytes());
+            set("REMOTE_ADDR", ctx.peer.ip_text.as_str().as_bytes());
             set("REMOTE_PORT", addr.port().to_string().as_bytes());
         }
         None => set("REMOTE_ADDR", b""),
     }
-    if mount.peer.tls {
+    if ctx.peer.tls {
         set("HTTPS", b"on");
     }
 
@@ -236,7 +240,7 @@ pub fn split_host(host: &str) -> (Option<&str>, Option<&str>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::server::Peer;
+    use crate::request::Peer;
 
     fn peer(tls: bool) -> Peer {
         Peer::new(
@@ -249,16 +253,14 @@ mod tests {
 
     fn vars(req: http::Request<()>, map: &Mapping<'_>, peer: Peer) -> Vec<Var> {
         let (parts, ()) = req.into_parts();
-        let cache = crate::static_files::Cache::new();
-        let mount = Mount {
+        let ctx = HandlerContext {
             script_name: "/cgi-bin",
             max_body_size: 0,
-            buffering: crate::spool::Buffering::streaming(),
+            buffering: crate::request::spool::Buffering::streaming(),
             peer,
-            static_cache: &cache,
             sendfile: None,
         };
-        meta_variables(&GatewayRequest::from_parts(&parts), map, &mount)
+        meta_variables(&GatewayRequest::from_parts(&parts), map, &ctx)
     }
 
     fn get<'v>(vars: &'v [Var], name: &str) -> Option<&'v str> {

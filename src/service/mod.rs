@@ -1,21 +1,28 @@
-//! What happens to each request, in order:
+//! The per-request pipeline between the front-ends (`crate::server`: HTTP
+//! connections, the uwsgi listener) and the handlers. What happens to each
+//! request, in order:
 //!
-//! 1. mark the connection busy (for the watchdog);
+//! 1. tell the front-end a request began (`FrontEnd::request_started`:
+//!    the connection is busy, for its watchdog);
 //! 2. the head checks RFC 9112 asks for and the parser does not make
-//!    (`super::head`: Host, the target's authority replacing Host, target
-//!    forms, transfer codings);
+//!    (`head`: Host, the target's authority replacing Host, target forms,
+//!    transfer codings);
 //! 3. refuse what breaks a limit: target too long (414), header fields too
 //!    large (431);
 //! 4. route by host and path (no route → 404);
 //! 5. refuse a declared body over the route's `max_body_size` (413);
-//! 6. run the route's handler;
-//! 7. add `Server` (and, while the worker drains, `Connection: close` to an
-//!    HTTP/1 response), and wrap the body so that when it is finished (or
-//!    the client is gone) the access-log line is written and the connection
-//!    is marked idle again.
+//! 6. try-files, then the route's handler;
+//! 7. add `Server`, let the front-end have its last word
+//!    (`FrontEnd::finish`: `Connection: close` while draining...), and wrap
+//!    the body so that when it is finished (or the client is gone) the
+//!    access-log line is written and the front-end hears the request ended.
 //!
-//! Every answer portico gives itself comes from `crate::refusal`, which
-//! also logs the refusals.
+//! Every answer portico gives itself comes from `crate::request::refusal`,
+//! which also logs the refusals. The per-worker state handlers need is
+//! `Services`.
+
+mod head;
+mod services;
 
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -23,85 +30,63 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use crate::body::RequestBody;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body::Frame;
 use tokio::time::Instant;
 
-use super::conn::{ConnState, Peer};
-use super::head::{self, Early};
-use super::send_timeout;
-use super::Shared;
-use crate::body::{Body, Fault, CLIENT_CLOSED};
 use crate::cgi;
 use crate::config::{Handler, Limits};
 use crate::log::Entry;
-use crate::refusal::{self, status_page, Refusal, Scope};
-use crate::sendfile::SendQueue;
-use crate::spool::Buffering;
+use crate::request::body::{Body, Fault, RequestBody, CLIENT_CLOSED};
+use crate::request::refusal::{self, status_page, Refusal, Scope};
+use crate::request::sendfile::SendQueue;
+use crate::request::spool::Buffering;
+use crate::request::{HandlerContext, Peer};
 use crate::static_files::{self, StaticRequest};
+use head::Early;
+pub use services::{Services, ServicesError};
 
-/// Where a dynamic handler is mounted and who is asking: what CGI and WSGI
-/// need besides the request itself.
-pub struct Mount<'a> {
-    /// The route prefix (`SCRIPT_NAME` base); "" for the root route.
-    pub script_name: &'a str,
-    pub max_body_size: u64,
-    /// Whether the body is read whole before the handler runs, and where.
-    pub buffering: Buffering<'a>,
-    pub peer: Peer,
-    /// The worker's open-file cache, for handlers that answer with a file.
-    pub static_cache: &'a static_files::Cache,
-    /// Set when file bodies may go out with `sendfile` (plain HTTP/1).
-    pub sendfile: Option<&'a Arc<SendQueue>>,
-}
-
-impl Mount<'_> {
-    /// The route's prefix as refusal lines name it (`/` for the root).
-    pub fn route(&self) -> &str {
-        if self.script_name.is_empty() {
-            "/"
-        } else {
-            self.script_name
-        }
-    }
-
-    /// Where a handler's refusal happened, for its log line.
-    pub fn scope(&self) -> Scope<'_> {
-        Scope {
-            route: Some(self.route()),
-            peer: self.peer.ip_text.as_str(),
-        }
-    }
+/// What the service needs from the front-end a request came through.
+pub trait FrontEnd: 'static {
+    /// A request begins: the connection is busy.
+    fn request_started(&self);
+    /// The request ended (answered, or its client went away).
+    fn request_finished(&self);
+    /// Where file bodies may be written straight to the socket with
+    /// `sendfile`, when the connection allows it (plain HTTP/1).
+    fn sendfile(&self) -> Option<&Arc<SendQueue>>;
+    /// The front-end's last word on a response before it is logged and sent.
+    fn finish(&self, version: http::Version, response: &mut Response<Body>);
 }
 
 static SERVER: HeaderValue = HeaderValue::from_static("portico");
 
-pub struct RequestContext {
-    pub shared: Rc<Shared>,
-    pub state: Arc<ConnState>,
+/// One connection's (or uwsgi request's) view of the service.
+pub struct RequestContext<F> {
+    pub services: Rc<Services>,
+    pub front: F,
     pub peer: Peer,
 }
 
-pub async fn handle(
+pub async fn handle<F: FrontEnd>(
     mut req: Request<RequestBody>,
-    ctx: Rc<RequestContext>,
-) -> Result<Response<LoggedBody>, Infallible> {
-    ctx.state.request_started();
-    let http1 = req.version() <= http::Version::HTTP_11;
+    ctx: Rc<RequestContext<F>>,
+) -> Result<Response<LoggedBody<F>>, Infallible> {
+    ctx.front.request_started();
+    let version = req.version();
     // Before the log fields: an absolute-form target's authority replaces Host.
     let early = head::check(&mut req);
     let log = ctx
-        .shared
+        .services
         .access_log
         .enabled()
         .then(|| Box::new(LogFields::new(&req)));
     // The request's line and its end, from now on: if hyper drops this
     // future before a response exists (the client reset its HTTP/2 stream,
     // or closed its connection), the access log says 499 and the
-    // connection counts the request as finished.
+    // front-end hears the request ended.
     let mut logged = LoggedBody {
         inner: Body::empty(),
         bytes: 0,
@@ -109,24 +94,21 @@ pub async fn handle(
         ctx,
     };
     logged.set_status(CLIENT_CLOSED);
-    let mut response = match early {
-        Ok(()) => respond(req, &logged.ctx).await,
-        Err(early) => answer_early(early, &logged.ctx.peer),
-    };
     let ctx = &logged.ctx;
+    let mut response = match early {
+        Ok(()) => {
+            let sendfile = ctx
+                .front
+                .sendfile()
+                .filter(|_| version <= http::Version::HTTP_11);
+            respond(req, &ctx.services, ctx.peer, sendfile).await
+        }
+        Err(early) => answer_early(early, &ctx.peer),
+    };
     response
         .headers_mut()
         .insert(header::SERVER, SERVER.clone());
-    // Read when the response is ready, not when the request came: a
-    // response that leaves after the drain began must close the connection.
-    if http1 && ctx.shared.draining() {
-        ask_to_close(&mut response);
-    }
-    if ctx.state.is_http2() {
-        if let Some(stall) = send_timeout::current_stream() {
-            response = response.map(|body| Body::stream(send_timeout::Reporting::new(body, stall)));
-        }
-    }
+    ctx.front.finish(version, &mut response);
     logged.set_status(response.status().as_u16());
     Ok(response.map(|body| {
         logged.inner = body;
@@ -134,20 +116,14 @@ pub async fn handle(
     }))
 }
 
-/// `Connection: close`: hyper closes the connection after this response,
-/// and the client knows to open a new one (to another worker) for its next
-/// request. An upgrade's 101 keeps its `Connection: upgrade`.
-fn ask_to_close(response: &mut Response<Body>) {
-    if response.status() != StatusCode::SWITCHING_PROTOCOLS {
-        response
-            .headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    }
-}
-
-async fn respond(req: Request<RequestBody>, ctx: &RequestContext) -> Response<Body> {
-    let shared = &*ctx.shared;
-    let limits = &shared.limits;
+/// Steps 3 to 6; `sendfile` is set when file bodies may go out with it.
+async fn respond(
+    req: Request<RequestBody>,
+    services: &Services,
+    peer: Peer,
+    sendfile: Option<&Arc<SendQueue>>,
+) -> Response<Body> {
+    let limits = &services.limits;
     let host = req
         .headers()
         .get(header::HOST)
@@ -155,13 +131,13 @@ async fn respond(req: Request<RequestBody>, ctx: &RequestContext) -> Response<Bo
         .or_else(|| req.uri().authority().map(|a| a.as_str()));
     let path = req.uri().path();
     if let Some(refusal) = over_head_limits(&req, limits) {
-        let route = shared
+        let route = services
             .router
             .find(host, path)
             .map(|m| m.route.prefix.as_str());
-        return refusal::refuse(&refusal, scope(route, &ctx.peer));
+        return refusal::refuse(&refusal, scope(route, &peer));
     }
-    let Some(matched) = shared.router.find(host, path) else {
+    let Some(matched) = services.router.find(host, path) else {
         return status_page(StatusCode::NOT_FOUND);
     };
     let route = matched.route;
@@ -170,9 +146,8 @@ async fn respond(req: Request<RequestBody>, ctx: &RequestContext) -> Response<Bo
             declared: Some(len),
             limit: route.max_body_size,
         };
-        return refusal::refuse(&refusal, scope(Some(&route.prefix), &ctx.peer));
+        return refusal::refuse(&refusal, scope(Some(&route.prefix), &peer));
     }
-    let sendfile = can_sendfile(&req, &ctx.peer).then_some(&ctx.state.sendfile);
     if let Some(opts) = &route.static_files {
         let static_req = StaticRequest {
             method: req.method(),
@@ -181,13 +156,13 @@ async fn respond(req: Request<RequestBody>, ctx: &RequestContext) -> Response<Bo
             query: req.uri().query(),
             rel: matched.rel,
         };
-        let outcome = static_files::decide(opts, &shared.static_cache, &static_req);
+        let outcome = static_files::decide(opts, &services.static_cache, &static_req);
         // try-files: a missing file goes on to the route's handler.
         if !(outcome.is_not_found() && route.handler.is_some()) {
             return static_files::render(outcome, &static_req, sendfile);
         }
     }
-    let mount = Mount {
+    let ctx = HandlerContext {
         script_name: if route.prefix == "/" {
             ""
         } else {
@@ -197,20 +172,26 @@ async fn respond(req: Request<RequestBody>, ctx: &RequestContext) -> Response<Bo
         buffering: Buffering {
             on: route.request_buffering,
             memory: limits.body_buffer_size,
-            temp_dir: &shared.body_temp_dir,
+            temp_dir: &services.body_temp_dir,
         },
-        peer: ctx.peer,
-        static_cache: &shared.static_cache,
+        peer,
         sendfile,
     };
     match &route.handler {
         // Boxed, so that every request's future is not as large as theirs.
-        Some(Handler::Cgi(opts)) => Box::pin(cgi::serve(opts, &mount, req)).await,
-        Some(Handler::Wsgi(opts)) => match &shared.wsgi {
-            Some(wsgi) => wsgi.serve(opts, &mount, req).await,
+        Some(Handler::Cgi(opts)) => Box::pin(cgi::serve(opts, &services.cgi, &ctx, req)).await,
+        Some(Handler::Wsgi(opts)) => match &services.wsgi {
+            Some(wsgi) => wsgi.serve(opts, &ctx, &services.static_cache, req).await,
             None => status_page(StatusCode::INTERNAL_SERVER_ERROR),
         },
-        Some(Handler::Proxy(opts)) => Box::pin(shared.proxy.serve(opts, &mount, req)).await,
+        Some(Handler::Proxy(opts)) => {
+            Box::pin(
+                services
+                    .proxy
+                    .serve(opts, &ctx, &services.static_cache, req),
+            )
+            .await
+        }
         None => status_page(StatusCode::NOT_FOUND),
     }
 }
@@ -256,12 +237,6 @@ fn scope<'a>(route: Option<&'a str>, peer: &'a Peer) -> Scope<'a> {
         route,
         peer: peer.ip_text.as_str(),
     }
-}
-
-/// `sendfile` needs the plain socket (no TLS) and HTTP/1 framing (an
-/// HTTP/2 body is cut into frames on one shared socket).
-fn can_sendfile(req: &Request<RequestBody>, peer: &Peer) -> bool {
-    peer.raw_fd.is_some() && req.version() <= http::Version::HTTP_11
 }
 
 fn declared_length(req: &Request<RequestBody>) -> Option<u64> {
@@ -325,14 +300,14 @@ impl LogFields {
 /// The response body as hyper sends it: counts bytes, and when dropped
 /// (finished, or the client went away) writes the access-log line and tells
 /// the connection the request is over.
-pub struct LoggedBody {
+pub struct LoggedBody<F: FrontEnd> {
     inner: Body,
     bytes: u64,
     log: Option<Box<LogFields>>,
-    ctx: Rc<RequestContext>,
+    ctx: Rc<RequestContext<F>>,
 }
 
-impl http_body::Body for LoggedBody {
+impl<F: FrontEnd> http_body::Body for LoggedBody<F> {
     type Data = Bytes;
     type Error = std::io::Error;
 
@@ -358,7 +333,7 @@ impl http_body::Body for LoggedBody {
     }
 }
 
-impl LoggedBody {
+impl<F: FrontEnd> LoggedBody<F> {
     fn set_status(&mut self, status: u16) {
         if let Some(log) = self.log.as_mut() {
             log.status = status;
@@ -366,10 +341,10 @@ impl LoggedBody {
     }
 }
 
-impl Drop for LoggedBody {
+impl<F: FrontEnd> Drop for LoggedBody<F> {
     fn drop(&mut self) {
         if let Some(f) = self.log.take() {
-            self.ctx.shared.access_log.write(&Entry {
+            self.ctx.services.access_log.write(&Entry {
                 remote: self.ctx.peer.addr,
                 method: &f.method,
                 target: &f.target,
@@ -386,14 +361,14 @@ impl Drop for LoggedBody {
                 host: f.host.as_deref(),
             });
         }
-        self.ctx.state.request_finished();
+        self.ctx.front.request_finished();
     }
 }
 
 /// An access-log line for a request refused before it reached a handler
 /// (malformed, or its head timed out).
-pub fn log_refused(shared: &Shared, peer: &Peer, status: u16) {
-    shared.access_log.write(&Entry {
+pub fn log_refused(services: &Services, peer: &Peer, status: u16) {
+    services.access_log.write(&Entry {
         remote: peer.addr,
         method: "-",
         target: "-",

@@ -24,17 +24,9 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, Uri, Version};
 use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 
-use super::codec::ProtocolError;
-use crate::gateway_env::Var;
-use crate::server::Peer;
-
-/// `SERVER_NAME` / `SERVER_PORT` as the front server sent them; the WSGI
-/// environ prefers them over the ones derived from Host.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ServerVars {
-    pub name: Option<String>,
-    pub port: Option<String>,
-}
+use crate::request::gateway_env::Var;
+use crate::request::{Peer, ServerVars};
+use crate::uwsgi::codec::ProtocolError;
 
 /// The request the packet describes, without its body.
 #[derive(Debug)]

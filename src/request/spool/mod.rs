@@ -36,8 +36,8 @@ use bytes::{Bytes, BytesMut};
 use http_body::Body as _;
 use http_body_util::BodyExt;
 
-use crate::body::{BodyError, RequestBody};
-use crate::refusal::Refusal;
+use crate::request::body::{BodyError, RequestBody};
+use crate::request::refusal::Refusal;
 
 /// How a route takes request bodies.
 #[derive(Debug, Clone, Copy)]
@@ -63,10 +63,8 @@ impl Buffering<'static> {
     }
 }
 
-/// The most of one body held in memory, by default (`body_buffer_size`):
-/// what the worker read before calling the app before buffering existed,
-/// so JSON and form bodies up to it never touch the disk.
-pub const DEFAULT_MEMORY: usize = 64 * 1024;
+/// The most of one body held in memory, by default (`body_buffer_size`).
+const DEFAULT_MEMORY: usize = crate::config::DEFAULT_BODY_BUFFER as usize;
 
 /// Bodies being received are held in memory up to this many times the
 /// per-body limit, per worker (64 MiB at the default): past it, a body
@@ -185,7 +183,7 @@ pub enum SpoolError {
 }
 
 impl SpoolError {
-    /// The answer, through `crate::refusal` (one log line naming the key).
+    /// The answer, through `crate::request::refusal` (one log line naming the key).
     pub fn refusal(&self) -> Refusal {
         match self {
             SpoolError::Body(err) => Refusal::Body(err.clone()),
@@ -329,8 +327,8 @@ mod tests {
     /// connection's pump feeds its handler this way).
     fn fed(len: u64) -> (RequestBody, mpsc::Sender<io::Result<Bytes>>) {
         let (tx, rx) = mpsc::channel(64);
-        let body = crate::uwsgi::PacketBody::new(rx, len);
-        (RequestBody::uwsgi(body, Duration::from_secs(60)), tx)
+        let body = crate::request::body::ChannelBody::new(rx, len);
+        (RequestBody::channel(body, Duration::from_secs(60)), tx)
     }
 
     fn buffering(memory: usize, dir: &Path) -> Buffering<'_> {

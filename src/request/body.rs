@@ -22,6 +22,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::StatusCode;
 use http_body::{Body as _, Frame, SizeHint};
+use tokio::sync::mpsc;
 use tokio::time::{Instant, Sleep};
 
 /// A boxed stream of body chunks; errors cut the connection (the client sees
@@ -194,12 +195,12 @@ impl Fault {
     }
 }
 
-/// Where a request body comes from: hyper's, or the bytes following a
-/// uwsgi packet (`CONTENT_LENGTH` of them, read by the uwsgi connection and
-/// handed over through a small channel, like hyper's own body).
+/// Where a request body comes from: hyper's, or bytes a front-end's task
+/// reads and hands over through a small channel (the uwsgi listener: the
+/// `CONTENT_LENGTH` bytes following a packet).
 enum Source {
     Http(hyper::body::Incoming),
-    Uwsgi(crate::uwsgi::PacketBody),
+    Channel(ChannelBody),
 }
 
 /// The request body every handler takes. `Send`, so a Python thread can
@@ -240,11 +241,12 @@ impl RequestBody {
         }
     }
 
-    /// The body after a uwsgi packet; `limit` is `--body-timeout`.
-    pub fn uwsgi(body: crate::uwsgi::PacketBody, limit: Duration) -> Self {
+    /// A body fed through a channel (the bytes after a uwsgi packet);
+    /// `limit` is `--body-timeout`.
+    pub fn channel(body: ChannelBody, limit: Duration) -> Self {
         match body.is_end_stream() {
             true => RequestBody(None),
-            false => Self::streaming(Source::Uwsgi(body), limit),
+            false => Self::streaming(Source::Channel(body), limit),
         }
     }
 
@@ -277,7 +279,7 @@ impl Streaming {
                     r => r.map_err(|e| BodyError::from_transport(&e)),
                 })
             }),
-            Source::Uwsgi(b) => Pin::new(b)
+            Source::Channel(b) => Pin::new(b)
                 .poll_frame(cx)
                 .map(|f| f.map(|r| r.map_err(|e| BodyError::Gone(e.to_string())))),
         }
@@ -338,7 +340,7 @@ impl http_body::Body for RequestBody {
         match self.0.as_ref().map(|b| &b.source) {
             None => true,
             Some(Source::Http(b)) => b.is_end_stream(),
-            Some(Source::Uwsgi(b)) => b.is_end_stream(),
+            Some(Source::Channel(b)) => b.is_end_stream(),
         }
     }
 
@@ -346,8 +348,63 @@ impl http_body::Body for RequestBody {
         match self.0.as_ref().map(|b| &b.source) {
             None => SizeHint::with_exact(0),
             Some(Source::Http(b)) => b.size_hint(),
-            Some(Source::Uwsgi(b)) => b.size_hint(),
+            Some(Source::Channel(b)) => b.size_hint(),
         }
+    }
+}
+
+/// A request body a front-end's own task reads from the socket and hands
+/// over through a channel (the uwsgi listener's pump): `remaining` bytes,
+/// a closed channel before them is a cut body.
+pub struct ChannelBody {
+    rx: mpsc::Receiver<std::io::Result<Bytes>>,
+    remaining: u64,
+}
+
+impl ChannelBody {
+    /// `remaining` bytes, as the pump sends them on `rx`.
+    pub(crate) fn new(rx: mpsc::Receiver<std::io::Result<Bytes>>, remaining: u64) -> Self {
+        ChannelBody { rx, remaining }
+    }
+}
+
+impl http_body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        if self.remaining == 0 {
+            return Poll::Ready(None);
+        }
+        match self.rx.poll_recv(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(Ok(data))) => {
+                self.remaining = self.remaining.saturating_sub(data.len() as u64);
+                Poll::Ready(Some(Ok(Frame::data(data))))
+            }
+            Poll::Ready(Some(Err(err))) => {
+                self.remaining = 0;
+                Poll::Ready(Some(Err(err)))
+            }
+            Poll::Ready(None) => {
+                self.remaining = 0;
+                Poll::Ready(Some(Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "connection closed inside the request body",
+                ))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.remaining == 0
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.remaining)
     }
 }
 
@@ -355,14 +412,13 @@ impl http_body::Body for RequestBody {
 mod tests {
     use super::*;
     use http_body_util::BodyExt;
-    use tokio::sync::mpsc;
 
     /// A body of `len` bytes fed by the returned sender, as a uwsgi
     /// connection's pump feeds it.
     fn fed(len: u64, limit: Duration) -> (RequestBody, mpsc::Sender<std::io::Result<Bytes>>) {
         let (tx, rx) = mpsc::channel(4);
-        let body = crate::uwsgi::PacketBody::new(rx, len);
-        (RequestBody::uwsgi(body, limit), tx)
+        let body = ChannelBody::new(rx, len);
+        (RequestBody::channel(body, limit), tx)
     }
 
     #[tokio::test(start_paused = true)]

@@ -7,7 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 use http::{HeaderMap, HeaderName};
 
 use crate::config::ForwardedAllow;
-use crate::server::Peer;
+use crate::request::Peer;
 
 /// The client as the application should see it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,0 +1,24 @@
+//! The vocabulary every layer shares about a request: who is asking
+//! (`peer`), what a handler is told besides the request (`context`), the
+//! request and response bodies (`body`, and `spool` for a body read whole
+//! before its handler), the answers portico gives itself (`refusal`),
+//! forwarded headers (`forwarded`), the CGI/1.1 meta-variables gateways
+//! share (`gateway_env`), what a front server said about itself
+//! (`server_vars`), and file bodies written straight to the socket
+//! (`sendfile`).
+//!
+//! Nothing here imports a handler, the service or a front-end.
+
+pub mod body;
+pub mod context;
+pub mod forwarded;
+pub mod gateway_env;
+pub mod peer;
+pub mod refusal;
+pub mod sendfile;
+pub mod server_vars;
+pub mod spool;
+
+pub use context::HandlerContext;
+pub use peer::{IpText, Peer};
+pub use server_vars::ServerVars;
