@@ -5,6 +5,7 @@
 //! one from taking every new connection.
 
 pub mod balance;
+mod client_socket;
 mod conn;
 mod drain;
 mod front;
@@ -14,6 +15,7 @@ mod park;
 mod send_timeout;
 mod tls;
 pub mod uwsgi;
+mod watchdog;
 
 use std::cell::Cell;
 use std::future::Future;
