@@ -344,4 +344,169 @@ mod tests {
         state.request_finished();
         assert_eq!(watch_for(dog.as_mut(), 6).await, Some(Expiry::SendTimeout));
     }
+
+    const SECOND: Duration = Duration::from_secs(1);
+    const MS: Duration = Duration::from_millis(1);
+
+    /// Runs the watchdog for at most `limit` of (paused) time: what it
+    /// decided and when (after the call began), if anything.
+    async fn run(dog: Pin<&mut Watchdog<'_>>, limit: Duration) -> Option<(Expiry, Duration)> {
+        let start = Instant::now();
+        tokio::select! {
+            biased;
+            expiry = dog => Some((expiry, start.elapsed())),
+            _ = tokio::time::sleep(limit) => None,
+        }
+    }
+
+    /// Asserts that the watchdog decides nothing until `at` (after now),
+    /// then `expiry`, exactly at `at`.
+    async fn fires_at(mut dog: Pin<&mut Watchdog<'_>>, at: Duration, expiry: Expiry) {
+        assert_eq!(
+            run(dog.as_mut(), at - MS).await,
+            None,
+            "{expiry:?} before {at:?}"
+        );
+        assert_eq!(
+            run(dog.as_mut(), SECOND).await,
+            Some((expiry, MS)),
+            "{expiry:?} at {at:?}"
+        );
+    }
+
+    /// Header timeout 10 s, keep-alive 75 s, send timeout 60 s.
+    fn conn_state() -> ConnState {
+        ConnState::new(&limits(60 * SECOND))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_new_connection_that_sends_nothing_is_closed_at_the_header_timeout() {
+        let state = conn_state();
+        let mut dog = pin!(Watchdog::new(&state, 10 * SECOND, false, None));
+        fires_at(dog.as_mut(), 10 * SECOND, Expiry::Idle).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_head_incomplete_at_the_header_timeout_is_408() {
+        let state = conn_state();
+        let mut dog = pin!(Watchdog::new(&state, 10 * SECOND, false, None));
+        assert_eq!(run(dog.as_mut(), 3 * SECOND).await, None);
+        // The head's first bytes at 3 s: 10 s from then, not from the
+        // connection's start.
+        state.bytes_arrived(b"GET / HT");
+        fires_at(dog.as_mut(), 10 * SECOND, Expiry::HeadTimeout).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_kept_alive_connection_is_closed_at_the_keepalive_timeout_after_its_response() {
+        let state = conn_state();
+        let mut dog = pin!(Watchdog::new(&state, 10 * SECOND, false, None));
+        state.bytes_arrived(b"GET / HTTP/1.1\r\n\r\n");
+        state.request_started();
+        // Busy: no idle or head deadline, however long the answer takes.
+        assert_eq!(run(dog.as_mut(), 300 * SECOND + 300 * MS).await, None);
+        // The response ends while the watchdog sleeps (between two of its
+        // steps, nothing wakes it): the deadline still counts from then.
+        state.request_finished();
+        fires_at(dog.as_mut(), 75 * SECOND, Expiry::Idle).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_that_starts_before_the_deadline_keeps_the_connection() {
+        let state = conn_state();
+        let mut dog = pin!(Watchdog::new(&state, 10 * SECOND, false, None));
+        state.request_started();
+        state.request_finished();
+        assert_eq!(run(dog.as_mut(), 74 * SECOND).await, None);
+        state.request_started();
+        assert_eq!(run(dog.as_mut(), 10 * SECOND).await, None);
+        state.request_finished();
+        fires_at(dog.as_mut(), 75 * SECOND, Expiry::Idle).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_plain_http1_connection_parks_after_park_after() {
+        let state = conn_state();
+        let mut dog = pin!(Watchdog::new(&state, 10 * SECOND, true, None));
+        state.request_started();
+        assert_eq!(run(dog.as_mut(), 5 * SECOND).await, None);
+        state.request_finished();
+        fires_at(dog.as_mut(), PARK_AFTER, Expiry::Park).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn http2_and_a_blocked_writer_never_park() {
+        // HTTP/2: closed at the keep-alive timeout instead.
+        let state = conn_state();
+        let mut dog = pin!(Watchdog::new(&state, 10 * SECOND, true, None));
+        state.bytes_arrived(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+        state.request_started();
+        state.request_finished();
+        fires_at(dog.as_mut(), 75 * SECOND, Expiry::Idle).await;
+        // A client that takes no byte of what hyper still holds: not
+        // parked (that would drop it), closed at its send timeout.
+        let state = conn_state();
+        let mut dog = pin!(Watchdog::new(&state, 10 * SECOND, true, None));
+        state.request_started();
+        state.wrote(true);
+        state.request_finished();
+        fires_at(dog.as_mut(), 60 * SECOND, Expiry::SendTimeout).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn when_the_worker_drains_an_idle_connection_closes_at_the_grace() {
+        let state = conn_state();
+        let mut dog = pin!(Watchdog::new(&state, 10 * SECOND, true, None));
+        state.request_started();
+        state.request_finished();
+        assert_eq!(run(dog.as_mut(), PARK_AFTER / 2).await, None);
+        dog.as_mut().get_mut().drain(Drain {
+            since: Instant::now(),
+            grace: 2 * SECOND,
+        });
+        // Not parked while draining: closed at the grace.
+        fires_at(dog.as_mut(), 2 * SECOND, Expiry::Idle).await;
+    }
+
+    /// Polls `dog` once from a task whose coop budget is spent (tokio's
+    /// timer then answers Pending without storing the waker), then as usual.
+    async fn first_poll_out_of_budget(mut dog: Pin<&mut Watchdog<'_>>) -> Expiry {
+        let mut first = true;
+        std::future::poll_fn(|cx| {
+            if first {
+                first = false;
+                while tokio::task::coop::has_budget_remaining() {
+                    let spend = pin!(tokio::task::coop::consume_budget());
+                    let _ = spend.poll(cx);
+                }
+            }
+            dog.as_mut().poll(cx)
+        })
+        .await
+    }
+
+    /// The budget trick: a watchdog polled when its task had no budget left
+    /// must poll its timer again later, or nothing would ever wake it.
+    #[tokio::test(start_paused = true)]
+    async fn a_watchdog_first_polled_out_of_budget_still_fires_on_time() {
+        let state = conn_state();
+        let mut dog = pin!(Watchdog::new(&state, 10 * SECOND, false, None));
+        let start = Instant::now();
+        let fired = tokio::select! {
+            biased;
+            expiry = first_poll_out_of_budget(dog.as_mut()) => Some((expiry, start.elapsed())),
+            _ = tokio::time::sleep(300 * SECOND) => None,
+        };
+        assert_eq!(fired, Some((Expiry::Idle, 10 * SECOND)));
+        // The same once a request has come and gone, its timer re-armed.
+        state.request_started();
+        state.request_finished();
+        let start = Instant::now();
+        let fired = tokio::select! {
+            biased;
+            expiry = first_poll_out_of_budget(dog.as_mut()) => Some((expiry, start.elapsed())),
+            _ = tokio::time::sleep(300 * SECOND) => None,
+        };
+        assert_eq!(fired, Some((Expiry::Idle, 75 * SECOND)));
+    }
 }
