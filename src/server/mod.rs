@@ -13,6 +13,8 @@ mod lifecycle;
 pub mod listener;
 mod park;
 mod send_timeout;
+#[cfg(test)]
+mod test_conn;
 mod tls;
 pub mod uwsgi;
 mod watchdog;
