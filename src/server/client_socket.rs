@@ -16,11 +16,12 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use super::conn::ConnState;
 use crate::request::sendfile::SendfileSocket;
 
-/// The socket as hyper sees it: reports the arrival of request bytes to the
-/// connection state, hands hyper first the bytes an earlier hyper
-/// connection left unread, sends file bodies' placeholders with
-/// `sendfile`, and keeps the socket open when hyper ends the connection
-/// for parking.
+/// The client's socket as hyper sees it: reports the arrival of request
+/// bytes to the connection state, hands hyper first the bytes an earlier
+/// hyper connection left unread, records writes and flushes the socket
+/// does not take (the send timeout's blocked stretch), sends file bodies'
+/// placeholders with `sendfile` from the connection's queue, and keeps the
+/// socket open when hyper ends the connection for parking.
 pub struct ClientSocket<S> {
     pub(super) inner: S,
     /// Read from the socket by an earlier hyper connection, not used by it:
