@@ -558,6 +558,74 @@ fn lookup_statuses() {
     assert_eq!(r.header("location"), Some("/cgi-bin/sub/?a=1"));
 }
 
+/// An execute-only program (mode 0111) runs: lookup checks where the script
+/// is and its execute bit, and never opens it (it used to open every
+/// script for reading, and answered 403 here). The program is compiled: the
+/// kernel runs a binary nobody may read, whereas a shell script's
+/// interpreter must read it. Root reads any file, so as root the server
+/// runs without CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH (`setpriv`): the
+/// mode then binds it as it binds any other user, which the static route
+/// over the same file shows (403).
+#[test]
+fn an_execute_only_program_runs() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = TestDir::new();
+    let source = t.write(
+        "ran.rs",
+        r#"fn main() { print!("Content-Type: text/plain\r\n\r\nran unread\n"); }"#,
+    );
+    std::fs::create_dir(t.join("cgi")).unwrap();
+    let program = t.join("cgi/ran.cgi");
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let built = Command::new(&rustc)
+        .arg("-o")
+        .arg(&program)
+        .arg(&source)
+        .status()
+        .unwrap_or_else(|e| panic!("{rustc} builds this test's CGI program; install it: {e}"));
+    assert!(
+        built.success(),
+        "{rustc} failed to build {}",
+        source.display()
+    );
+    std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o111)).unwrap();
+    t.write(
+        "site.toml",
+        r#"
+workers = 1
+[[listen]]
+address = "127.0.0.1:0"
+[[route]]
+path = "/cgi-bin"
+cgi = "cgi"
+[[route]]
+path = "/raw"
+static = "cgi"
+"#,
+    );
+    // /proc/self belongs to the process's effective user.
+    let root = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap()) == 0;
+    let cmd = if root {
+        let mut cmd = Command::new("setpriv");
+        cmd.args(["--bounding-set", "-dac_override,-dac_read_search", "--"])
+            .arg(crate::util::bin());
+        cmd
+    } else {
+        Command::new(crate::util::bin())
+    };
+    let s = Server::start_command(cmd, t.path(), &["-c", "site.toml"], 1, &[]);
+    assert_eq!(
+        get(s.addr, "/raw/ran.cgi", &[]).status,
+        403,
+        "the server must not be able to read the program (as root, is setpriv from \
+         util-linux installed?)\n{}",
+        s.logs()
+    );
+    let r = get(s.addr, "/cgi-bin/ran.cgi", &[]);
+    assert_eq!(r.status, 200, "{}", s.logs());
+    assert_eq!(r.text(), "ran unread\n");
+}
+
 #[test]
 fn head_request_runs_the_script_and_sends_no_body() {
     let t = TestDir::new();

@@ -7,8 +7,9 @@
 //!    resolved lexically and never above the directory);
 //! 2. walk the segments from the CGI directory: a segment starting with `.`
 //!    is 404 (never looked up); each step's real path must stay inside the
-//!    directory (`locate`: a symlink out → 403); a directory goes on;
-//! 3. the first regular file is the script: not executable by us → 403;
+//!    directory (`contain`: a symlink out → 403); a directory goes on;
+//! 3. the first regular file is the script: not executable by us → 403
+//!    (it is never opened here: a script we may execute but not read runs);
 //!    the segments after it, decoded, are `PATH_INFO` (with the trailing
 //!    `/` when the URL had one);
 //! 4. the walk ends on a directory: its `index` script when one is set (a
@@ -23,7 +24,7 @@ use nix::unistd::{access, AccessFlags};
 
 use super::error::CgiError;
 use crate::config::CgiOptions;
-use crate::static_files::resolve::{locate, parse_rel};
+use crate::static_files::resolve::{contain, parse_rel};
 use crate::static_files::StaticError;
 
 /// A script found on disk.
@@ -66,7 +67,7 @@ pub fn lookup(opts: &CgiOptions, rel: &str) -> Result<Lookup, CgiError> {
         if seg.as_bytes().starts_with(b".") {
             return Err(CgiError::NotFound);
         }
-        let found = locate(&opts.dir, cur.join(seg), false).map_err(from_static)?;
+        let found = contain(&opts.dir, cur.join(seg), false).map_err(from_static)?;
         if found.is_dir() {
             cur = found.lexical;
             continue;
@@ -93,7 +94,7 @@ pub fn lookup(opts: &CgiOptions, rel: &str) -> Result<Lookup, CgiError> {
     if !rel.trailing_slash {
         return Ok(Lookup::AddSlash);
     }
-    let found = locate(&opts.dir, cur.join(index), false).map_err(from_static)?;
+    let found = contain(&opts.dir, cur.join(index), false).map_err(from_static)?;
     if !found.is_file() {
         return Err(CgiError::NotFound);
     }

@@ -5,7 +5,8 @@
 //! 2. hyper serves HTTP/1.1 or HTTP/2 on it (told apart by the first bytes
 //!    on a plain socket, exactly the protocol ALPN agreed on TLS), with
 //!    HTTP/1.1 upgrades (the proxy tunnels WebSocket connections);
-//! 3. a watchdog enforces our timeouts, which hyper alone cannot express:
+//! 3. a watchdog (`super::watchdog`) enforces our timeouts, which hyper
+//!    alone cannot express:
 //!    an idle keep-alive connection is closed quietly after the keep-alive
 //!    timeout, and a request head that started arriving but is not complete
 //!    within the header timeout (slowloris) gets `408` and the connection is
@@ -28,19 +29,21 @@ use std::pin::{pin, Pin};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 
+use super::client_socket::ClientSocket;
 use super::drain::Drain;
 use super::front::HttpFront;
-use super::park::{self, Park, Waiting, PARK_AFTER};
+use super::park::{self, Park, Waiting};
 use super::tls::Alpn;
+use super::watchdog::{Expiry, Phase, PhaseCell, Watchdog};
 use super::Shared;
 use crate::request::body::RequestBody;
 use crate::request::refusal::{self, Refusal};
@@ -51,89 +54,10 @@ use crate::service::{self, RequestContext};
 /// What each request of an HTTP connection carries.
 type Ctx = RequestContext<HttpFront>;
 
-/// Where a connection is between requests; drives the watchdog.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Phase {
-    /// No byte of a next request yet; closed quietly after `limit`.
-    Idle { since: Instant, limit: Duration },
-    /// Part of a request head arrived; 408 after the header timeout.
-    Head { since: Instant },
-    /// At least one request is being answered.
-    Busy,
-}
-
-/// A `Phase` in one atomic word: the kind in the top two bits, the start in
-/// the others as nanoseconds after `epoch` (146 years). hyper wants the
-/// socket `Send` when upgrades are on (an upgraded socket is a
-/// `Box<dyn Send>`), so the state the socket wrapper shares must be `Sync`;
-/// it is only ever touched on the worker's thread, so relaxed loads and
-/// stores are enough, where a lock would cost every request a few.
-struct PhaseCell {
-    word: AtomicU64,
-    epoch: Instant,
-    /// The limit of an idle phase before the first request (or after a
-    /// park), and between requests.
-    header_timeout: Duration,
-    keepalive_timeout: Duration,
-}
-
-impl PhaseCell {
-    const KIND_SHIFT: u32 = 62;
-    const SINCE_MASK: u64 = (1 << Self::KIND_SHIFT) - 1;
-    const BUSY: u64 = 0;
-    const HEAD: u64 = 1;
-    const IDLE_NEW: u64 = 2;
-    const IDLE_KEPT: u64 = 3;
-
-    fn new(header_timeout: Duration, keepalive_timeout: Duration) -> Self {
-        let cell = PhaseCell {
-            word: AtomicU64::new(0),
-            epoch: Instant::now(),
-            header_timeout,
-            keepalive_timeout,
-        };
-        cell.set(Self::IDLE_NEW);
-        cell
-    }
-
-    /// Enters the phase of kind `kind`, starting now (busy has no start).
-    fn set(&self, kind: u64) {
-        let since = match kind {
-            Self::BUSY => 0,
-            _ => Instant::now()
-                .saturating_duration_since(self.epoch)
-                .as_nanos() as u64,
-        };
-        let word = kind << Self::KIND_SHIFT | since & Self::SINCE_MASK;
-        self.word.store(word, Relaxed);
-    }
-
-    fn get(&self) -> Phase {
-        let word = self.word.load(Relaxed);
-        let since = self.epoch + Duration::from_nanos(word & Self::SINCE_MASK);
-        match word >> Self::KIND_SHIFT {
-            Self::BUSY => Phase::Busy,
-            Self::HEAD => Phase::Head { since },
-            Self::IDLE_NEW => Phase::Idle {
-                since,
-                limit: self.header_timeout,
-            },
-            _ => Phase::Idle {
-                since,
-                limit: self.keepalive_timeout,
-            },
-        }
-    }
-
-    fn is_idle(&self) -> bool {
-        self.word.load(Relaxed) >> Self::KIND_SHIFT >= Self::IDLE_NEW
-    }
-}
-
 /// Shared between the socket wrapper, the service and the watchdog of one
 /// connection (all on the same thread).
 pub struct ConnState {
-    phase: PhaseCell,
+    pub(super) phase: PhaseCell,
     in_flight: AtomicUsize,
     /// HTTP/2 frames (pings, window updates) arrive between requests, so the
     /// head timeout only applies to HTTP/1.
@@ -167,7 +91,7 @@ impl ConnState {
     /// Records whether a write (or flush) to the client completed: a
     /// blocked stretch starts at the first one that did not, and ends at
     /// the next that did. Only the edges read the clock.
-    fn wrote(&self, blocked: bool) {
+    pub(super) fn wrote(&self, blocked: bool) {
         let since = self.write_blocked.load(Relaxed);
         if blocked && since == 0 {
             let now = Instant::now().saturating_duration_since(self.phase.epoch);
@@ -177,17 +101,27 @@ impl ConnState {
         }
     }
 
-    fn is_write_blocked(&self) -> bool {
+    pub(super) fn is_write_blocked(&self) -> bool {
         self.write_blocked.load(Relaxed) != 0
     }
 
     /// When the send timeout closes the connection, while its socket takes
     /// no byte.
-    fn send_deadline(&self) -> Option<Instant> {
+    pub(super) fn send_deadline(&self) -> Option<Instant> {
         match self.write_blocked.load(Relaxed) {
             0 => None,
             since => Some(self.phase.epoch + Duration::from_nanos(since - 1) + self.send_timeout),
         }
+    }
+
+    /// A client whose socket stays blocked this long is closed.
+    pub(super) fn send_timeout(&self) -> Duration {
+        self.send_timeout
+    }
+
+    /// hyper is ending the connection so that the socket can be parked.
+    pub(super) fn is_parking(&self) -> bool {
+        self.parking.load(Relaxed)
     }
 
     /// The connection speaks HTTP/2 (its first bytes were the preface).
@@ -228,7 +162,7 @@ impl ConnState {
         }
     }
 
-    fn bytes_arrived(&self, first: &[u8]) {
+    pub(super) fn bytes_arrived(&self, first: &[u8]) {
         if self.phase.is_idle() {
             if first.starts_with(b"PRI * HTTP/2") {
                 self.http2.store(true, Relaxed);
@@ -237,251 +171,6 @@ impl ConnState {
                 self.phase.set(PhaseCell::HEAD);
             }
         }
-    }
-}
-
-/// What the watchdog decided.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Expiry {
-    Idle,
-    HeadTimeout,
-    /// Idle for `PARK_AFTER` with nothing left to write: leave hyper.
-    Park,
-    /// The client's socket took no byte for the send timeout.
-    SendTimeout,
-}
-
-/// Sleeps until the current phase's deadline, re-reading the phase at least
-/// every `step` (the shorter timeout). A phase that starts while we sleep has
-/// a deadline at least `step` after its start, so it is always noticed before
-/// its deadline and enforced on time, without waking per state change.
-///
-/// The connection polls it on every wake-up of its task, nearly all of them
-/// for hyper: until its timer has fired, it answers from one load without
-/// polling the timer.
-struct Watchdog<'a> {
-    state: &'a ConnState,
-    header_timeout: Duration,
-    can_park: bool,
-    /// The worker's drain, once begun: idle connections close at its grace.
-    drain: Option<Drain>,
-    step: Duration,
-    sleep: Pin<Box<Sleep>>,
-    /// What the timer is set for: the phase then, its deadline, and what
-    /// expires at it (nothing while busy).
-    armed: Option<(Phase, Instant, Option<Expiry>)>,
-    /// The timer was polled since it was set, so it will wake the task.
-    registered: bool,
-}
-
-impl<'a> Watchdog<'a> {
-    /// The shortest step, for a drain grace of zero: a busy connection is
-    /// not polled in a loop.
-    const MIN_STEP: Duration = Duration::from_millis(10);
-
-    fn new(
-        state: &'a ConnState,
-        header_timeout: Duration,
-        can_park: bool,
-        drain: Option<Drain>,
-    ) -> Self {
-        let mut dog = Watchdog {
-            state,
-            header_timeout,
-            can_park,
-            drain,
-            step: header_timeout,
-            sleep: Box::pin(tokio::time::sleep_until(Instant::now())),
-            armed: None,
-            registered: false,
-        };
-        dog.step = dog.step();
-        dog
-    }
-
-    /// The shortest time a phase can last before its deadline.
-    fn step(&self) -> Duration {
-        let mut step = self
-            .header_timeout
-            .min(self.state.phase.keepalive_timeout)
-            .min(self.state.send_timeout);
-        if self.can_park {
-            step = step.min(PARK_AFTER);
-        }
-        if let Some(drain) = self.drain {
-            step = step.min(drain.grace.max(Self::MIN_STEP));
-        }
-        step
-    }
-
-    /// The worker began to drain: idle deadlines shorten to its grace.
-    fn drain(&mut self, drain: Drain) {
-        self.drain = Some(drain);
-        self.step = self.step();
-        self.armed = None;
-        self.registered = false;
-    }
-
-    /// Not HTTP/2, not draining (the connection closes at the grace
-    /// anyway), and nothing left to write for a slow reader (that one is
-    /// closed at the keep-alive deadline as before).
-    fn parkable(&self) -> bool {
-        self.can_park
-            && self.drain.is_none()
-            && !self.state.http2.load(Relaxed)
-            && !self.state.is_write_blocked()
-    }
-
-    fn arm(&mut self) {
-        let phase = self.state.phase.get();
-        let now = Instant::now();
-        let (deadline, expiry) = match phase {
-            Phase::Idle { since, limit } => match self.drain {
-                Some(drain) => (drain.idle_deadline(since, limit), Some(Expiry::Idle)),
-                None if PARK_AFTER < limit && self.parkable() => {
-                    (since + PARK_AFTER, Some(Expiry::Park))
-                }
-                None => (since + limit, Some(Expiry::Idle)),
-            },
-            Phase::Head { since } => (since + self.header_timeout, Some(Expiry::HeadTimeout)),
-            Phase::Busy => (now + self.step, None),
-        };
-        // A client that takes no byte is closed at its send deadline, busy
-        // or not (what hyper still holds for it would wait forever).
-        let (deadline, expiry) = match self.state.send_deadline() {
-            Some(send) if expiry.is_none() || send < deadline => (send, Some(Expiry::SendTimeout)),
-            _ => (deadline, expiry),
-        };
-        self.sleep.as_mut().reset(deadline.min(now + self.step));
-        self.armed = Some((phase, deadline, expiry));
-        self.registered = false;
-    }
-
-    /// The timer fired: is what it was set for due (the phase unchanged)?
-    fn due(&self, phase: Phase, deadline: Instant, expiry: Option<Expiry>) -> Option<Expiry> {
-        let expiry = expiry?;
-        let unchanged = match expiry {
-            // The same blocked stretch, whatever requests began or ended.
-            Expiry::SendTimeout => self.state.send_deadline() == Some(deadline),
-            _ => self.state.phase.get() == phase,
-        };
-        let due = unchanged && Instant::now() >= deadline;
-        (due && (!matches!(expiry, Expiry::Park) || self.parkable())).then_some(expiry)
-    }
-}
-
-impl Future for Watchdog<'_> {
-    type Output = Expiry;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Expiry> {
-        let this = self.get_mut();
-        loop {
-            let Some((phase, deadline, expiry)) = this.armed else {
-                this.arm();
-                continue;
-            };
-            if this.registered && !this.sleep.is_elapsed() {
-                return Poll::Pending;
-            }
-            // Out of budget, tokio answers before storing the waker.
-            let budget = tokio::task::coop::has_budget_remaining();
-            if this.sleep.as_mut().poll(cx).is_pending() {
-                this.registered = budget;
-                return Poll::Pending;
-            }
-            if let Some(expiry) = this.due(phase, deadline, expiry) {
-                return Poll::Ready(expiry);
-            }
-            this.arm();
-        }
-    }
-}
-
-/// The socket as hyper sees it: reports the arrival of request bytes to the
-/// connection state, hands hyper first the bytes an earlier hyper
-/// connection left unread, sends file bodies' placeholders with
-/// `sendfile`, and keeps the socket open when hyper ends the connection
-/// for parking.
-pub struct Watched<S> {
-    inner: S,
-    /// Read from the socket by an earlier hyper connection, not used by it:
-    /// the beginning of the next request.
-    unread: Bytes,
-    state: Arc<ConnState>,
-}
-
-impl<S> Watched<S> {
-    fn new(inner: S, unread: Bytes, state: Arc<ConnState>) -> Self {
-        Watched {
-            inner,
-            unread,
-            state,
-        }
-    }
-
-    fn parking(&self) -> bool {
-        self.state.parking.load(Relaxed)
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        if !self.unread.is_empty() {
-            let n = self.unread.len().min(buf.remaining());
-            let replayed = self.unread.split_to(n);
-            buf.put_slice(&replayed);
-            self.state.bytes_arrived(&replayed);
-            return Poll::Ready(Ok(()));
-        }
-        let before = buf.filled().len();
-        let result = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            self.state.bytes_arrived(&buf.filled()[before..]);
-        }
-        result
-    }
-}
-
-impl<S: AsyncWrite + SendfileSocket + Unpin> AsyncWrite for Watched<S> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        self.poll_write_vectored(cx, &[std::io::IoSlice::new(data)])
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        let Watched { inner, state, .. } = self.get_mut();
-        let result = state.sendfile.poll_write(inner, cx, bufs);
-        state.wrote(result.is_pending());
-        result
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        // TLS takes writes into its buffer and blocks in the flush.
-        let result = Pin::new(&mut self.inner).poll_flush(cx);
-        self.state.wrote(result.is_pending());
-        result
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        if self.parking() {
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
@@ -621,7 +310,7 @@ async fn serve_http1<S>(socket: S, unread: Bytes, ctx: &Rc<Ctx>, can_park: bool)
 where
     S: AsyncRead + AsyncWrite + SendfileSocket + Unpin + Send + 'static,
 {
-    let io = TokioIo::new(Watched::new(socket, unread, ctx.front.state.clone()));
+    let io = TokioIo::new(ClientSocket::new(socket, unread, ctx.front.state.clone()));
     let mut conn = ctx
         .front
         .shared
@@ -639,12 +328,12 @@ where
         (Drove::Parked | Drove::IdleEnded, Some(parts)) => parts,
         _ => return Ended::Closed,
     };
-    let watched = parts.io.into_inner();
+    let client = parts.io.into_inner();
     // An empty buffer still holds hyper's allocation: let it go.
-    let unread = match (parts.read_buf.is_empty(), watched.unread.is_empty()) {
+    let unread = match (parts.read_buf.is_empty(), client.unread.is_empty()) {
         (true, true) => Bytes::new(),
         (false, true) => parts.read_buf,
-        (_, false) => [parts.read_buf, watched.unread].concat().into(),
+        (_, false) => [parts.read_buf, client.unread].concat().into(),
     };
     let peer = ctx.peer.addr;
     match (drove, unread.is_empty()) {
@@ -655,7 +344,7 @@ where
         (_, false) => tracing::debug!(peer = ?peer, "{} unread bytes served again", unread.len()),
     }
     Ended::Parked {
-        socket: watched.inner,
+        socket: client.inner,
         unread,
     }
 }
@@ -666,7 +355,11 @@ async fn serve_auto<S>(socket: S, ctx: &Rc<Ctx>)
 where
     S: AsyncRead + AsyncWrite + SendfileSocket + Unpin + Send + 'static,
 {
-    let io = TokioIo::new(Watched::new(socket, Bytes::new(), ctx.front.state.clone()));
+    let io = TokioIo::new(ClientSocket::new(
+        socket,
+        Bytes::new(),
+        ctx.front.state.clone(),
+    ));
     let conn = pin!(ctx
         .front
         .shared
@@ -682,7 +375,11 @@ async fn serve_h2<S>(socket: S, ctx: &Rc<Ctx>)
 where
     S: AsyncRead + AsyncWrite + SendfileSocket + Unpin + Send + 'static,
 {
-    let io = TokioIo::new(Watched::new(socket, Bytes::new(), ctx.front.state.clone()));
+    let io = TokioIo::new(ClientSocket::new(
+        socket,
+        Bytes::new(),
+        ctx.front.state.clone(),
+    ));
     let conn = pin!(ctx
         .front
         .shared
@@ -727,7 +424,7 @@ where
                 dog.as_mut().get_mut().drain(begun);
                 // HTTP/1 waits: its next response says `Connection: close`,
                 // and an idle connection gets the grace (the watchdog).
-                if state.http2.load(Relaxed) {
+                if state.is_http2() {
                     end(conn.as_mut());
                 }
             }
@@ -756,7 +453,7 @@ where
                     return Drove::Closed;
                 }
                 // hyper's HTTP/1 connection, idle: it ends at once and writes
-                // nothing; the socket stays open (`Watched::poll_shutdown`)
+                // nothing; the socket stays open (`ClientSocket::poll_shutdown`)
                 // for the caller to take back with what hyper read.
                 Expiry::Idle | Expiry::Park => {
                     state.parking.store(true, Relaxed);
@@ -840,83 +537,4 @@ fn send_request_timeout(shared: &Shared, peer: &Peer) {
     }
     service::log_refused(&shared.services, peer, 408);
     refusal::log(&refusal, connection_scope(peer));
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn a_phase_reads_back_as_set() {
-        let cell = PhaseCell::new(Duration::from_secs(5), Duration::from_secs(75));
-        let Phase::Idle { since, limit } = cell.get() else {
-            panic!("a new connection is idle");
-        };
-        assert_eq!(limit, Duration::from_secs(5));
-        assert!(since <= Instant::now() && cell.is_idle());
-        cell.set(PhaseCell::BUSY);
-        assert_eq!(cell.get(), Phase::Busy);
-        assert!(!cell.is_idle());
-        cell.set(PhaseCell::HEAD);
-        let head = cell.get();
-        assert!(matches!(head, Phase::Head { since: s } if s >= since));
-        assert_eq!(cell.get(), head, "the same word reads as the same phase");
-        cell.set(PhaseCell::IDLE_KEPT);
-        assert!(
-            matches!(cell.get(), Phase::Idle { limit, .. } if limit == Duration::from_secs(75))
-        );
-    }
-
-    fn limits(send_timeout: Duration) -> crate::config::Limits {
-        crate::config::Limits {
-            max_uri_length: 8192,
-            max_header_bytes: 16384,
-            max_headers: 100,
-            header_timeout: Duration::from_secs(10),
-            keepalive_timeout: Duration::from_secs(75),
-            body_timeout: Duration::from_secs(60),
-            send_timeout,
-            body_buffer_size: 16 * 1024,
-            max_connections: 10,
-        }
-    }
-
-    /// Runs the watchdog for `secs` of (paused) time; what it decided, if
-    /// anything.
-    async fn watch_for(dog: Pin<&mut Watchdog<'_>>, secs: u64) -> Option<Expiry> {
-        tokio::select! {
-            expiry = dog => Some(expiry),
-            _ = tokio::time::sleep(Duration::from_secs(secs)) => None,
-        }
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_socket_that_takes_no_byte_for_the_send_timeout_is_closed() {
-        let state = ConnState::new(&limits(Duration::from_secs(60)));
-        state.request_started();
-        let mut dog = pin!(Watchdog::new(&state, Duration::from_secs(10), false, None));
-        // A busy connection whose writes complete is never due.
-        state.wrote(false);
-        assert_eq!(watch_for(dog.as_mut(), 300).await, None);
-        // The socket fills; a byte taken at 59 s starts the wait again.
-        state.wrote(true);
-        assert_eq!(watch_for(dog.as_mut(), 59).await, None);
-        state.wrote(false);
-        state.wrote(true);
-        let blocked = Instant::now();
-        assert_eq!(watch_for(dog.as_mut(), 61).await, Some(Expiry::SendTimeout));
-        assert_eq!(
-            blocked.elapsed(),
-            Duration::from_secs(60),
-            "at the limit, not after a step"
-        );
-        // The request having ended changes nothing: what hyper still holds
-        // for this client would wait forever.
-        let state = ConnState::new(&limits(Duration::from_secs(5)));
-        state.request_started();
-        let mut dog = pin!(Watchdog::new(&state, Duration::from_secs(10), false, None));
-        state.wrote(true);
-        state.request_finished();
-        assert_eq!(watch_for(dog.as_mut(), 6).await, Some(Expiry::SendTimeout));
-    }
 }

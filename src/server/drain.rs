@@ -36,19 +36,13 @@ impl Drain {
 
 #[cfg(test)]
 mod tests {
-    use std::io;
-    use std::pin::Pin;
     use std::rc::Rc;
-    use std::task::{Context, Poll};
 
-    use clap::Parser;
-    use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream, ReadBuf};
-    use tokio::sync::watch;
+    use tokio::io::{AsyncWriteExt, DuplexStream};
 
     use super::*;
-    use crate::request::sendfile::SendfileSocket;
-    use crate::server::park::Park;
-    use crate::server::{conn, serve_queued, start_drain, Accepting, Peer, Shared};
+    use crate::server::test_conn::{closed, connect, local, response, worker, Held};
+    use crate::server::{serve_queued, start_drain, Accepting, Shared};
 
     const SECOND: Duration = Duration::from_secs(1);
     const GRACE: Duration = Duration::from_secs(1);
@@ -78,163 +72,12 @@ mod tests {
         );
     }
 
-    /// A connection in memory, so that the clock can be paused (with real
-    /// sockets, paused time jumps ahead while the kernel delivers bytes).
-    /// It peeks by reading ahead; `parkable: false` behaves as TLS does.
-    struct MemSocket {
-        io: DuplexStream,
-        ahead: Vec<u8>,
-        parkable: bool,
-    }
-
-    impl AsyncRead for MemSocket {
-        fn poll_read(
-            mut self: Pin<&mut Self>,
-            cx: &mut Context<'_>,
-            buf: &mut ReadBuf<'_>,
-        ) -> Poll<io::Result<()>> {
-            if !self.ahead.is_empty() {
-                let n = self.ahead.len().min(buf.remaining());
-                buf.put_slice(&self.ahead[..n]);
-                self.ahead.drain(..n);
-                return Poll::Ready(Ok(()));
-            }
-            Pin::new(&mut self.io).poll_read(cx, buf)
-        }
-    }
-
-    impl AsyncWrite for MemSocket {
-        fn poll_write(
-            mut self: Pin<&mut Self>,
-            cx: &mut Context<'_>,
-            data: &[u8],
-        ) -> Poll<io::Result<usize>> {
-            Pin::new(&mut self.io).poll_write(cx, data)
-        }
-
-        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-            Pin::new(&mut self.io).poll_flush(cx)
-        }
-
-        fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-            Pin::new(&mut self.io).poll_shutdown(cx)
-        }
-    }
-
-    impl SendfileSocket for MemSocket {
-        fn poll_sendfile(
-            &mut self,
-            _cx: &mut Context<'_>,
-            _file: &std::fs::File,
-            _offset: u64,
-            _count: usize,
-        ) -> Poll<io::Result<usize>> {
-            Poll::Ready(Err(io::Error::other("no sendfile in memory")))
-        }
-    }
-
-    impl Park for MemSocket {
-        async fn peek(&mut self, buf: &mut [u8]) -> Option<io::Result<usize>> {
-            if !self.parkable {
-                return None;
-            }
-            if self.ahead.is_empty() {
-                let mut chunk = [0u8; 4096];
-                match self.io.read(&mut chunk).await {
-                    Ok(n) => self.ahead.extend_from_slice(&chunk[..n]),
-                    Err(err) => return Some(Err(err)),
-                }
-            }
-            let n = buf.len().min(self.ahead.len());
-            buf[..n].copy_from_slice(&self.ahead[..n]);
-            Some(Ok(n))
-        }
-    }
-
-    /// How the connection under test is held between requests.
-    #[derive(Clone, Copy, Debug)]
-    enum Held {
-        /// Idle in hyper (shorter than the park delay).
-        InHyper,
-        /// Parked (idle longer than the park delay).
-        Parked,
-        /// Never parked, as TLS connections are.
-        Unparkable,
-    }
-
-    /// A worker's shared state with no route (every request answers 404,
-    /// nothing touches the disk) and a 1 s drain grace.
-    fn worker() -> (Rc<Shared>, watch::Sender<bool>) {
-        let cli = crate::config::Cli::parse_from([
-            "portico",
-            "--access-log",
-            "off",
-            "--drain-grace",
-            "1",
-        ]);
-        let config = crate::config::load(&cli).expect("config");
-        let (stop, shutdown) = watch::channel(false);
-        let shared = Shared::new(&config, shutdown, None).expect("shared state");
-        (Rc::new(shared), stop)
-    }
-
-    /// Serves one in-memory connection (on a local task); returns the
-    /// client's end.
-    fn connect(shared: &Rc<Shared>, held: Held) -> DuplexStream {
-        let (client, server) = tokio::io::duplex(64 * 1024);
-        let socket = MemSocket {
-            io: server,
-            ahead: Vec::new(),
-            parkable: !matches!(held, Held::Unparkable),
-        };
-        let peer = Peer::new(None, None, false, None);
-        tokio::task::spawn_local(conn::serve(socket, peer, shared.clone()));
-        client
-    }
-
     /// The idle time before the drain that puts the connection in `held`.
     fn idle_before(held: Held) -> Duration {
         match held {
             Held::Parked => SECOND * 3 / 2,
             _ => SECOND / 5,
         }
-    }
-
-    /// Reads one response: its head (lowercase) and status; `None` if the
-    /// connection closed first.
-    async fn response(client: &mut (impl AsyncRead + Unpin)) -> Option<(u16, String)> {
-        let mut bytes = Vec::new();
-        let mut chunk = [0u8; 4096];
-        loop {
-            let mut headers = [httparse::EMPTY_HEADER; 32];
-            let mut res = httparse::Response::new(&mut headers);
-            if let httparse::Status::Complete(head_len) = res.parse(&bytes).expect("a response") {
-                let length: usize = res
-                    .headers
-                    .iter()
-                    .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-                    .map(|h| std::str::from_utf8(h.value).unwrap().parse().unwrap())
-                    .expect("a Content-Length");
-                if bytes.len() >= head_len + length {
-                    let head = String::from_utf8_lossy(&bytes[..head_len]).to_lowercase();
-                    return Some((res.code.unwrap(), head));
-                }
-            }
-            let n = client.read(&mut chunk).await.expect("read");
-            if n == 0 {
-                assert!(bytes.is_empty(), "closed inside a response: {bytes:?}");
-                return None;
-            }
-            bytes.extend_from_slice(&chunk[..n]);
-        }
-    }
-
-    /// Waits for the server to close the connection; when it did.
-    async fn closed(client: &mut (impl AsyncRead + Unpin)) -> Instant {
-        let mut chunk = [0u8; 64];
-        let n = client.read(&mut chunk).await.expect("read");
-        assert_eq!(n, 0, "bytes instead of a close: {:?}", &chunk[..n]);
-        Instant::now()
     }
 
     /// A keep-alive exchange, then the connection left idle as `held`
@@ -277,11 +120,6 @@ mod tests {
             after < Duration::from_millis(5),
             "{held:?}: open {after:?} after `Connection: close`"
         );
-    }
-
-    fn local(test: impl std::future::Future<Output = ()>) -> impl std::future::Future<Output = ()> {
-        let set = tokio::task::LocalSet::new();
-        async move { set.run_until(test).await }
     }
 
     #[tokio::test(start_paused = true)]

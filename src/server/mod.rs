@@ -5,6 +5,7 @@
 //! one from taking every new connection.
 
 pub mod balance;
+mod client_socket;
 mod conn;
 mod drain;
 mod front;
@@ -12,8 +13,11 @@ mod lifecycle;
 pub mod listener;
 mod park;
 mod send_timeout;
+#[cfg(test)]
+mod test_conn;
 mod tls;
 pub mod uwsgi;
+mod watchdog;
 
 use std::cell::Cell;
 use std::future::Future;

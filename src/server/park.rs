@@ -135,7 +135,82 @@ fn classify(first: &[u8]) -> Waiting {
 
 #[cfg(test)]
 mod tests {
+    use tokio::io::AsyncWriteExt;
+    use tokio::time::Instant;
+
     use super::*;
+    use crate::server::start_drain;
+    use crate::server::test_conn::{closed, connect, local, mem_socket, response, worker, Held};
+
+    const SECOND: Duration = Duration::from_secs(1);
+    const MS: Duration = Duration::from_millis(1);
+    const GET: &[u8] = b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n";
+
+    /// The whole connection (`conn::serve` over an in-memory socket, default
+    /// limits: keep-alive 75 s): it leaves hyper at `PARK_AFTER`, not
+    /// before, and parked, it is closed at the keep-alive deadline counted
+    /// from its response, not before.
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_connection_parks_after_park_after_and_closes_at_the_keepalive_timeout() {
+        local(async {
+            let (shared, _stop) = worker();
+            let mut client = connect(&shared, Held::Parked);
+            client.write_all(GET).await.unwrap();
+            assert!(response(&mut client).await.is_some(), "an answer");
+            let answered = Instant::now();
+            tokio::time::sleep(PARK_AFTER - MS).await;
+            assert_eq!(shared.in_hyper.get(), 1, "parked before PARK_AFTER");
+            tokio::time::sleep(2 * MS).await;
+            assert_eq!(shared.in_hyper.get(), 0, "still in hyper after PARK_AFTER");
+            let after = closed(&mut client).await - answered;
+            assert!(
+                after >= 75 * SECOND && after <= 75 * SECOND + 5 * MS,
+                "closed {after:?} after its response, not at the keep-alive timeout"
+            );
+        })
+        .await;
+    }
+
+    /// `wait_for_request` alone: it ends at the state's idle deadline, at
+    /// the drain grace when the drain begins while it waits, and at once
+    /// when a request arrives.
+    #[tokio::test(start_paused = true)]
+    async fn a_parked_wait_ends_at_the_idle_deadline_the_drain_grace_or_a_request() {
+        local(async {
+            let (shared, stop) = worker();
+            let (mut client, mut socket) = mem_socket(true);
+            let state = ConnState::new(shared.limits());
+            state.request_started();
+            state.request_finished();
+            let start = Instant::now();
+            let waiting = wait_for_request(&mut socket, &state, &shared).await;
+            assert_eq!((waiting, start.elapsed()), (Waiting::Closed, 75 * SECOND));
+
+            // A request 30 s in is taken then.
+            state.request_started();
+            state.request_finished();
+            let start = Instant::now();
+            let send = async {
+                tokio::time::sleep(30 * SECOND).await;
+                client.write_all(GET).await.unwrap();
+            };
+            let (waiting, ()) = tokio::join!(wait_for_request(&mut socket, &state, &shared), send);
+            assert_eq!((waiting, start.elapsed()), (Waiting::Http1, 30 * SECOND));
+
+            // The drain begins 10 s in: closed at its grace (1 s) after.
+            let (_client, mut socket) = mem_socket(true);
+            state.request_started();
+            state.request_finished();
+            let start = Instant::now();
+            let drain = async {
+                tokio::time::sleep(10 * SECOND).await;
+                start_drain(&shared, &stop);
+            };
+            let (waiting, ()) = tokio::join!(wait_for_request(&mut socket, &state, &shared), drain);
+            assert_eq!((waiting, start.elapsed()), (Waiting::Closed, 11 * SECOND));
+        })
+        .await;
+    }
 
     #[test]
     fn only_an_http2_preface_or_its_beginning_needs_detection() {

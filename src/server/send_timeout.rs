@@ -1,6 +1,6 @@
 //! `--send-timeout` for HTTP/2 streams. A client that stops reading a whole
 //! connection blocks its socket, which the connection's watchdog sees
-//! (`super::conn`). A client that reads the connection but never opens one
+//! (`super::watchdog`). A client that reads the connection but never opens one
 //! stream's flow-control window blocks nothing: hyper holds the stream's
 //! next chunk and waits for window, forever, and with it whatever feeds the
 //! body (a Python thread, a script, an upstream connection).

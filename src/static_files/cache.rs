@@ -131,16 +131,11 @@ impl Default for Limits {
 }
 
 fn soft_nofile() -> usize {
-    use nix::libc;
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes one rlimit into the struct we own.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        return 1024;
+    use nix::sys::resource::{getrlimit, Resource};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, _hard)) => usize::try_from(soft).unwrap_or(usize::MAX),
+        Err(_) => 1024,
     }
-    usize::try_from(lim.rlim_cur).unwrap_or(usize::MAX)
 }
 
 /// One worker's cache; see the module doc.
@@ -295,6 +290,22 @@ impl Inner {
 mod tests {
     use super::*;
     use std::fs;
+
+    #[test]
+    fn the_open_file_limit_is_the_processes_soft_limit() {
+        // The kernel's own account of it, in /proc/self/limits.
+        let limits = fs::read_to_string("/proc/self/limits").unwrap();
+        let line = limits
+            .lines()
+            .find(|l| l.starts_with("Max open files"))
+            .expect("Linux lists the open-file limit");
+        let soft = line.split_whitespace().nth(3).unwrap();
+        let expected = match soft {
+            "unlimited" => usize::MAX,
+            n => n.parse().unwrap(),
+        };
+        assert_eq!(soft_nofile(), expected);
+    }
 
     struct Fixture {
         _dir: tempfile::TempDir,

@@ -9,11 +9,13 @@
 //!    refuse a `..` with nothing left to remove (400): lexically we never go
 //!    above the root;
 //! 4. refuse any remaining segment starting with `.` unless dotfiles are on;
-//! 5. (`locate`) find the real path and require it inside the root unless
+//! 5. (`contain`) find the real path and require it inside the root unless
 //!    `symlinks_outside_root` (403): a symlink may point anywhere, the lexical
 //!    walk above cannot know, so the check is made on the real path (an
 //!    `lstat` per component below the root; `canonicalize` only when one of
-//!    them is a symlink); a regular file is opened there and then
+//!    them is a symlink). Containment opens nothing: CGI uses it alone, so
+//!    a script we may execute but not read still runs;
+//! 6. (`locate`, for files we serve) a regular file is opened there and then
 //!    (`FileInfo`), so the cache can keep the handle.
 //!
 //! Invalid UTF-8 is fine: Linux names are bytes and we build `OsStr`s from them.
@@ -263,14 +265,36 @@ impl FileInfo {
     }
 }
 
-/// Step 5: find `lexical` on disk, check that its real path is inside `root`
-/// (unless `outside_ok`), and open it if it is a regular file.
+/// Step 5's answer: a file system object whose real path is inside the
+/// root, not opened.
+#[derive(Debug)]
+pub struct Contained {
+    /// The path as the URL named it (root + segments).
+    pub lexical: PathBuf,
+    /// The real path: `lexical` itself when no component below the root is
+    /// a symlink, else the canonical path.
+    pub path: PathBuf,
+    pub kind: Kind,
+}
+
+impl Contained {
+    pub fn is_dir(&self) -> bool {
+        self.kind == Kind::Dir
+    }
+
+    pub fn is_file(&self) -> bool {
+        self.kind == Kind::File
+    }
+}
+
+/// Step 5: find `lexical` on disk and check that its real path is inside
+/// `root` (unless `outside_ok`). Opens nothing.
 ///
 /// The common case costs one `lstat` per component below the root: if none
 /// is a symlink, the lexical path (root + plain names, no `.`/`..`) is the
 /// real path and is inside the root by construction. Otherwise the path is
 /// canonicalized (one `readlink` per component) and checked against the root.
-pub fn locate(root: &Path, lexical: PathBuf, outside_ok: bool) -> Result<Node, StaticError> {
+pub fn contain(root: &Path, lexical: PathBuf, outside_ok: bool) -> Result<Contained, StaticError> {
     let (path, file_type) = match lstat_walk(root, &lexical)? {
         Some(ft) => (lexical.clone(), ft),
         None => {
@@ -284,12 +308,30 @@ pub fn locate(root: &Path, lexical: PathBuf, outside_ok: bool) -> Result<Node, S
             (canonical, meta.file_type())
         }
     };
-    let (kind, file) = if file_type.is_dir() {
-        (Kind::Dir, None)
+    let kind = if file_type.is_dir() {
+        Kind::Dir
     } else if file_type.is_file() {
-        (Kind::File, Some(FileInfo::open(&lexical, &path)?))
+        Kind::File
     } else {
-        (Kind::Other, None)
+        Kind::Other
+    };
+    Ok(Contained {
+        lexical,
+        path,
+        kind,
+    })
+}
+
+/// Steps 5 and 6: [`contain`], then open a regular file to serve it.
+pub fn locate(root: &Path, lexical: PathBuf, outside_ok: bool) -> Result<Node, StaticError> {
+    let Contained {
+        lexical,
+        path,
+        kind,
+    } = contain(root, lexical, outside_ok)?;
+    let file = match kind {
+        Kind::File => Some(FileInfo::open(&lexical, &path)?),
+        Kind::Dir | Kind::Other => None,
     };
     Ok(Node {
         lexical,
@@ -435,6 +477,18 @@ mod tests {
         let err = locate(&root, root.join("out"), false).unwrap_err();
         assert_eq!(err.status(), 403);
         assert!(locate(&root, root.join("out"), true).is_ok());
+        // Containment alone answers the same, and opens nothing.
+        assert!(contain(&root, root.join("in"), false).unwrap().is_file());
+        assert_eq!(
+            contain(&root, root.join("out"), false)
+                .unwrap_err()
+                .status(),
+            403
+        );
+        assert_eq!(
+            contain(&root, root.join("out"), true).unwrap().path,
+            outside.path().canonicalize().unwrap().join("secret")
+        );
         assert_eq!(
             locate(&root, root.join("nope"), false)
                 .unwrap_err()

@@ -108,7 +108,18 @@ impl Server {
         listeners: usize,
         env: &[(&str, &str)],
     ) -> Server {
-        let mut cmd = Command::new(bin());
+        Self::start_command(Command::new(bin()), dir, args, listeners, env)
+    }
+
+    /// As [`Server::start_in_env`], through `cmd`: the binary, or a program
+    /// that execs it (so the pid is the server's).
+    pub fn start_command(
+        mut cmd: Command,
+        dir: &Path,
+        args: &[&str],
+        listeners: usize,
+        env: &[(&str, &str)],
+    ) -> Server {
         cmd.args(args)
             .envs(env.iter().copied())
             .current_dir(dir)
