@@ -18,8 +18,8 @@ use hyper::ext::ReasonPhrase;
 use super::error::CgiError;
 use super::head::Head;
 use super::output::Output;
+use crate::request::answer::status_page;
 use crate::request::body::Body;
-use crate::request::refusal::status_page;
 
 #[derive(Debug)]
 pub enum Outcome {

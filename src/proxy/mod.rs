@@ -36,11 +36,12 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
 use crate::config::{Config, ForwardedAllow, ProxyOptions, UpstreamConfig};
+use crate::request::answer::status_page;
 use crate::request::body::{Body, RequestBody};
 use crate::request::forwarded;
 use crate::request::refusal;
-use crate::request::refusal::status_page;
 use crate::request::HandlerContext;
+use crate::static_files::{named_file, NamedFile};
 
 use body::{Leased, OutgoingBody, UpstreamBody};
 use error::ProxyError;
@@ -259,10 +260,7 @@ fn decide(
         UpstreamResponse::Uwsgi(response) => response.map(UpstreamBodyOrLeased::Uwsgi),
     };
     if opts.sendfile_root.is_some() {
-        let named = [("x-accel-redirect", true), ("x-sendfile", false)]
-            .into_iter()
-            .find_map(|(name, accel)| response.headers().get(name).map(|v| (v.clone(), accel)));
-        if let Some((target, accel)) = named {
+        if let Some(NamedFile { accel, target }) = named_file(response.headers()) {
             // The upstream's body (if any) is not read; its connection closes.
             lease.discard();
             let mut headers = std::mem::take(response.headers_mut());

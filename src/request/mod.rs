@@ -1,7 +1,8 @@
 //! The vocabulary every layer shares about a request: who is asking
 //! (`peer`), what a handler is told besides the request (`context`), the
 //! request and response bodies (`body`, and `spool` for a body read whole
-//! before its handler), the answers portico gives itself (`refusal`),
+//! before its handler), the error answers portico gives itself (`answer`,
+//! the one catalogue of their look, and `refusal`, why and how it logs),
 //! forwarded headers (`forwarded`), the CGI/1.1 meta-variables gateways
 //! share (`gateway_env`), what a front server said about itself
 //! (`server_vars`), and file bodies written straight to the socket
@@ -9,6 +10,7 @@
 //!
 //! Nothing here imports a handler, the service or a front-end.
 
+pub mod answer;
 pub mod body;
 pub mod context;
 pub mod forwarded;

@@ -1,7 +1,8 @@
-//! One catalogue of the answers portico gives itself: every error page it
-//! writes (not a handler's or an app's) comes from here, and every refusal
-//! logs one line from here, naming the route, what was seen, the limit, and
-//! the key or flag to change:
+//! Refusals: the requests portico answers itself because of a limit, a
+//! timeout or a malformed request. Every refusal renders its page through
+//! the error-answer catalogue (`crate::request::answer`) and logs one line
+//! from here, naming the route, what was seen, the limit, and the key or
+//! flag to change:
 //!
 //! ```text
 //! 413 on route /upload from 10.0.0.7: request body of 3145728 bytes is over
@@ -10,7 +11,9 @@
 //!
 //! 1. a caller decides a [`Refusal`] (each variant documents its status);
 //! 2. [`refuse`] logs it ([`log`] alone, for a caller that renders the
-//!    answer its own way) and renders its page ([`page`]).
+//!    answer its own way) and renders its page ([`page`]): the catalogue's
+//!    page of its status, a sentence for the client, and the fields the
+//!    refusal needs.
 //!
 //! Refusals a client causes (413, 414, 431, 408) log at `info`, those an
 //! operator must act on (503, 502, 504, a body that could not be buffered)
@@ -27,6 +30,7 @@ use std::time::{Duration, Instant};
 use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
 
+use crate::request::answer::ErrorAnswer;
 use crate::request::body::{Body, BodyError};
 
 /// Why portico answers a request itself. Each variant's doc names its
@@ -399,67 +403,34 @@ fn line(refusal: &Refusal, scope: Scope<'_>, left_out: u64) -> String {
     line
 }
 
-/// The page of a refusal: the status page with a sentence for the client,
-/// and the headers the refusal needs (`Connection: close` when the
+/// The page of a refusal: the catalogue's page with a sentence for the
+/// client, and the headers the refusal needs (`Connection: close` when the
 /// connection cannot go on, `Retry-After`, `Allow`). HTTP/2 drops
 /// `Connection` itself.
 pub fn page(refusal: &Refusal) -> Response<Body> {
-    let mut res = page_with(refusal.status(), &refusal.client_text());
-    let headers = res.headers_mut();
-    if refusal.closes_connection() {
-        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
-    }
-    match refusal {
-        Refusal::CgiBusy { .. } => {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        }
-        Refusal::Connect => {
-            headers.insert(header::ALLOW, HeaderValue::from_static(ALLOW));
-        }
-        _ => {}
-    }
-    res
+    answer(refusal).into_response()
 }
 
 /// A refusal as raw HTTP/1.1 bytes, for a front-end that answers outside
 /// the HTTP layer (the 408 of a head that never completed); the
 /// connection is closed after it.
 pub fn http1_bytes(refusal: &Refusal) -> Vec<u8> {
-    let status = refusal.status();
-    let text = page_text(status, &refusal.client_text());
-    format!(
-        "HTTP/1.1 {} {}\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\n\
-         Content-Length: {}\r\nServer: portico\r\n\r\n{text}",
-        status.as_str(),
-        status.canonical_reason().unwrap_or(""),
-        text.len()
-    )
-    .into_bytes()
+    answer(refusal)
+        .with(header::CONNECTION, HeaderValue::from_static("close"))
+        .with(header::SERVER, HeaderValue::from_static("portico"))
+        .http1_bytes()
 }
 
-/// A short plain-text page for a status portico decides itself.
-pub fn status_page(status: StatusCode) -> Response<Body> {
-    page_with(status, "")
-}
-
-/// `413 Payload Too Large` and, when given, a sentence below it.
-pub fn page_text(status: StatusCode, sentence: &str) -> String {
-    let reason = status.canonical_reason().unwrap_or("");
-    if sentence.is_empty() {
-        format!("{} {reason}\n", status.as_str())
-    } else {
-        format!("{} {reason}\n{sentence}\n", status.as_str())
+fn answer(refusal: &Refusal) -> ErrorAnswer {
+    let mut answer = ErrorAnswer::explained(refusal.status(), &refusal.client_text());
+    if refusal.closes_connection() {
+        answer = answer.with(header::CONNECTION, HeaderValue::from_static("close"));
     }
-}
-
-fn page_with(status: StatusCode, sentence: &str) -> Response<Body> {
-    let mut res = Response::new(Body::full(page_text(status, sentence)));
-    *res.status_mut() = status;
-    res.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    res
+    match refusal {
+        Refusal::CgiBusy { .. } => answer.with(header::RETRY_AFTER, HeaderValue::from_static("1")),
+        Refusal::Connect => answer.with(header::ALLOW, HeaderValue::from_static(ALLOW)),
+        _ => answer,
+    }
 }
 
 /// Refusal lines written per second and process, at most; the others are

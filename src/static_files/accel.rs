@@ -4,14 +4,32 @@
 
 use std::sync::Arc;
 
-use http::header::HeaderValue;
+use http::header::{HeaderMap, HeaderValue};
 use http::{Response, StatusCode};
 
 use super::{decide, render, Cache, StaticRequest};
 use crate::config::StaticOptions;
+use crate::request::answer::status_page;
 use crate::request::body::Body;
-use crate::request::refusal::status_page;
 use crate::request::sendfile::SendQueue;
+
+/// A file a response names in place of its body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamedFile {
+    /// Named by `X-Accel-Redirect` (a URL path under the root), not by
+    /// `X-Sendfile` (an absolute file path).
+    pub accel: bool,
+    pub target: HeaderValue,
+}
+
+/// The file an app's or upstream's response names, if any: its
+/// `X-Accel-Redirect`, else its `X-Sendfile`.
+pub fn named_file(headers: &HeaderMap) -> Option<NamedFile> {
+    let (accel, target) = [("x-accel-redirect", true), ("x-sendfile", false)]
+        .into_iter()
+        .find_map(|(name, accel)| headers.get(name).map(|v| (accel, v.clone())))?;
+    Some(NamedFile { accel, target })
+}
 
 /// `X-Accel-Redirect: /path` (under the root) or `X-Sendfile: /abs/path`
 /// (inside the root): the static handler serves it with ranges and
@@ -95,3 +113,30 @@ const PATH_SET: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
     .add(b'<')
     .add(b'>')
     .add(b'\\');
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn x_accel_redirect_wins_over_x_sendfile() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(named_file(&headers), None);
+        headers.insert("x-sendfile", HeaderValue::from_static("/srv/files/a"));
+        assert_eq!(
+            named_file(&headers),
+            Some(NamedFile {
+                accel: false,
+                target: HeaderValue::from_static("/srv/files/a"),
+            })
+        );
+        headers.insert("X-Accel-Redirect", HeaderValue::from_static("/b"));
+        assert_eq!(
+            named_file(&headers),
+            Some(NamedFile {
+                accel: true,
+                target: HeaderValue::from_static("/b"),
+            })
+        );
+    }
+}

@@ -52,9 +52,10 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Response, StatusCode};
 
 use crate::config::StaticOptions;
+use crate::request::answer::ErrorAnswer;
 use crate::request::body::Body;
 
-pub use accel::sendfile_response;
+pub use accel::{named_file, sendfile_response, NamedFile};
 pub use cache::Cache;
 use conditional::{http_date, Precondition, Validators};
 use encoding::{AcceptEncoding, Coding};
@@ -453,23 +454,24 @@ pub fn render(
             }
             StatusCode::OK
         }
-        Outcome::Error(e) => {
-            e.log();
-            let status = e.status();
-            if matches!(e, StaticError::MethodNotAllowed) {
-                put(h, header::ALLOW, "GET, HEAD");
-            }
-            let text = format!("{status}\n");
-            put(h, header::CONTENT_TYPE, "text/plain; charset=utf-8");
-            put(h, header::CONTENT_LENGTH, &text.len().to_string());
-            if !head {
-                *res.body_mut() = Body::full(text);
-            }
-            status
-        }
+        Outcome::Error(e) => return error_response(&e, head),
     };
     *res.status_mut() = status;
     res
+}
+
+/// The catalogue's page of the error's status (logged when an operator
+/// must see it); a 405 says which methods are allowed.
+fn error_response(e: &StaticError, head: bool) -> Response<Body> {
+    e.log();
+    let mut answer = ErrorAnswer::new(e.status());
+    if matches!(e, StaticError::MethodNotAllowed) {
+        answer = answer.with(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+    }
+    match head {
+        true => answer.into_head_response(),
+        false => answer.into_response(),
+    }
 }
 
 /// Content-Encoding plus the headers a 304 also carries.

@@ -19,8 +19,8 @@
 use std::os::fd::{AsFd, BorrowedFd};
 
 use bytes::{Bytes, BytesMut};
-use http::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
-use http::{HeaderMap, StatusCode};
+use http::header::{HeaderValue, CONTENT_LENGTH};
+use http::StatusCode;
 use pyo3::prelude::*;
 use pyo3::types::{PyList, PyTuple};
 
@@ -32,7 +32,9 @@ use super::pipe::{BodyPlan, Head};
 use super::start_response::{self, body_bytes, lock, Responder, SendError, Shared, StartResponse};
 use super::streams::{ErrorStream, FileWrapper};
 use super::Job;
+use crate::request::answer::ErrorAnswer;
 use crate::request::refusal::{self, Refusal};
+use crate::static_files::{named_file, NamedFile};
 
 pub fn run(py: Python<'_>, cache: &mut EnvCache, app: &Bound<'_, PyAny>, mut job: Job) {
     let responder = Responder::new(job.pipe.clone(), job.tag.clone());
@@ -249,19 +251,11 @@ fn try_sendfile_header(responder: &Shared) -> PyResult<bool> {
     let Some((_, headers)) = r.pending.as_ref() else {
         return Ok(false);
     };
-    let target = ["x-accel-redirect", "x-sendfile"].iter().find_map(|name| {
-        headers
-            .get(*name)
-            .map(|v| (*name == "x-accel-redirect", v.clone()))
-    });
-    let Some((accel, value)) = target else {
+    let Some(NamedFile { accel, target }) = named_file(headers) else {
         return Ok(false);
     };
-    r.send_head(BodyPlan::Sendfile {
-        accel,
-        target: value,
-    })
-    .or_else(ignore_disconnect)?;
+    r.send_head(BodyPlan::Sendfile { accel, target })
+        .or_else(ignore_disconnect)?;
     Ok(true)
 }
 
@@ -328,18 +322,17 @@ fn fail(py: Python<'_>, responder: &Shared, err: &PyErr, overflowed: bool) {
     let _ = r.pipe.send_head(error_head(status));
 }
 
+/// The catalogue's answer for `status` as the head the connection awaits.
 pub fn error_head(status: StatusCode) -> Head {
-    let text = crate::request::refusal::page_text(status, "");
-    let mut headers = HeaderMap::new();
-    headers.insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    headers.insert(CONTENT_LENGTH, HeaderValue::from(text.len()));
+    let ErrorAnswer {
+        status,
+        headers,
+        body,
+    } = ErrorAnswer::new(status);
     Head {
         status,
         reason: None,
         headers,
-        body: BodyPlan::Full(Bytes::from(text)),
+        body: BodyPlan::Full(body),
     }
 }

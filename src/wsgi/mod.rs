@@ -41,9 +41,9 @@ use pyo3::prelude::*;
 
 use crate::config::{Config, ForwardedAllow, WsgiOptions};
 use crate::recycle::RecycleSignal;
+use crate::request::answer::status_page;
 use crate::request::body::Body;
 use crate::request::forwarded::{self, ClientView};
-use crate::request::refusal::status_page;
 use crate::request::refusal::{self, Refusal};
 use crate::request::spool::{self, Spooled};
 use crate::request::HandlerContext;
