@@ -92,7 +92,7 @@ pub fn parse(block: &[u8], nph: bool) -> Result<Head, CgiError> {
             );
             continue;
         }
-        if crate::request::gateway_env::is_hop_by_hop(&name) {
+        if crate::request::headers::is_hop_by_hop(&name) {
             continue;
         }
         if name == header::LOCATION {

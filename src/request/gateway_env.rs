@@ -25,6 +25,7 @@
 use http::header::{self, HeaderMap};
 use http::{Method, Version};
 
+use crate::log::version_text;
 use crate::request::HandlerContext;
 
 /// One meta-variable: its name and its value as bytes.
@@ -89,7 +90,7 @@ pub fn meta_variables(
     };
     set("REQUEST_URI", uri.as_bytes());
     set("QUERY_STRING", req.query.unwrap_or("").as_bytes());
-    set("SERVER_PROTOCOL", protocol(req.version).as_bytes());
+    set("SERVER_PROTOCOL", version_text(req.version).as_bytes());
     set("SERVER_SOFTWARE", SERVER_SOFTWARE.as_bytes());
 
     // 2. HandlerContext.
@@ -173,26 +174,6 @@ pub fn http_vars(req: &GatewayRequest<'_>, pass_authorization: bool) -> Vec<Var>
     out
 }
 
-/// Response fields that belong to one connection (RFC 9110 §7.6.1, and the
-/// RFC 2616 list PEP 3333 names), which a gateway's program must not set:
-/// CGI drops them from a script's answer, WSGI refuses them in
-/// `start_response`. Fields named by `Connection` are the caller's to add.
-pub fn is_hop_by_hop(name: &http::HeaderName) -> bool {
-    matches!(
-        name.as_str(),
-        "connection"
-            | "keep-alive"
-            | "proxy-authenticate"
-            | "proxy-authorization"
-            | "proxy-connection"
-            | "te"
-            | "trailer"
-            | "trailers"
-            | "transfer-encoding"
-            | "upgrade"
-    )
-}
-
 /// `x-forwarded-for` → `HTTP_X_FORWARDED_FOR`.
 pub fn env_name(header: &str) -> String {
     let mut name = String::with_capacity(header.len() + 5);
@@ -202,16 +183,6 @@ pub fn env_name(header: &str) -> String {
         c => c.to_ascii_uppercase(),
     }));
     name
-}
-
-pub fn protocol(version: Version) -> &'static str {
-    match version {
-        Version::HTTP_09 => "HTTP/0.9",
-        Version::HTTP_10 => "HTTP/1.0",
-        Version::HTTP_2 => "HTTP/2.0",
-        Version::HTTP_3 => "HTTP/3.0",
-        _ => "HTTP/1.1",
-    }
 }
 
 /// The Host field, else the request's authority.

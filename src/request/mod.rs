@@ -2,7 +2,8 @@
 //! (`peer`), what a handler is told besides the request (`context`), the
 //! request and response bodies (`body`, and `spool` for a body read whole
 //! before its handler), the answers portico gives itself (`refusal`),
-//! forwarded headers (`forwarded`), the CGI/1.1 meta-variables gateways
+//! forwarded headers (`forwarded`), header rules every layer applies
+//! alike (`headers`: hop-by-hop fields, `Proxy`, `Content-Length`), the CGI/1.1 meta-variables gateways
 //! share (`gateway_env`), what a front server said about itself
 //! (`server_vars`), and file bodies written straight to the socket
 //! (`sendfile`).
@@ -13,6 +14,7 @@ pub mod body;
 pub mod context;
 pub mod forwarded;
 pub mod gateway_env;
+pub mod headers;
 pub mod peer;
 pub mod refusal;
 pub mod sendfile;

@@ -32,8 +32,9 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyTuple};
 
 use super::env_cache::{EnvCache, Fixed};
+use crate::log::version_text;
 use crate::request::forwarded::ClientView;
-use crate::request::gateway_env::{protocol, split_host};
+use crate::request::gateway_env::split_host;
 
 /// The keys that never change within a worker.
 pub fn base(
@@ -105,7 +106,7 @@ pub fn build<'py>(
     cache.set(
         py,
         Fixed::ServerProtocol,
-        protocol(parts.version).as_bytes(),
+        version_text(parts.version).as_bytes(),
     )?;
 
     let client = req.client;

@@ -434,7 +434,7 @@ fn header_name(text: &Bound<'_, PyAny>) -> PyResult<HeaderName> {
             String::from_utf8_lossy(&bytes)
         ))
     })?;
-    if crate::request::gateway_env::is_hop_by_hop(&name) {
+    if crate::request::headers::is_hop_by_hop(&name) {
         return Err(PyValueError::new_err(format!(
             "hop-by-hop header {name:?} is not allowed in a WSGI response"
         )));
