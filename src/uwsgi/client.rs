@@ -49,6 +49,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf};
 use super::codec::{self, EncodeError, MODIFIER_WSGI};
 use crate::request::body::Body;
 use crate::request::gateway_env::{self, GatewayRequest, Mapping, Var};
+use crate::request::headers;
 use crate::request::HandlerContext;
 
 /// Largest response head accepted from an upstream.
@@ -224,7 +225,7 @@ where
     let packet = codec::encode(MODIFIER_WSGI, &vars)?;
     let var = |name: &str| vars.iter().find(|(k, _)| k == name).map(|(_, v)| &v[..]);
     let content_length = var("CONTENT_LENGTH")
-        .and_then(|v| std::str::from_utf8(v).ok()?.parse::<u64>().ok())
+        .and_then(headers::content_length)
         .unwrap_or(0);
     let head_only = var("REQUEST_METHOD") == Some(b"HEAD");
     let request = Exchange {
@@ -341,10 +342,7 @@ impl Exchange {
         let length = match head.headers.get(header::CONTENT_LENGTH) {
             None => None,
             Some(v) => Some(
-                v.to_str()
-                    .ok()
-                    .and_then(|v| v.trim().parse::<u64>().ok())
-                    .ok_or_else(|| bad("bad Content-Length"))?,
+                headers::content_length(v.as_bytes()).ok_or_else(|| bad("bad Content-Length"))?,
             ),
         };
         let mut response = Response::new(Body::empty());

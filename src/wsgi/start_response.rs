@@ -399,10 +399,7 @@ fn parse_headers(headers: &Bound<'_, PyAny>) -> PyResult<(HeaderMap, Option<u64>
         })?;
         if name == CONTENT_LENGTH {
             content_length = Some(
-                value
-                    .to_str()
-                    .ok()
-                    .and_then(|v| v.trim().parse::<u64>().ok())
+                crate::request::headers::content_length(value.as_bytes())
                     .ok_or_else(|| PyValueError::new_err("Content-Length must be a number"))?,
             );
         }
