@@ -13,19 +13,21 @@
 //! 4. the body: `CONTENT_LENGTH` only when there is a body (its length is the
 //!    caller's to know: a chunked body is measured after de-chunking), and
 //!    with it `CONTENT_TYPE` when the client sent one;
-//! 5. `HTTP_*` for every other header: repeated fields merged with `, `
-//!    (`Cookie` with `; `, RFC 9113 §8.2.3), names holding `_` dropped (they
-//!    would collide with the `-` names once mapped: header smuggling),
-//!    `Proxy` never exported (httpoxy), `Authorization` only when asked.
+//! 5. `HTTP_*` for every other header, by the one rule of [`field_var`]:
+//!    repeated fields merged with `, ` (`Cookie` with `; `, RFC 9113
+//!    §8.2.3), names holding `_` dropped (they would collide with the `-`
+//!    names once mapped: header smuggling), `Proxy` never exported
+//!    (httpoxy), `Authorization` only where the gateway passes it.
 //!    Without a Host field (HTTP/2), `HTTP_HOST` comes from `:authority`.
 //!
 //! Values are bytes: header values and decoded paths need not be UTF-8, and
 //! a process environment is bytes on Linux anyway.
 
-use http::header::{self, HeaderMap};
+use http::header::{self, HeaderMap, HeaderName};
 use http::{Method, Version};
 
 use crate::log::version_text;
+use crate::request::headers::PROXY;
 use crate::request::HandlerContext;
 
 /// One meta-variable: its name and its value as bytes.
@@ -139,24 +141,69 @@ pub fn meta_variables(
     vars
 }
 
+/// What a request field becomes among a gateway's variables: the one rule
+/// of step 5, which CGI, the uwsgi client and the WSGI environ all apply
+/// (docs/internals.md, *Gateway variables*).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldVar {
+    /// Never exported. `Proxy`: a program would read `HTTP_PROXY` as its
+    /// outgoing proxy (httpoxy). A name holding `_`: `X-User_Id` would
+    /// become the same variable as `X-User-Id`, so a client could forge a
+    /// field a front proxy set (header smuggling).
+    Dropped,
+    /// `Content-Type` and `Content-Length`: `CONTENT_TYPE` and
+    /// `CONTENT_LENGTH`, never `HTTP_CONTENT_*` (RFC 3875 §4.1.18, PEP
+    /// 3333); each gateway sets them from what it knows of the body.
+    Body,
+    /// `Authorization`: `HTTP_AUTHORIZATION` where the gateway passes
+    /// credentials on, which is its one documented exception. CGI does
+    /// not unless the route says `cgi_pass_authorization = true` (RFC 3875
+    /// §4.1.18 lets a server withhold fields that carry credentials, and
+    /// Apache's `CGIPassAuth` is off by default too); WSGI apps and uwsgi
+    /// upstreams always get it (PEP 3333 exports every client field, and
+    /// Flask/Django log users in with it).
+    Authorization,
+    /// `HTTP_` + the name ([`env_name`]), repeated fields joined with
+    /// [`merge_separator`].
+    Http,
+}
+
+/// The rule of step 5 for one field name.
+#[inline]
+pub fn field_var(name: &HeaderName) -> FieldVar {
+    if *name == header::CONTENT_TYPE || *name == header::CONTENT_LENGTH {
+        FieldVar::Body
+    } else if *name == header::AUTHORIZATION {
+        FieldVar::Authorization
+    } else if *name == PROXY || name.as_str().contains('_') {
+        FieldVar::Dropped
+    } else {
+        FieldVar::Http
+    }
+}
+
+/// What joins the values of a repeated field in one variable: `; ` for
+/// `Cookie` (RFC 9113 §8.2.3: how HTTP/2 splits it), `, ` for the rest
+/// (RFC 9110 §5.3).
+#[inline]
+pub fn merge_separator(name: &HeaderName) -> &'static [u8] {
+    if *name == header::COOKIE {
+        b"; "
+    } else {
+        b", "
+    }
+}
+
 /// `HTTP_*` variables (step 5), one per field name, repeated fields merged.
 pub fn http_vars(req: &GatewayRequest<'_>, pass_authorization: bool) -> Vec<Var> {
     let mut out = Vec::with_capacity(req.headers.keys_len() + 1);
     for name in req.headers.keys() {
-        let n = name.as_str();
-        if n.contains('_')
-            || *name == header::CONTENT_TYPE
-            || *name == header::CONTENT_LENGTH
-            || n == "proxy"
-            || (*name == header::AUTHORIZATION && !pass_authorization)
-        {
-            continue;
+        match field_var(name) {
+            FieldVar::Http => {}
+            FieldVar::Authorization if pass_authorization => {}
+            FieldVar::Authorization | FieldVar::Body | FieldVar::Dropped => continue,
         }
-        let separator: &[u8] = if *name == header::COOKIE {
-            b"; "
-        } else {
-            b", "
-        };
+        let separator = merge_separator(name);
         let mut value = Vec::new();
         for (i, v) in req.headers.get_all(name).iter().enumerate() {
             if i > 0 {
@@ -164,7 +211,7 @@ pub fn http_vars(req: &GatewayRequest<'_>, pass_authorization: bool) -> Vec<Var>
             }
             value.extend_from_slice(v.as_bytes());
         }
-        out.push((env_name(n), value));
+        out.push((env_name(name.as_str()), value));
     }
     if !req.headers.contains_key(header::HOST) {
         if let Some(authority) = req.authority {
@@ -374,6 +421,26 @@ mod tests {
         assert_eq!(get(&v, "REMOTE_PORT"), None);
         assert_eq!(get(&v, "SERVER_NAME"), Some("site.test"));
         assert_eq!(get(&v, "SERVER_PORT"), Some("80"));
+    }
+
+    #[test]
+    fn one_rule_for_every_field() {
+        let table = [
+            ("content-type", FieldVar::Body),
+            ("content-length", FieldVar::Body),
+            ("authorization", FieldVar::Authorization),
+            ("proxy", FieldVar::Dropped),
+            ("x_forwarded_for", FieldVar::Dropped),
+            ("x-forwarded-for", FieldVar::Http),
+            ("proxy-authorization", FieldVar::Http),
+            ("host", FieldVar::Http),
+            ("cookie", FieldVar::Http),
+        ];
+        for (name, want) in table {
+            assert_eq!(field_var(&HeaderName::from_static(name)), want, "{name}");
+        }
+        assert_eq!(merge_separator(&header::COOKIE), b"; ");
+        assert_eq!(merge_separator(&header::ACCEPT), b", ");
     }
 
     #[test]

@@ -14,9 +14,11 @@
 //! 2. the environ is a copy of the template (so it never grows), then gets
 //!    the request's own keys: REMOTE_PORT; CONTENT_TYPE and CONTENT_LENGTH,
 //!    and HTTP_* for the other headers, repeated fields joined with ", "
-//!    (Cookie with "; "), names with `_` dropped since `X-User_Id` would
-//!    alias `X-User-Id`, `Proxy` dropped (httpoxy: `HTTP_PROXY` would be
-//!    read as the app's outgoing proxy, as CGI also drops it);
+//!    (Cookie with "; "), by the gateways' one rule
+//!    ([`crate::request::gateway_env::field_var`]): names with `_` dropped
+//!    since `X-User_Id` would alias `X-User-Id`, `Proxy` dropped (httpoxy:
+//!    `HTTP_PROXY` would be read as the app's outgoing proxy),
+//!    `Authorization` passed (apps log users in with it);
 //!    `wsgi.input` and `wsgi.errors`.
 //!
 //! Keys are interned Python strings; values are latin-1 native strings.
@@ -34,7 +36,7 @@ use pyo3::types::{PyDict, PyString, PyTuple};
 use super::env_cache::{EnvCache, Fixed};
 use crate::log::version_text;
 use crate::request::forwarded::ClientView;
-use crate::request::gateway_env::split_host;
+use crate::request::gateway_env::{field_var, merge_separator, split_host, FieldVar};
 
 /// The keys that never change within a worker.
 pub fn base(
@@ -163,15 +165,16 @@ fn add_headers(
     headers: &HeaderMap,
 ) -> PyResult<()> {
     for name in headers.keys() {
-        let special = match *name {
-            header::CONTENT_TYPE => Some(intern!(py, "CONTENT_TYPE")),
-            header::CONTENT_LENGTH => Some(intern!(py, "CONTENT_LENGTH")),
-            // Set above, from the trusted view of the request.
-            header::HOST => continue,
-            // httpoxy: libraries read HTTP_PROXY as their proxy setting.
-            _ if name.as_str() == "proxy" => continue,
-            _ if name.as_str().contains('_') => continue,
-            _ => None,
+        // Host: set above, from the trusted view of the request.
+        if *name == header::HOST {
+            continue;
+        }
+        // The gateways' one rule; WSGI passes Authorization on.
+        let special = match field_var(name) {
+            FieldVar::Dropped => continue,
+            FieldVar::Body if *name == header::CONTENT_TYPE => Some(intern!(py, "CONTENT_TYPE")),
+            FieldVar::Body => Some(intern!(py, "CONTENT_LENGTH")),
+            FieldVar::Authorization | FieldVar::Http => None,
         };
         let mut values = headers.get_all(name).iter();
         let first = values.next().map_or(&[][..], |v| v.as_bytes());
@@ -179,11 +182,7 @@ fn add_headers(
         let value = match values.next() {
             None => first,
             Some(second) => {
-                let sep: &[u8] = if *name == header::COOKIE {
-                    b"; "
-                } else {
-                    b", "
-                };
+                let sep = merge_separator(name);
                 joined = first.to_vec();
                 for v in std::iter::once(second).chain(values) {
                     joined.extend_from_slice(sep);
