@@ -342,8 +342,7 @@ fn check_uwsgi_round_trip(input: &[u8]) {
     assert_eq!(decoded(back.uri()), decoded(&parts.uri), "target changed");
     // The uwsgi client passes Authorization on.
     let kept = |name: &HeaderName| {
-        matches!(field_var(name), FieldVar::Http | FieldVar::Authorization)
-            && !is_hop_by_hop(name)
+        matches!(field_var(name), FieldVar::Http | FieldVar::Authorization) && !is_hop_by_hop(name)
     };
     for name in parts.headers.keys().filter(|n| kept(n)) {
         let separator: &[u8] = if name == http::header::COOKIE {

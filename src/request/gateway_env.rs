@@ -23,6 +23,9 @@
 //! Values are bytes: header values and decoded paths need not be UTF-8, and
 //! a process environment is bytes on Linux anyway.
 
+use std::borrow::Cow;
+use std::net::SocketAddr;
+
 use http::header::{self, HeaderMap, HeaderName};
 use http::{Method, Version};
 
@@ -100,20 +103,14 @@ pub fn meta_variables(
     set("PATH_INFO", map.path_info);
 
     // 3. The two ends.
-    let host = host_field(req);
-    let (name, host_port) = host.map(split_host).unwrap_or((None, None));
-    let server_name = match (name, ctx.peer.local) {
-        (Some(name), _) => name.to_string(),
-        (None, Some(local)) => local.ip().to_canonical().to_string(),
-        (None, None) => "localhost".to_string(),
+    let mut port_buf = itoa::Buffer::new();
+    let server = ServerAt {
+        host: host_field(req),
+        local: ctx.peer.local,
+        https: ctx.peer.tls,
     };
+    let (server_name, server_port) = server.name_port(PortFrom::Local, &mut port_buf);
     set("SERVER_NAME", server_name.as_bytes());
-    let default_port = if ctx.peer.tls { "443" } else { "80" };
-    let server_port = match (ctx.peer.local, host_port) {
-        (Some(local), _) => local.port().to_string(),
-        (None, Some(port)) => port.to_string(),
-        (None, None) => default_port.to_string(),
-    };
     set("SERVER_PORT", server_port.as_bytes());
     // On a unix socket there is no client address: an empty REMOTE_ADDR
     // (the RFC wants the variable set), no REMOTE_PORT.
@@ -230,6 +227,53 @@ pub fn env_name(header: &str) -> String {
         c => c.to_ascii_uppercase(),
     }));
     name
+}
+
+/// What `SERVER_NAME` and `SERVER_PORT` are made of.
+pub struct ServerAt<'a> {
+    /// The Host the client asked for (field, authority, or a trusted
+    /// proxy's `X-Forwarded-Host` where the gateway believes one).
+    pub host: Option<&'a str>,
+    /// The address the request came in on (None on a unix socket).
+    pub local: Option<SocketAddr>,
+    /// The scheme is https: the default port is 443, not 80.
+    pub https: bool,
+}
+
+/// Where `SERVER_PORT` comes from: the gateways' one difference, kept
+/// because each follows its own specification and tests pin both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PortFrom {
+    /// The port the request was received on (RFC 3875 §4.1.15: "the TCP/IP
+    /// port number on which this request is received from the client"),
+    /// else the Host's, else the scheme's default. CGI and uwsgi.
+    Local,
+    /// The Host's port, else the scheme's default; the local address only
+    /// when there is no Host name. WSGI: PEP 3333 rebuilds the request URL
+    /// from `HTTP_HOST`, else `SERVER_NAME:SERVER_PORT`, so the two must
+    /// name what the client reached (behind a port mapping or a proxy that
+    /// is not the listener's port); gunicorn and waitress do the same.
+    Host,
+}
+
+impl<'a> ServerAt<'a> {
+    /// (`SERVER_NAME`, `SERVER_PORT`). The name is the Host's without its
+    /// port, else the local IP (IPv4-mapped addresses written as IPv4),
+    /// else `localhost`. `buf` holds a port that has to be formatted.
+    pub fn name_port(&self, from: PortFrom, buf: &'a mut itoa::Buffer) -> (Cow<'a, str>, &'a str) {
+        let default_port = if self.https { "443" } else { "80" };
+        let (host_name, host_port) = self.host.map(split_host).unwrap_or((None, None));
+        let port = match (from, host_name.is_some(), self.local) {
+            (PortFrom::Host, true, _) | (_, _, None) => host_port.unwrap_or(default_port),
+            (_, _, Some(local)) => buf.format(local.port()),
+        };
+        let name = match (host_name, self.local) {
+            (Some(name), _) => Cow::Borrowed(name),
+            (None, Some(local)) => Cow::Owned(local.ip().to_canonical().to_string()),
+            (None, None) => Cow::Borrowed("localhost"),
+        };
+        (name, port)
+    }
 }
 
 /// The Host field, else the request's authority.
@@ -441,6 +485,47 @@ mod tests {
         }
         assert_eq!(merge_separator(&header::COOKIE), b"; ");
         assert_eq!(merge_separator(&header::ACCEPT), b", ");
+    }
+
+    #[test]
+    fn server_port_from_the_local_address_or_the_host() {
+        let local: Option<SocketAddr> = Some("[::ffff:127.0.0.1]:8080".parse().unwrap());
+        // (host, local, https) → (name, port) with PortFrom::Local, then Host.
+        let table: &[(
+            Option<&str>,
+            Option<SocketAddr>,
+            bool,
+            (&str, &str),
+            (&str, &str),
+        )] = &[
+            (Some("a.b:81"), local, false, ("a.b", "8080"), ("a.b", "81")),
+            (Some("a.b"), local, true, ("a.b", "8080"), ("a.b", "443")),
+            (Some("a.b"), None, false, ("a.b", "80"), ("a.b", "80")),
+            (Some("a.b:81"), None, false, ("a.b", "81"), ("a.b", "81")),
+            (
+                Some("[::1"),
+                local,
+                false,
+                ("127.0.0.1", "8080"),
+                ("127.0.0.1", "8080"),
+            ),
+            (
+                None,
+                local,
+                false,
+                ("127.0.0.1", "8080"),
+                ("127.0.0.1", "8080"),
+            ),
+            (None, None, true, ("localhost", "443"), ("localhost", "443")),
+        ];
+        for &(host, local, https, by_local, by_host) in table {
+            let server = ServerAt { host, local, https };
+            for (from, want) in [(PortFrom::Local, by_local), (PortFrom::Host, by_host)] {
+                let buf = &mut itoa::Buffer::new();
+                let (name, port) = server.name_port(from, buf);
+                assert_eq!((&*name, port), want, "{host:?} {local:?} {from:?}");
+            }
+        }
     }
 
     #[test]

@@ -36,7 +36,7 @@ use pyo3::types::{PyDict, PyString, PyTuple};
 use super::env_cache::{EnvCache, Fixed};
 use crate::log::version_text;
 use crate::request::forwarded::ClientView;
-use crate::request::gateway_env::{field_var, merge_separator, split_host, FieldVar};
+use crate::request::gateway_env::{field_var, merge_separator, FieldVar, PortFrom, ServerAt};
 
 /// The keys that never change within a worker.
 pub fn base(
@@ -127,7 +127,12 @@ pub fn build<'py>(
         })
         .or_else(|| uri.authority().map(|a| a.as_str()));
     let mut port_buf = itoa::Buffer::new();
-    let (mut name, mut port) = server_name_port(host, req.local, client.https, &mut port_buf);
+    let server = ServerAt {
+        host,
+        local: req.local,
+        https: client.https,
+    };
+    let (mut name, mut port) = server.name_port(PortFrom::Host, &mut port_buf);
     // Behind a uwsgi front, the front's SERVER_NAME/SERVER_PORT win.
     if let Some(front) = parts.extensions.get::<crate::request::ServerVars>() {
         if let Some(front_name) = &front.name {
@@ -200,25 +205,19 @@ fn add_headers(
     Ok(())
 }
 
-/// SERVER_NAME and SERVER_PORT from the Host (or the local address);
-/// `buf` holds a port that has to be formatted.
-fn server_name_port<'a>(
-    host: Option<&'a str>,
-    local: Option<SocketAddr>,
-    https: bool,
-    buf: &'a mut itoa::Buffer,
-) -> (Cow<'a, str>, &'a str) {
-    let default_port = if https { "443" } else { "80" };
-    match (host.map(split_host), local) {
-        (Some((Some(name), port)), _) => (Cow::Borrowed(name), port.unwrap_or(default_port)),
-        (_, Some(addr)) => (Cow::Owned(addr.ip().to_string()), buf.format(addr.port())),
-        _ => (Cow::Borrowed("localhost"), default_port),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn server_name_port<'a>(
+        host: Option<&'a str>,
+        local: Option<SocketAddr>,
+        https: bool,
+        buf: &'a mut itoa::Buffer,
+    ) -> (Cow<'a, str>, &'a str) {
+        let server = ServerAt { host, local, https };
+        server.name_port(PortFrom::Host, buf)
+    }
 
     #[test]
     fn server_name_from_host() {
