@@ -5,7 +5,8 @@
 //! forwarded headers (`forwarded`), header rules every layer applies
 //! alike (`headers`: hop-by-hop fields, `Proxy`, `Content-Length`), the CGI/1.1 meta-variables gateways
 //! share (`gateway_env`), what a front server said about itself
-//! (`server_vars`), and file bodies written straight to the socket
+//! (`server_vars`), the read timeout of every body read from a peer
+//! (`read_timer`), and file bodies written straight to the socket
 //! (`sendfile`).
 //!
 //! Nothing here imports a handler, the service or a front-end.
@@ -16,6 +17,7 @@ pub mod forwarded;
 pub mod gateway_env;
 pub mod headers;
 pub mod peer;
+pub mod read_timer;
 pub mod refusal;
 pub mod sendfile;
 pub mod server_vars;
