@@ -491,13 +491,9 @@ mod tests {
     fn server_port_from_the_local_address_or_the_host() {
         let local: Option<SocketAddr> = Some("[::ffff:127.0.0.1]:8080".parse().unwrap());
         // (host, local, https) → (name, port) with PortFrom::Local, then Host.
-        let table: &[(
-            Option<&str>,
-            Option<SocketAddr>,
-            bool,
-            (&str, &str),
-            (&str, &str),
-        )] = &[
+        type Want = (&'static str, &'static str);
+        type Case = (Option<&'static str>, Option<SocketAddr>, bool, Want, Want);
+        let table: &[Case] = &[
             (Some("a.b:81"), local, false, ("a.b", "8080"), ("a.b", "81")),
             (Some("a.b"), local, true, ("a.b", "8080"), ("a.b", "443")),
             (Some("a.b"), None, false, ("a.b", "80"), ("a.b", "80")),
