@@ -48,7 +48,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
             headers.remove(name);
         }
     }
-    for name in &HOP_BY_HOP {
+    for name in HOP_BY_HOP {
         if !(upgrade && name == header::UPGRADE) {
             headers.remove(name);
         }
