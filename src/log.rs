@@ -180,7 +180,10 @@ impl WriteErrors {
     }
 }
 
-fn version_str(v: http::Version) -> &'static str {
+/// `HTTP/1.1`: a version as a request line, the access log and the
+/// gateways' `SERVER_PROTOCOL` write it. It lives here, the lowest layer
+/// that needs it, so the request vocabulary above can share it.
+pub fn version_text(v: http::Version) -> &'static str {
     match v {
         http::Version::HTTP_09 => "HTTP/0.9",
         http::Version::HTTP_10 => "HTTP/1.0",
@@ -202,7 +205,7 @@ fn combined_line(e: &Entry<'_>, now: SystemTime) -> String {
         clf_time(now),
         escape(e.method),
         escape(e.target),
-        version_str(e.version),
+        version_text(e.version),
         e.status,
         e.bytes,
         escape(e.referer.unwrap_or("-")),
@@ -219,7 +222,7 @@ fn json_line(e: &Entry<'_>, now: SystemTime) -> String {
         "remote_port": e.remote.map(|a| a.port()),
         "method": e.method,
         "uri": e.target,
-        "protocol": version_str(e.version),
+        "protocol": version_text(e.version),
         "status": e.status,
         "bytes_sent": e.bytes,
         "duration_ms": (e.duration.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0,
@@ -285,6 +288,21 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn version_text_for_every_version() {
+        use http::Version;
+        let table = [
+            (Version::HTTP_09, "HTTP/0.9"),
+            (Version::HTTP_10, "HTTP/1.0"),
+            (Version::HTTP_11, "HTTP/1.1"),
+            (Version::HTTP_2, "HTTP/2.0"),
+            (Version::HTTP_3, "HTTP/3.0"),
+        ];
+        for (version, text) in table {
+            assert_eq!(version_text(version), text);
+        }
+    }
 
     fn entry() -> Entry<'static> {
         Entry {

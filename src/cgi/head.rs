@@ -19,6 +19,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::StatusCode;
 
 use super::error::CgiError;
+use crate::request::headers::{content_length, is_hop_by_hop};
 
 /// A parsed header block.
 #[derive(Debug, Default)]
@@ -92,7 +93,7 @@ pub fn parse(block: &[u8], nph: bool) -> Result<Head, CgiError> {
             );
             continue;
         }
-        if crate::request::gateway_env::is_hop_by_hop(&name) {
+        if is_hop_by_hop(&name) {
             continue;
         }
         if name == header::LOCATION {
@@ -101,13 +102,7 @@ pub fn parse(block: &[u8], nph: bool) -> Result<Head, CgiError> {
             }
             head.location = Some(value.clone());
         }
-        if name == header::CONTENT_LENGTH
-            && value
-                .to_str()
-                .ok()
-                .and_then(|v| v.parse::<u64>().ok())
-                .is_none()
-        {
+        if name == header::CONTENT_LENGTH && content_length(value.as_bytes()).is_none() {
             return Err(bad("bad Content-Length"));
         }
         head.headers.append(name, value);

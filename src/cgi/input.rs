@@ -28,7 +28,6 @@ use crate::request::body::{BodyError, RequestBody};
 use crate::request::spool::{self, Spooled};
 use crate::request::HandlerContext;
 use bytes::Bytes;
-use http::header;
 use http_body_util::BodyExt;
 use tokio::io::AsyncWriteExt;
 use tokio::process::ChildStdin;
@@ -80,10 +79,7 @@ pub async fn prepare(
     body: RequestBody,
     ctx: &HandlerContext<'_>,
 ) -> Result<Input, CgiError> {
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let declared = crate::request::headers::declared_length(headers);
     if http_body::Body::is_end_stream(&body) {
         // `Content-Length: 0` still tells the script it has a body.
         return Ok(match declared {

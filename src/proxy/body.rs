@@ -5,7 +5,6 @@
 //! its connection goes back to the pool once it is read to the end).
 
 use std::cell::Cell;
-use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -15,10 +14,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body::{Body as _, Frame, SizeHint};
 use hyper::body::Incoming;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 
 use super::pool::Lease;
 use crate::request::body::{BodyError, RequestBody};
+use crate::request::read_timer::ReadTimer;
 
 /// What the exchange needs to know about the request body while hyper's
 /// connection task streams it.
@@ -127,8 +127,7 @@ impl http_body::Body for OutgoingBody {
 /// The upstream's response body on its way to the client.
 pub struct UpstreamBody {
     inner: Incoming,
-    read_timeout: Duration,
-    timer: Option<Pin<Box<Sleep>>>,
+    timer: ReadTimer,
     lease: Lease,
 }
 
@@ -139,8 +138,7 @@ impl UpstreamBody {
         }
         UpstreamBody {
             inner,
-            read_timeout,
-            timer: None,
+            timer: ReadTimer::new(read_timeout),
             lease,
         }
     }
@@ -157,7 +155,7 @@ impl http_body::Body for UpstreamBody {
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
-                this.timer = None;
+                this.timer.progress();
                 if this.inner.is_end_stream() {
                     this.lease.release();
                 }
@@ -176,13 +174,10 @@ impl http_body::Body for UpstreamBody {
                 Poll::Ready(None)
             }
             Poll::Pending => {
-                let limit = this.read_timeout;
-                let timer = this
-                    .timer
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
-                if timer.as_mut().poll(cx).is_pending() {
+                if !this.timer.expired(cx) {
                     return Poll::Pending;
                 }
+                let limit = this.timer.limit();
                 this.lease.discard();
                 tracing::error!(
                     "upstream {}: nothing received for read_timeout ({limit:?}) within the \

@@ -9,14 +9,8 @@ use std::net::IpAddr;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 use crate::config::UpstreamUrl;
-use crate::request::forwarded::ClientView;
-
-static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
-static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-static PROXY: HeaderName = HeaderName::from_static("proxy");
+use crate::request::forwarded::{ClientView, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO};
+use crate::request::headers::{HOP_BY_HOP, PROXY};
 
 /// The `Upgrade` value when the request asks for a protocol switch
 /// (`Connection: upgrade` + `Upgrade`, HTTP/1.1 only).
@@ -41,9 +35,10 @@ fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
         .filter(|t| !t.is_empty())
 }
 
-/// Removes `Connection` and every field it names, `Keep-Alive`, `TE`,
-/// `Trailer`, `Transfer-Encoding`, `Upgrade` and `Proxy-*`. With `upgrade`
-/// set, `Upgrade` is kept and `Connection: upgrade` put back.
+/// Removes every field it names, the hop-by-hop fields
+/// ([`HOP_BY_HOP`]) and, since none is meant for the next hop, any other
+/// `Proxy-*`. With `upgrade` set, `Upgrade` is kept and
+/// `Connection: upgrade` put back.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     let named: Vec<HeaderName> = connection_tokens(headers)
         .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
@@ -53,17 +48,10 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
             headers.remove(name);
         }
     }
-    for name in [
-        &header::CONNECTION,
-        &KEEP_ALIVE,
-        &header::TE,
-        &header::TRAILER,
-        &header::TRANSFER_ENCODING,
-    ] {
-        headers.remove(name);
-    }
-    if !upgrade {
-        headers.remove(header::UPGRADE);
+    for name in HOP_BY_HOP {
+        if !(upgrade && name == header::UPGRADE) {
+            headers.remove(name);
+        }
     }
     let proxy: Vec<HeaderName> = headers
         .keys()
@@ -163,11 +151,11 @@ pub fn set_forwarding(headers: &mut HeaderMap, f: &Forwarding<'_>) {
             element.push_str(&format!(";host=\"{h}\""));
         }
     }
-    let forwarded = match earlier(headers, &FORWARDED) {
+    let forwarded = match earlier(headers, &header::FORWARDED) {
         Some(list) => format!("{list}, {element}"),
         None => element,
     };
-    set(headers, &FORWARDED, Some(forwarded));
+    set(headers, &header::FORWARDED, Some(forwarded));
 }
 
 fn set(headers: &mut HeaderMap, name: &HeaderName, value: Option<String>) {

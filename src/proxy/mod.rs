@@ -199,10 +199,7 @@ impl Proxy {
             headers: parts.headers.clone(),
         });
         let uwsgi_request = uwsgi.then(|| {
-            let declared: Option<u64> = parts
-                .headers
-                .get(header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok()?.parse().ok());
+            let declared = crate::request::headers::declared_length(&parts.headers);
             UwsgiRequest {
                 vars: crate::uwsgi::client::request_vars(&parts, ctx, declared),
                 length_unknown: has_body && declared.is_none(),

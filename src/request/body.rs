@@ -12,18 +12,17 @@
 //! [`Fault`] cell the access log reads, so the logged status says what
 //! happened whatever the handler managed to answer.
 
-use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use crate::request::read_timer::ReadTimer;
 use bytes::Bytes;
 use http::StatusCode;
 use http_body::{Body as _, Frame, SizeHint};
 use tokio::sync::mpsc;
-use tokio::time::{Instant, Sleep};
 
 /// A boxed stream of body chunks; errors cut the connection (the client sees
 /// an incomplete response rather than a clean-looking truncated one).
@@ -220,10 +219,7 @@ pub struct RequestBody(Option<Box<Streaming>>);
 
 struct Streaming {
     source: Source,
-    limit: Duration,
-    sleep: Pin<Box<Sleep>>,
-    /// The sleep's deadline is the current wait's.
-    armed: bool,
+    timer: ReadTimer,
     /// Once failed, every later read fails the same way: a body that broke
     /// off must never look complete.
     failed: Option<BodyError>,
@@ -253,9 +249,7 @@ impl RequestBody {
     fn streaming(source: Source, limit: Duration) -> Self {
         RequestBody(Some(Box::new(Streaming {
             source,
-            limit,
-            sleep: Box::pin(tokio::time::sleep(limit)),
-            armed: false,
+            timer: ReadTimer::new(limit),
             failed: None,
             fault: Arc::default(),
         })))
@@ -285,15 +279,6 @@ impl Streaming {
         }
     }
 
-    /// Nothing arrived: is the wait over? Arms the timer on a wait's start.
-    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
-        if !self.armed {
-            self.sleep.as_mut().reset(Instant::now() + self.limit);
-            self.armed = true;
-        }
-        self.sleep.as_mut().poll(cx).is_ready()
-    }
-
     fn fail(&mut self, err: BodyError) -> BodyError {
         self.fault.set(&err);
         self.failed = Some(err.clone());
@@ -308,14 +293,14 @@ impl Streaming {
             return Poll::Ready(Some(Err(err.clone())));
         }
         match self.poll_source(cx) {
-            Poll::Pending if self.expired(cx) => {
-                let err = self.fail(BodyError::Timeout(self.limit));
+            Poll::Pending if self.timer.expired(cx) => {
+                let err = self.fail(BodyError::Timeout(self.timer.limit()));
                 Poll::Ready(Some(Err(err)))
             }
             Poll::Pending => Poll::Pending,
             Poll::Ready(Some(Err(err))) => Poll::Ready(Some(Err(self.fail(err)))),
             ready => {
-                self.armed = false;
+                self.timer.progress();
                 ready
             }
         }
@@ -412,6 +397,7 @@ impl http_body::Body for ChannelBody {
 mod tests {
     use super::*;
     use http_body_util::BodyExt;
+    use tokio::time::Instant;
 
     /// A body of `len` bytes fed by the returned sender, as a uwsgi
     /// connection's pump feeds it.

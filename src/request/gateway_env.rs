@@ -13,18 +13,24 @@
 //! 4. the body: `CONTENT_LENGTH` only when there is a body (its length is the
 //!    caller's to know: a chunked body is measured after de-chunking), and
 //!    with it `CONTENT_TYPE` when the client sent one;
-//! 5. `HTTP_*` for every other header: repeated fields merged with `, `
-//!    (`Cookie` with `; `, RFC 9113 §8.2.3), names holding `_` dropped (they
-//!    would collide with the `-` names once mapped: header smuggling),
-//!    `Proxy` never exported (httpoxy), `Authorization` only when asked.
+//! 5. `HTTP_*` for every other header, by the one rule of [`field_var`]:
+//!    repeated fields merged with `, ` (`Cookie` with `; `, RFC 9113
+//!    §8.2.3), names holding `_` dropped (they would collide with the `-`
+//!    names once mapped: header smuggling), `Proxy` never exported
+//!    (httpoxy), `Authorization` only where the gateway passes it.
 //!    Without a Host field (HTTP/2), `HTTP_HOST` comes from `:authority`.
 //!
 //! Values are bytes: header values and decoded paths need not be UTF-8, and
 //! a process environment is bytes on Linux anyway.
 
-use http::header::{self, HeaderMap};
+use std::borrow::Cow;
+use std::net::SocketAddr;
+
+use http::header::{self, HeaderMap, HeaderName};
 use http::{Method, Version};
 
+use crate::log::version_text;
+use crate::request::headers::PROXY;
 use crate::request::HandlerContext;
 
 /// One meta-variable: its name and its value as bytes.
@@ -89,7 +95,7 @@ pub fn meta_variables(
     };
     set("REQUEST_URI", uri.as_bytes());
     set("QUERY_STRING", req.query.unwrap_or("").as_bytes());
-    set("SERVER_PROTOCOL", protocol(req.version).as_bytes());
+    set("SERVER_PROTOCOL", version_text(req.version).as_bytes());
     set("SERVER_SOFTWARE", SERVER_SOFTWARE.as_bytes());
 
     // 2. HandlerContext.
@@ -97,20 +103,14 @@ pub fn meta_variables(
     set("PATH_INFO", map.path_info);
 
     // 3. The two ends.
-    let host = host_field(req);
-    let (name, host_port) = host.map(split_host).unwrap_or((None, None));
-    let server_name = match (name, ctx.peer.local) {
-        (Some(name), _) => name.to_string(),
-        (None, Some(local)) => local.ip().to_canonical().to_string(),
-        (None, None) => "localhost".to_string(),
+    let mut port_buf = itoa::Buffer::new();
+    let server = ServerAt {
+        host: host_field(req),
+        local: ctx.peer.local,
+        https: ctx.peer.tls,
     };
+    let (server_name, server_port) = server.name_port(PortFrom::Local, &mut port_buf);
     set("SERVER_NAME", server_name.as_bytes());
-    let default_port = if ctx.peer.tls { "443" } else { "80" };
-    let server_port = match (ctx.peer.local, host_port) {
-        (Some(local), _) => local.port().to_string(),
-        (None, Some(port)) => port.to_string(),
-        (None, None) => default_port.to_string(),
-    };
     set("SERVER_PORT", server_port.as_bytes());
     // On a unix socket there is no client address: an empty REMOTE_ADDR
     // (the RFC wants the variable set), no REMOTE_PORT.
@@ -138,24 +138,69 @@ pub fn meta_variables(
     vars
 }
 
+/// What a request field becomes among a gateway's variables: the one rule
+/// of step 5, which CGI, the uwsgi client and the WSGI environ all apply
+/// (docs/internals.md, *Gateway variables*).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldVar {
+    /// Never exported. `Proxy`: a program would read `HTTP_PROXY` as its
+    /// outgoing proxy (httpoxy). A name holding `_`: `X-User_Id` would
+    /// become the same variable as `X-User-Id`, so a client could forge a
+    /// field a front proxy set (header smuggling).
+    Dropped,
+    /// `Content-Type` and `Content-Length`: `CONTENT_TYPE` and
+    /// `CONTENT_LENGTH`, never `HTTP_CONTENT_*` (RFC 3875 §4.1.18, PEP
+    /// 3333); each gateway sets them from what it knows of the body.
+    Body,
+    /// `Authorization`: `HTTP_AUTHORIZATION` where the gateway passes
+    /// credentials on, which is its one documented exception. CGI does
+    /// not unless the route says `cgi_pass_authorization = true` (RFC 3875
+    /// §4.1.18 lets a server withhold fields that carry credentials, and
+    /// Apache's `CGIPassAuth` is off by default too); WSGI apps and uwsgi
+    /// upstreams always get it (PEP 3333 exports every client field, and
+    /// Flask/Django log users in with it).
+    Authorization,
+    /// `HTTP_` + the name ([`env_name`]), repeated fields joined with
+    /// [`merge_separator`].
+    Http,
+}
+
+/// The rule of step 5 for one field name.
+#[inline]
+pub fn field_var(name: &HeaderName) -> FieldVar {
+    if *name == header::CONTENT_TYPE || *name == header::CONTENT_LENGTH {
+        FieldVar::Body
+    } else if *name == header::AUTHORIZATION {
+        FieldVar::Authorization
+    } else if *name == PROXY || name.as_str().contains('_') {
+        FieldVar::Dropped
+    } else {
+        FieldVar::Http
+    }
+}
+
+/// What joins the values of a repeated field in one variable: `; ` for
+/// `Cookie` (RFC 9113 §8.2.3: how HTTP/2 splits it), `, ` for the rest
+/// (RFC 9110 §5.3).
+#[inline]
+pub fn merge_separator(name: &HeaderName) -> &'static [u8] {
+    if *name == header::COOKIE {
+        b"; "
+    } else {
+        b", "
+    }
+}
+
 /// `HTTP_*` variables (step 5), one per field name, repeated fields merged.
 pub fn http_vars(req: &GatewayRequest<'_>, pass_authorization: bool) -> Vec<Var> {
     let mut out = Vec::with_capacity(req.headers.keys_len() + 1);
     for name in req.headers.keys() {
-        let n = name.as_str();
-        if n.contains('_')
-            || *name == header::CONTENT_TYPE
-            || *name == header::CONTENT_LENGTH
-            || n == "proxy"
-            || (*name == header::AUTHORIZATION && !pass_authorization)
-        {
-            continue;
+        match field_var(name) {
+            FieldVar::Http => {}
+            FieldVar::Authorization if pass_authorization => {}
+            FieldVar::Authorization | FieldVar::Body | FieldVar::Dropped => continue,
         }
-        let separator: &[u8] = if *name == header::COOKIE {
-            b"; "
-        } else {
-            b", "
-        };
+        let separator = merge_separator(name);
         let mut value = Vec::new();
         for (i, v) in req.headers.get_all(name).iter().enumerate() {
             if i > 0 {
@@ -163,7 +208,7 @@ pub fn http_vars(req: &GatewayRequest<'_>, pass_authorization: bool) -> Vec<Var>
             }
             value.extend_from_slice(v.as_bytes());
         }
-        out.push((env_name(n), value));
+        out.push((env_name(name.as_str()), value));
     }
     if !req.headers.contains_key(header::HOST) {
         if let Some(authority) = req.authority {
@@ -171,26 +216,6 @@ pub fn http_vars(req: &GatewayRequest<'_>, pass_authorization: bool) -> Vec<Var>
         }
     }
     out
-}
-
-/// Response fields that belong to one connection (RFC 9110 §7.6.1, and the
-/// RFC 2616 list PEP 3333 names), which a gateway's program must not set:
-/// CGI drops them from a script's answer, WSGI refuses them in
-/// `start_response`. Fields named by `Connection` are the caller's to add.
-pub fn is_hop_by_hop(name: &http::HeaderName) -> bool {
-    matches!(
-        name.as_str(),
-        "connection"
-            | "keep-alive"
-            | "proxy-authenticate"
-            | "proxy-authorization"
-            | "proxy-connection"
-            | "te"
-            | "trailer"
-            | "trailers"
-            | "transfer-encoding"
-            | "upgrade"
-    )
 }
 
 /// `x-forwarded-for` → `HTTP_X_FORWARDED_FOR`.
@@ -204,13 +229,50 @@ pub fn env_name(header: &str) -> String {
     name
 }
 
-pub fn protocol(version: Version) -> &'static str {
-    match version {
-        Version::HTTP_09 => "HTTP/0.9",
-        Version::HTTP_10 => "HTTP/1.0",
-        Version::HTTP_2 => "HTTP/2.0",
-        Version::HTTP_3 => "HTTP/3.0",
-        _ => "HTTP/1.1",
+/// What `SERVER_NAME` and `SERVER_PORT` are made of.
+pub struct ServerAt<'a> {
+    /// The Host the client asked for (field, authority, or a trusted
+    /// proxy's `X-Forwarded-Host` where the gateway believes one).
+    pub host: Option<&'a str>,
+    /// The address the request came in on (None on a unix socket).
+    pub local: Option<SocketAddr>,
+    /// The scheme is https: the default port is 443, not 80.
+    pub https: bool,
+}
+
+/// Where `SERVER_PORT` comes from: the gateways' one difference, kept
+/// because each follows its own specification and tests pin both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PortFrom {
+    /// The port the request was received on (RFC 3875 §4.1.15: "the TCP/IP
+    /// port number on which this request is received from the client"),
+    /// else the Host's, else the scheme's default. CGI and uwsgi.
+    Local,
+    /// The Host's port, else the scheme's default; the local address only
+    /// when there is no Host name. WSGI: PEP 3333 rebuilds the request URL
+    /// from `HTTP_HOST`, else `SERVER_NAME:SERVER_PORT`, so the two must
+    /// name what the client reached (behind a port mapping or a proxy that
+    /// is not the listener's port); gunicorn and waitress do the same.
+    Host,
+}
+
+impl<'a> ServerAt<'a> {
+    /// (`SERVER_NAME`, `SERVER_PORT`). The name is the Host's without its
+    /// port, else the local IP (IPv4-mapped addresses written as IPv4),
+    /// else `localhost`. `buf` holds a port that has to be formatted.
+    pub fn name_port(&self, from: PortFrom, buf: &'a mut itoa::Buffer) -> (Cow<'a, str>, &'a str) {
+        let default_port = if self.https { "443" } else { "80" };
+        let (host_name, host_port) = self.host.map(split_host).unwrap_or((None, None));
+        let port = match (from, host_name.is_some(), self.local) {
+            (PortFrom::Host, true, _) | (_, _, None) => host_port.unwrap_or(default_port),
+            (_, _, Some(local)) => buf.format(local.port()),
+        };
+        let name = match (host_name, self.local) {
+            (Some(name), _) => Cow::Borrowed(name),
+            (None, Some(local)) => Cow::Owned(local.ip().to_canonical().to_string()),
+            (None, None) => Cow::Borrowed("localhost"),
+        };
+        (name, port)
     }
 }
 
@@ -403,6 +465,63 @@ mod tests {
         assert_eq!(get(&v, "REMOTE_PORT"), None);
         assert_eq!(get(&v, "SERVER_NAME"), Some("site.test"));
         assert_eq!(get(&v, "SERVER_PORT"), Some("80"));
+    }
+
+    #[test]
+    fn one_rule_for_every_field() {
+        let table = [
+            ("content-type", FieldVar::Body),
+            ("content-length", FieldVar::Body),
+            ("authorization", FieldVar::Authorization),
+            ("proxy", FieldVar::Dropped),
+            ("x_forwarded_for", FieldVar::Dropped),
+            ("x-forwarded-for", FieldVar::Http),
+            ("proxy-authorization", FieldVar::Http),
+            ("host", FieldVar::Http),
+            ("cookie", FieldVar::Http),
+        ];
+        for (name, want) in table {
+            assert_eq!(field_var(&HeaderName::from_static(name)), want, "{name}");
+        }
+        assert_eq!(merge_separator(&header::COOKIE), b"; ");
+        assert_eq!(merge_separator(&header::ACCEPT), b", ");
+    }
+
+    #[test]
+    fn server_port_from_the_local_address_or_the_host() {
+        let local: Option<SocketAddr> = Some("[::ffff:127.0.0.1]:8080".parse().unwrap());
+        // (host, local, https) → (name, port) with PortFrom::Local, then Host.
+        type Want = (&'static str, &'static str);
+        type Case = (Option<&'static str>, Option<SocketAddr>, bool, Want, Want);
+        let table: &[Case] = &[
+            (Some("a.b:81"), local, false, ("a.b", "8080"), ("a.b", "81")),
+            (Some("a.b"), local, true, ("a.b", "8080"), ("a.b", "443")),
+            (Some("a.b"), None, false, ("a.b", "80"), ("a.b", "80")),
+            (Some("a.b:81"), None, false, ("a.b", "81"), ("a.b", "81")),
+            (
+                Some("[::1"),
+                local,
+                false,
+                ("127.0.0.1", "8080"),
+                ("127.0.0.1", "8080"),
+            ),
+            (
+                None,
+                local,
+                false,
+                ("127.0.0.1", "8080"),
+                ("127.0.0.1", "8080"),
+            ),
+            (None, None, true, ("localhost", "443"), ("localhost", "443")),
+        ];
+        for &(host, local, https, by_local, by_host) in table {
+            let server = ServerAt { host, local, https };
+            for (from, want) in [(PortFrom::Local, by_local), (PortFrom::Host, by_host)] {
+                let buf = &mut itoa::Buffer::new();
+                let (name, port) = server.name_port(from, buf);
+                assert_eq!((&*name, port), want, "{host:?} {local:?} {from:?}");
+            }
+        }
     }
 
     #[test]

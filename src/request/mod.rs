@@ -3,9 +3,12 @@
 //! request and response bodies (`body`, and `spool` for a body read whole
 //! before its handler), the error answers portico gives itself (`answer`,
 //! the one catalogue of their look, and `refusal`, why and how it logs),
-//! forwarded headers (`forwarded`), the CGI/1.1 meta-variables gateways
+//! forwarded headers (`forwarded`), header rules every layer applies alike
+//! (`headers`: hop-by-hop fields, `Proxy`, `Content-Length`), the CGI/1.1
+//! meta-variables gateways
 //! share (`gateway_env`), what a front server said about itself
-//! (`server_vars`), and file bodies written straight to the socket
+//! (`server_vars`), the read timeout of every body read from a peer
+//! (`read_timer`), and file bodies written straight to the socket
 //! (`sendfile`).
 //!
 //! Nothing here imports a handler, the service or a front-end.
@@ -15,7 +18,9 @@ pub mod body;
 pub mod context;
 pub mod forwarded;
 pub mod gateway_env;
+pub mod headers;
 pub mod peer;
+pub mod read_timer;
 pub mod refusal;
 pub mod sendfile;
 pub mod server_vars;

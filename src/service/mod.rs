@@ -142,7 +142,9 @@ async fn respond(
         return status_page(StatusCode::NOT_FOUND);
     };
     let route = matched.route;
-    if let Some(len) = declared_length(&req).filter(|&len| len > route.max_body_size) {
+    if let Some(len) = crate::request::headers::declared_length(req.headers())
+        .filter(|&len| len > route.max_body_size)
+    {
         let refusal = Refusal::BodyTooLarge {
             declared: Some(len),
             limit: route.max_body_size,
@@ -238,15 +240,6 @@ fn scope<'a>(route: Option<&'a str>, peer: &'a Peer) -> Scope<'a> {
         route,
         peer: peer.ip_text.as_str(),
     }
-}
-
-fn declared_length(req: &Request<RequestBody>) -> Option<u64> {
-    req.headers()
-        .get(header::CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .parse()
-        .ok()
 }
 
 /// Size of the header block as sent on the wire (`name: value\r\n` each).

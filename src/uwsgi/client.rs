@@ -36,7 +36,7 @@ use std::fmt::Display;
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -49,6 +49,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf};
 use super::codec::{self, EncodeError, MODIFIER_WSGI};
 use crate::request::body::Body;
 use crate::request::gateway_env::{self, GatewayRequest, Mapping, Var};
+use crate::request::headers;
+use crate::request::read_timer::ReadTimer;
 use crate::request::HandlerContext;
 
 /// Largest response head accepted from an upstream.
@@ -224,7 +226,7 @@ where
     let packet = codec::encode(MODIFIER_WSGI, &vars)?;
     let var = |name: &str| vars.iter().find(|(k, _)| k == name).map(|(_, v)| &v[..]);
     let content_length = var("CONTENT_LENGTH")
-        .and_then(|v| std::str::from_utf8(v).ok()?.parse::<u64>().ok())
+        .and_then(headers::content_length)
         .unwrap_or(0);
     let head_only = var("REQUEST_METHOD") == Some(b"HEAD");
     let request = Exchange {
@@ -341,10 +343,7 @@ impl Exchange {
         let length = match head.headers.get(header::CONTENT_LENGTH) {
             None => None,
             Some(v) => Some(
-                v.to_str()
-                    .ok()
-                    .and_then(|v| v.trim().parse::<u64>().ok())
-                    .ok_or_else(|| bad("bad Content-Length"))?,
+                headers::content_length(v.as_bytes()).ok_or_else(|| bad("bad Content-Length"))?,
             ),
         };
         let mut response = Response::new(Body::empty());
@@ -359,8 +358,7 @@ impl Exchange {
                 buf,
                 remaining: length,
                 upload,
-                read_timeout: self.timeouts.read,
-                sleep: None,
+                timer: ReadTimer::new(self.timeouts.read),
             });
         }
         Ok(response)
@@ -516,8 +514,7 @@ struct UpstreamBody<R> {
     buf: BytesMut,
     remaining: Option<u64>,
     upload: Option<Upload>,
-    read_timeout: Duration,
-    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+    timer: ReadTimer,
 }
 
 impl<R: AsyncRead + Unpin> http_body::Body for UpstreamBody<R> {
@@ -549,11 +546,9 @@ impl<R: AsyncRead + Unpin> http_body::Body for UpstreamBody<R> {
             this.buf.reserve(READ_RESERVE);
             match tokio_util::io::poll_read_buf(Pin::new(&mut this.rd), cx, &mut this.buf) {
                 Poll::Pending => {
-                    let timeout = this.read_timeout;
-                    let sleep = this
-                        .sleep
-                        .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
-                    ready!(sleep.as_mut().poll(cx));
+                    if !this.timer.expired(cx) {
+                        return Poll::Pending;
+                    }
                     return Poll::Ready(Some(Err(std::io::Error::new(
                         std::io::ErrorKind::TimedOut,
                         "uwsgi upstream sent nothing within the read timeout",
@@ -563,7 +558,7 @@ impl<R: AsyncRead + Unpin> http_body::Body for UpstreamBody<R> {
                 Poll::Ready(Ok(_)) => this.buf.split().freeze(),
             }
         };
-        this.sleep = None;
+        this.timer.progress();
         if data.is_empty() {
             return Poll::Ready(this.remaining.map(|left| {
                 Err(std::io::Error::new(

@@ -14,9 +14,11 @@
 //! 2. the environ is a copy of the template (so it never grows), then gets
 //!    the request's own keys: REMOTE_PORT; CONTENT_TYPE and CONTENT_LENGTH,
 //!    and HTTP_* for the other headers, repeated fields joined with ", "
-//!    (Cookie with "; "), names with `_` dropped since `X-User_Id` would
-//!    alias `X-User-Id`, `Proxy` dropped (httpoxy: `HTTP_PROXY` would be
-//!    read as the app's outgoing proxy, as CGI also drops it);
+//!    (Cookie with "; "), by the gateways' one rule
+//!    ([`crate::request::gateway_env::field_var`]): names with `_` dropped
+//!    since `X-User_Id` would alias `X-User-Id`, `Proxy` dropped (httpoxy:
+//!    `HTTP_PROXY` would be read as the app's outgoing proxy),
+//!    `Authorization` passed (apps log users in with it);
 //!    `wsgi.input` and `wsgi.errors`.
 //!
 //! Keys are interned Python strings; values are latin-1 native strings.
@@ -32,8 +34,9 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyTuple};
 
 use super::env_cache::{EnvCache, Fixed};
+use crate::log::version_text;
 use crate::request::forwarded::ClientView;
-use crate::request::gateway_env::{protocol, split_host};
+use crate::request::gateway_env::{field_var, merge_separator, FieldVar, PortFrom, ServerAt};
 
 /// The keys that never change within a worker.
 pub fn base(
@@ -105,7 +108,7 @@ pub fn build<'py>(
     cache.set(
         py,
         Fixed::ServerProtocol,
-        protocol(parts.version).as_bytes(),
+        version_text(parts.version).as_bytes(),
     )?;
 
     let client = req.client;
@@ -124,7 +127,12 @@ pub fn build<'py>(
         })
         .or_else(|| uri.authority().map(|a| a.as_str()));
     let mut port_buf = itoa::Buffer::new();
-    let (mut name, mut port) = server_name_port(host, req.local, client.https, &mut port_buf);
+    let server = ServerAt {
+        host,
+        local: req.local,
+        https: client.https,
+    };
+    let (mut name, mut port) = server.name_port(PortFrom::Host, &mut port_buf);
     // Behind a uwsgi front, the front's SERVER_NAME/SERVER_PORT win.
     if let Some(front) = parts.extensions.get::<crate::request::ServerVars>() {
         if let Some(front_name) = &front.name {
@@ -162,15 +170,16 @@ fn add_headers(
     headers: &HeaderMap,
 ) -> PyResult<()> {
     for name in headers.keys() {
-        let special = match *name {
-            header::CONTENT_TYPE => Some(intern!(py, "CONTENT_TYPE")),
-            header::CONTENT_LENGTH => Some(intern!(py, "CONTENT_LENGTH")),
-            // Set above, from the trusted view of the request.
-            header::HOST => continue,
-            // httpoxy: libraries read HTTP_PROXY as their proxy setting.
-            _ if name.as_str() == "proxy" => continue,
-            _ if name.as_str().contains('_') => continue,
-            _ => None,
+        // Host: set above, from the trusted view of the request.
+        if *name == header::HOST {
+            continue;
+        }
+        // The gateways' one rule; WSGI passes Authorization on.
+        let special = match field_var(name) {
+            FieldVar::Dropped => continue,
+            FieldVar::Body if *name == header::CONTENT_TYPE => Some(intern!(py, "CONTENT_TYPE")),
+            FieldVar::Body => Some(intern!(py, "CONTENT_LENGTH")),
+            FieldVar::Authorization | FieldVar::Http => None,
         };
         let mut values = headers.get_all(name).iter();
         let first = values.next().map_or(&[][..], |v| v.as_bytes());
@@ -178,11 +187,7 @@ fn add_headers(
         let value = match values.next() {
             None => first,
             Some(second) => {
-                let sep: &[u8] = if *name == header::COOKIE {
-                    b"; "
-                } else {
-                    b", "
-                };
+                let sep = merge_separator(name);
                 joined = first.to_vec();
                 for v in std::iter::once(second).chain(values) {
                     joined.extend_from_slice(sep);
@@ -200,25 +205,19 @@ fn add_headers(
     Ok(())
 }
 
-/// SERVER_NAME and SERVER_PORT from the Host (or the local address);
-/// `buf` holds a port that has to be formatted.
-fn server_name_port<'a>(
-    host: Option<&'a str>,
-    local: Option<SocketAddr>,
-    https: bool,
-    buf: &'a mut itoa::Buffer,
-) -> (Cow<'a, str>, &'a str) {
-    let default_port = if https { "443" } else { "80" };
-    match (host.map(split_host), local) {
-        (Some((Some(name), port)), _) => (Cow::Borrowed(name), port.unwrap_or(default_port)),
-        (_, Some(addr)) => (Cow::Owned(addr.ip().to_string()), buf.format(addr.port())),
-        _ => (Cow::Borrowed("localhost"), default_port),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn server_name_port<'a>(
+        host: Option<&'a str>,
+        local: Option<SocketAddr>,
+        https: bool,
+        buf: &'a mut itoa::Buffer,
+    ) -> (Cow<'a, str>, &'a str) {
+        let server = ServerAt { host, local, https };
+        server.name_port(PortFrom::Host, buf)
+    }
 
     #[test]
     fn server_name_from_host() {

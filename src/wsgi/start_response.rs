@@ -399,10 +399,7 @@ fn parse_headers(headers: &Bound<'_, PyAny>) -> PyResult<(HeaderMap, Option<u64>
         })?;
         if name == CONTENT_LENGTH {
             content_length = Some(
-                value
-                    .to_str()
-                    .ok()
-                    .and_then(|v| v.trim().parse::<u64>().ok())
+                crate::request::headers::content_length(value.as_bytes())
                     .ok_or_else(|| PyValueError::new_err("Content-Length must be a number"))?,
             );
         }
@@ -434,7 +431,7 @@ fn header_name(text: &Bound<'_, PyAny>) -> PyResult<HeaderName> {
             String::from_utf8_lossy(&bytes)
         ))
     })?;
-    if crate::request::gateway_env::is_hop_by_hop(&name) {
+    if crate::request::headers::is_hop_by_hop(&name) {
         return Err(PyValueError::new_err(format!(
             "hop-by-hop header {name:?} is not allowed in a WSGI response"
         )));

@@ -77,9 +77,7 @@ pub fn decide(vars: Vec<Var>, socket: Peer) -> Result<Decided, ProtocolError> {
                 }
             }
             "CONTENT_LENGTH" if !value.is_empty() => {
-                content_length = std::str::from_utf8(&value)
-                    .ok()
-                    .and_then(|v| v.trim().parse::<u64>().ok())
+                content_length = crate::request::headers::content_length(&value)
                     .ok_or_else(|| bad(format!("CONTENT_LENGTH {:?}", text(&value))))?;
                 headers.insert(header::CONTENT_LENGTH, HeaderValue::from(content_length));
             }
