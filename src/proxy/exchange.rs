@@ -27,7 +27,7 @@
 //! blames; the loop marks, logs and retries from that alone.
 //!
 //! A uwsgi server gets one request per connection through
-//! `crate::uwsgi::send`; the body is lent to each attempt and taken back
+//! `crate::uwsgi::send`; the body is shared with each attempt and taken back
 //! when the attempt failed before reaching the app.
 
 use std::cell::RefCell;
@@ -40,7 +40,7 @@ use http::{HeaderMap, Method, Request, Response, Uri};
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
-use super::body::{Lent, OutgoingBody, Progress};
+use super::body::{OutgoingBody, Progress, UwsgiAttemptBody};
 use super::client::{self, Activity, Conn, ConnectError};
 use super::error::{AttemptError, Blame, ProxyError};
 use super::headers;
@@ -280,7 +280,8 @@ async fn attempt_http(
 }
 
 /// One try at a uwsgi server: one connection, one request. The body is
-/// lent to the try and taken back when the server was not reached.
+/// shared with the try (`UwsgiAttemptBody`) and taken back when the server
+/// was not reached.
 async fn attempt_uwsgi(
     pool: &Pool,
     lease: Lease,
@@ -301,13 +302,19 @@ async fn attempt_uwsgi(
         )));
     }
     let (parts, body) = req.into_parts();
-    let lent = Rc::new(RefCell::new(body));
+    let shared = Rc::new(RefCell::new(body));
     let timeouts = uwsgi::Timeouts {
         connect: cfg.connect_timeout,
         send: cfg.send_timeout,
         read: cfg.read_timeout,
     };
-    let sent = uwsgi::send(target, u.vars.clone(), Lent(lent.clone()), &timeouts).await;
+    let sent = uwsgi::send(
+        target,
+        u.vars.clone(),
+        UwsgiAttemptBody(shared.clone()),
+        &timeouts,
+    )
+    .await;
     let err = match sent {
         Ok(response) => {
             return Ok(Exchanged {
@@ -322,7 +329,8 @@ async fn attempt_uwsgi(
     }
     let message = err.to_string();
     if !err.reached_upstream() {
-        let body = Rc::try_unwrap(lent).map_or_else(|_| OutgoingBody::empty(), RefCell::into_inner);
+        let body =
+            Rc::try_unwrap(shared).map_or_else(|_| OutgoingBody::empty(), RefCell::into_inner);
         return Err(AttemptError::NotReached {
             request: Request::from_parts(parts, body),
             blame: Blame::Server,

@@ -42,7 +42,7 @@ use crate::request::refusal;
 use crate::request::refusal::status_page;
 use crate::request::HandlerContext;
 
-use body::{Leased, OutgoingBody, UpstreamBody};
+use body::{OutgoingBody, UpstreamBody, UwsgiResponseBody};
 use error::ProxyError;
 use exchange::{Exchanged, Replay, UpstreamResponse, UwsgiRequest};
 use pool::{Lease, Pool};
@@ -254,9 +254,9 @@ fn decide(
                     lease,
                 };
             }
-            response.map(UpstreamBodyOrLeased::Http)
+            response.map(UndecidedBody::Http)
         }
-        UpstreamResponse::Uwsgi(response) => response.map(UpstreamBodyOrLeased::Uwsgi),
+        UpstreamResponse::Uwsgi(response) => response.map(UndecidedBody::Uwsgi),
     };
     if opts.sendfile_root.is_some() {
         let named = [("x-accel-redirect", true), ("x-sendfile", false)]
@@ -277,10 +277,10 @@ fn decide(
     let (mut parts, body) = response.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers, false);
     let body = match body {
-        UpstreamBodyOrLeased::Http(incoming) => {
+        UndecidedBody::Http(incoming) => {
             Body::stream(UpstreamBody::new(incoming, read_timeout, lease))
         }
-        UpstreamBodyOrLeased::Uwsgi(inner) => Body::stream(Leased {
+        UndecidedBody::Uwsgi(inner) => Body::stream(UwsgiResponseBody {
             inner,
             _lease: lease,
         }),
@@ -289,7 +289,7 @@ fn decide(
 }
 
 /// The two kinds of upstream body, until the response is decided.
-enum UpstreamBodyOrLeased {
+enum UndecidedBody {
     Http(hyper::body::Incoming),
     Uwsgi(Body),
 }
