@@ -248,20 +248,23 @@ impl Responder {
         sent: fn(Count) -> State,
         written: u64,
     ) -> Result<(), SendError> {
-        let count = Count {
-            written,
-            ..self.count()
-        };
         if let Some(fault) = self.client_fault() {
+            let count = Count {
+                written,
+                ..self.count()
+            };
             self.answer_fault_at(&fault, count);
             return Err(SendError::Disconnected);
         }
-        let pending = match std::mem::replace(&mut self.state, sent(count)) {
-            State::Started(pending) => pending,
-            other => {
-                self.state = other;
-                return Err(SendError::NotStarted);
-            }
+        let State::Started(pending) = &self.state else {
+            return Err(SendError::NotStarted);
+        };
+        let count = Count {
+            declared: pending.content_length,
+            written,
+        };
+        let State::Started(pending) = std::mem::replace(&mut self.state, sent(count)) else {
+            unreachable!("checked above");
         };
         self.pipe
             .send_head(Head {
