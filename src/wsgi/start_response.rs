@@ -662,3 +662,49 @@ fn header_value(name: &HeaderName, text: &Bound<'_, PyAny>) -> PyResult<HeaderVa
     HeaderValue::from_bytes(&bytes)
         .map_err(|_| PyValueError::new_err(format!("invalid value for header {name}")))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn responder() -> SharedResponder {
+        let parts = http::Request::new(()).into_parts().0;
+        Responder::new(Pipe::new(), Tag(Arc::new(parts)))
+    }
+
+    #[test]
+    fn the_head_goes_out_once_and_the_body_keeps_to_its_length() {
+        let shared = responder();
+        let mut r = lock(&shared);
+        assert_eq!(r.may_start(false), Ok(()));
+        assert!(matches!(
+            r.send_head(BodyPlan::Stream),
+            Err(SendError::NotStarted)
+        ));
+        r.start(StatusCode::OK, None, HeaderMap::new(), Some(3));
+        assert_eq!(r.declared_length(), Some(3));
+        assert_eq!(r.may_start(false), Err(StartRefused::Twice));
+        assert_eq!(r.may_start(true), Ok(()));
+        r.send_head(BodyPlan::Stream).unwrap();
+        assert!(r.head_sent());
+        assert_eq!(r.may_start(true), Err(StartRefused::HeadSent));
+        assert!(matches!(
+            r.send_head(BodyPlan::Stream),
+            Err(SendError::NotStarted)
+        ));
+        assert_eq!(&r.admit(Bytes::from_static(b"abcd"))[..], b"abc");
+        assert!(r.admit(Bytes::from_static(b"e")).is_empty());
+    }
+
+    #[test]
+    fn a_whole_body_goes_with_the_head() {
+        let shared = responder();
+        let mut r = lock(&shared);
+        r.start(StatusCode::OK, None, HeaderMap::new(), None);
+        r.send_whole(Bytes::from_static(b"hello")).unwrap();
+        assert!(r.head_sent());
+        assert!(matches!(r.state, State::Whole(Count { written: 5, .. })));
+        // Nothing more to end: the body went out with the head.
+        r.end_body().unwrap();
+    }
+}
