@@ -95,7 +95,11 @@ fn error_log_name(config: &Config) -> String {
 /// not open) happens before the worker is ready; `main` turns it into
 /// `EXIT_START_FAILED`.
 fn run_worker(config: &Config) -> anyhow::Result<()> {
-    master::watch_master();
+    if let Err(gone) = master::watch_master() {
+        // Nobody is left to read a start failure: a plain exit.
+        tracing::error!("{gone}; worker exiting");
+        std::process::exit(1);
+    }
     let link = master::Link::inherited();
     let fds = std::env::var(LISTEN_FDS_ENV).with_context(|| {
         format!("--worker is internal: it needs {LISTEN_FDS_ENV} from a master")

@@ -205,16 +205,20 @@ pub fn remove_unix_sockets(config: &Config) {
     }
 }
 
-/// In a worker: exit when the master dies, and check it did not already.
-pub fn watch_master() {
+/// In a worker: exit when the master dies (SIGTERM from the kernel), and
+/// check it did not already: `Err` when it did, and the worker must exit.
+pub fn watch_master() -> Result<(), MasterGone> {
     let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGTERM);
     let expected = std::env::var(MASTER_PID_ENV)
         .ok()
         .and_then(|p| p.parse::<i32>().ok());
-    if let Some(master) = expected {
-        if nix::unistd::getppid().as_raw() != master {
-            tracing::error!("master process {master} is gone; worker exiting");
-            std::process::exit(1);
-        }
+    match expected {
+        Some(master) if nix::unistd::getppid().as_raw() != master => Err(MasterGone(master)),
+        _ => Ok(()),
     }
 }
+
+/// The master that started this worker died before the worker watched it.
+#[derive(Debug, thiserror::Error)]
+#[error("master process {0} is gone")]
+pub struct MasterGone(pub i32);

@@ -201,14 +201,15 @@ impl http_body::Body for UpstreamBody {
     }
 }
 
-/// A uwsgi response body, holding its server's lease until it is done.
-pub struct Leased {
+/// A uwsgi server's response body: holds the server's `Lease` (its count
+/// of requests in flight) until the body is done.
+pub struct UwsgiResponseBody {
     pub inner: crate::request::body::Body,
     /// Held (not read): the server counts the request in flight until dropped.
     pub _lease: Lease,
 }
 
-impl http_body::Body for Leased {
+impl http_body::Body for UwsgiResponseBody {
     type Data = Bytes;
     type Error = io::Error;
 
@@ -228,11 +229,12 @@ impl http_body::Body for Leased {
     }
 }
 
-/// The request body lent to one uwsgi attempt: when the attempt fails
-/// before reaching the app, the body (untouched) is taken back for the next.
-pub struct Lent(pub Rc<std::cell::RefCell<OutgoingBody>>);
+/// The request body as one uwsgi attempt reads it, shared with the retry
+/// loop: when the attempt fails before reaching the app, the loop takes the
+/// body (untouched) back for the next attempt.
+pub struct UwsgiAttemptBody(pub Rc<std::cell::RefCell<OutgoingBody>>);
 
-impl http_body::Body for Lent {
+impl http_body::Body for UwsgiAttemptBody {
     type Data = Bytes;
     type Error = io::Error;
 

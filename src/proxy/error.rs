@@ -96,6 +96,47 @@ impl ProxyError {
     }
 }
 
+/// How one attempt at one server ended without a response head, and
+/// whether the server was reached: the one retry loop
+/// (`exchange::exchange`) decides from this alone what comes next.
+pub enum AttemptError {
+    /// The server never saw the request (the connection failed, or hyper
+    /// handed the request back unsent): it comes back whole and goes to
+    /// the next try.
+    NotReached {
+        request: http::Request<super::body::OutgoingBody>,
+        blame: Blame,
+        message: String,
+        /// A connection was open (the request was handed back unsent),
+        /// rather than none made.
+        connected: bool,
+    },
+    /// The server may have seen the request: it goes again only rebuilt
+    /// from its `Replay` (idempotent, no body), and only when `replayable`;
+    /// else the client is answered with `error`.
+    Reached {
+        error: ProxyError,
+        blame: Blame,
+        message: String,
+        replayable: bool,
+    },
+    /// The answer is decided whatever other server there is: the client's
+    /// body failed or grew too large, or the request cannot go to this
+    /// upstream. No server is blamed.
+    Decided(ProxyError),
+}
+
+/// Who a failed attempt counts against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Blame {
+    /// The server: a failure is marked (`Pool::failed`) and the server is
+    /// not tried again for this request.
+    Server,
+    /// A reused keep-alive connection the server had closed: no server
+    /// fault; the next tries take fresh connections.
+    StaleConnection,
+}
+
 fn uwsgi_refusal(err: &UwsgiError, pool: &UpstreamConfig) -> Option<Refusal> {
     let timeout = |server: &str, after, key| Refusal::UpstreamTimeout {
         upstream: pool.name.clone(),

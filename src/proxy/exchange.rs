@@ -21,8 +21,13 @@
 //! the client is answered with is logged once, with its answer
 //! (`crate::request::refusal`).
 //!
+//! One loop does all of this for both kinds of server: each try is an
+//! attempt (`attempt_http`, `attempt_uwsgi`) whose failure, an
+//! [`AttemptError`], says whether the server was reached and whom it
+//! blames; the loop marks, logs and retries from that alone.
+//!
 //! A uwsgi server gets one request per connection through
-//! `crate::uwsgi::send`; the body is lent to each attempt and taken back
+//! `crate::uwsgi::send`; the body is shared with each attempt and taken back
 //! when the attempt failed before reaching the app.
 
 use std::cell::RefCell;
@@ -35,9 +40,9 @@ use http::{HeaderMap, Method, Request, Response, Uri};
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
-use super::body::{Lent, OutgoingBody, Progress};
+use super::body::{OutgoingBody, Progress, UwsgiAttemptBody};
 use super::client::{self, Activity, Conn, ConnectError};
-use super::error::ProxyError;
+use super::error::{AttemptError, Blame, ProxyError};
 use super::headers;
 use super::pool::{Lease, Pool};
 use crate::config::UpstreamUrl;
@@ -96,150 +101,262 @@ pub async fn exchange(
     let mut tried = vec![false; pool.servers.len()];
     let mut fresh_only = false;
     while let Some(i) = pool.pick(&tried, client_key) {
-        let server = &pool.servers[i];
-        let label = server.label.as_str();
-        let mut lease = Lease::new(pool.clone(), i);
-        if let Some(target) = uwsgi_target(&server.config.url) {
-            let Some(u) = uwsgi_request else {
-                return Err(ProxyError::NoServer(cfg.name.clone()));
-            };
-            if u.length_unknown {
-                return Err(ProxyError::LengthRequired(label.to_string()));
+        let label = pool.servers[i].label.as_str();
+        let lease = Lease::new(pool.clone(), i);
+        let attempt = match uwsgi_target(&pool.servers[i].config.url) {
+            Some(target) => attempt_uwsgi(pool, lease, &target, req, uwsgi_request, progress).await,
+            None => {
+                let http = HttpAttempt {
+                    fresh_only,
+                    host_missing,
+                };
+                attempt_http(pool, i, lease, req, http, progress).await
             }
-            let (parts, body) = req.into_parts();
-            let lent = Rc::new(RefCell::new(body));
-            let timeouts = uwsgi::Timeouts {
-                connect: cfg.connect_timeout,
-                send: cfg.send_timeout,
-                read: cfg.read_timeout,
-            };
-            let sent = uwsgi::send(&target, u.vars.clone(), Lent(lent.clone()), &timeouts).await;
-            let body =
-                Rc::try_unwrap(lent).map_or_else(|_| OutgoingBody::empty(), RefCell::into_inner);
-            req = Request::from_parts(parts, body);
-            let err = match sent {
-                Ok(response) => {
-                    pool.succeeded(i);
-                    return Ok(Exchanged {
-                        response: UpstreamResponse::Uwsgi(response),
-                        lease,
-                    });
+        };
+        let failure = match attempt {
+            Ok(exchanged) => {
+                pool.succeeded(i);
+                return Ok(exchanged);
+            }
+            Err(failure) => failure,
+        };
+        if let AttemptError::NotReached { blame, message, .. }
+        | AttemptError::Reached { blame, message, .. } = &failure
+        {
+            match blame {
+                Blame::Server => {
+                    tried[i] = true;
+                    pool.failed(i, message);
                 }
-                Err(err) => err,
-            };
-            if let Some(fault) = progress.client_fault.take() {
-                return Err(ProxyError::ClientBody(fault));
+                Blame::StaleConnection => fresh_only = true,
             }
-            if progress.too_large.get() {
-                return Err(ProxyError::BodyTooLarge);
+        }
+        match failure {
+            AttemptError::Decided(error) => return Err(error),
+            AttemptError::NotReached {
+                request,
+                message,
+                connected: true,
+                ..
+            } => {
+                tracing::debug!("upstream {label}: request not sent ({message}); sending it again");
+                req = request;
             }
-            tried[i] = true;
-            pool.failed(i, &err.to_string());
-            if !err.reached_upstream() {
-                tracing::warn!("upstream `{}`: {err}; trying the next server", cfg.name);
-                continue;
+            AttemptError::NotReached {
+                request, message, ..
+            } => {
+                tracing::warn!(
+                    "upstream `{}` server {label}: {message}; trying the next server",
+                    cfg.name
+                );
+                req = request;
             }
-            match &replay {
-                Some(replay) if err.status() != http::StatusCode::GATEWAY_TIMEOUT => {
+            AttemptError::Reached {
+                error,
+                message,
+                replayable,
+                ..
+            } => match &replay {
+                Some(replay) if replayable => {
                     tracing::warn!(
-                        "upstream `{}`: {err}; retrying the idempotent request",
+                        "upstream `{}` server {label}: {message}; retrying the idempotent request",
                         cfg.name
                     );
                     req = replay.build();
-                    continue;
                 }
                 // Logged with the answer (`crate::request::refusal`).
-                _ => return Err(ProxyError::Uwsgi(err)),
-            }
-        }
-        let conn = match open(pool, i, fresh_only).await {
-            Ok(conn) => conn,
-            Err(e) => {
-                tracing::warn!(
-                    "upstream `{}` server {label}: {e}; trying the next server",
-                    cfg.name
-                );
-                tried[i] = true;
-                pool.failed(i, &e.to_string());
-                continue;
-            }
-        };
-        let reused = conn.reused;
-        let activity = conn.activity.clone();
-        let mut sender = conn.sender;
-        if host_missing {
-            headers::set_host(req.headers_mut(), &server.config.url);
-        }
-        let sent = sender.try_send_request(req);
-        lease.conn = Some(Conn {
-            sender,
-            activity: activity.clone(),
-            reused,
-        });
-        let Some(outcome) = head_within(sent, &activity, progress, cfg.read_timeout).await else {
-            lease.discard();
-            pool.failed(i, "read timeout");
-            return Err(ProxyError::Timeout {
-                server: label.to_string(),
-                after: cfg.read_timeout,
-                what: "read_timeout",
-            });
-        };
-        let mut err = match outcome {
-            Ok(response) => {
-                pool.succeeded(i);
-                return Ok(Exchanged {
-                    response: UpstreamResponse::Http(response),
-                    lease,
-                });
-            }
-            Err(err) => err,
-        };
-        lease.discard();
-        // The client's body failing is the client's fault: no server is
-        // blamed, nothing is retried.
-        if let Some(fault) = progress.client_fault.take() {
-            return Err(ProxyError::ClientBody(fault));
-        }
-        if progress.too_large.get() {
-            return Err(ProxyError::BodyTooLarge);
-        }
-        let message = err.error().to_string();
-        if reused {
-            fresh_only = true;
-        } else {
-            tried[i] = true;
-            pool.failed(i, &message);
-        }
-        if let Some(unsent) = err.take_message() {
-            tracing::debug!("upstream {label}: request not sent ({message}); sending it again");
-            req = unsent;
-            continue;
-        }
-        if is_timeout(err.error()) {
-            return Err(ProxyError::Timeout {
-                server: label.to_string(),
-                after: cfg.send_timeout,
-                what: "send_timeout",
-            });
-        }
-        match &replay {
-            Some(replay) if !progress.started.get() => {
-                tracing::warn!(
-                    "upstream `{}` server {label}: {message}; retrying the idempotent request",
-                    cfg.name
-                );
-                req = replay.build();
-            }
-            _ => {
-                return Err(ProxyError::Exchange {
-                    server: label.to_string(),
-                    message,
-                });
-            }
+                _ => return Err(error),
+            },
         }
     }
     Err(ProxyError::NoServer(cfg.name.clone()))
+}
+
+/// How an HTTP attempt connects.
+struct HttpAttempt {
+    /// A reused connection failed before: take a fresh one.
+    fresh_only: bool,
+    /// Set the server's Host on the request.
+    host_missing: bool,
+}
+
+/// One try at an HTTP server: a connection (idle or new), the request,
+/// the response head within `read_timeout`.
+async fn attempt_http(
+    pool: &Pool,
+    i: usize,
+    mut lease: Lease,
+    mut req: Request<OutgoingBody>,
+    how: HttpAttempt,
+    progress: &Progress,
+) -> Result<Exchanged, AttemptError> {
+    let cfg = &pool.config;
+    let server = &pool.servers[i];
+    let conn = match open(pool, i, how.fresh_only).await {
+        Ok(conn) => conn,
+        Err(e) => {
+            return Err(AttemptError::NotReached {
+                request: req,
+                blame: Blame::Server,
+                message: e.to_string(),
+                connected: false,
+            })
+        }
+    };
+    let reused = conn.reused;
+    let activity = conn.activity.clone();
+    let mut sender = conn.sender;
+    if how.host_missing {
+        headers::set_host(req.headers_mut(), &server.config.url);
+    }
+    let sent = sender.try_send_request(req);
+    lease.conn = Some(Conn {
+        sender,
+        activity: activity.clone(),
+        reused,
+    });
+    let Some(outcome) = head_within(sent, &activity, progress, cfg.read_timeout).await else {
+        lease.discard();
+        return Err(AttemptError::Reached {
+            error: ProxyError::Timeout {
+                server: server.label.clone(),
+                after: cfg.read_timeout,
+                what: "read_timeout",
+            },
+            blame: Blame::Server,
+            message: "read timeout".to_string(),
+            replayable: false,
+        });
+    };
+    let mut err = match outcome {
+        Ok(response) => {
+            return Ok(Exchanged {
+                response: UpstreamResponse::Http(response),
+                lease,
+            })
+        }
+        Err(err) => err,
+    };
+    lease.discard();
+    // The client's body failing is the client's fault: no server is
+    // blamed, nothing is retried.
+    if let Some(decided) = client_side(progress) {
+        return Err(decided);
+    }
+    // A reused keep-alive connection failing is the server closing it.
+    let blame = match reused {
+        true => Blame::StaleConnection,
+        false => Blame::Server,
+    };
+    let message = err.error().to_string();
+    if let Some(unsent) = err.take_message() {
+        return Err(AttemptError::NotReached {
+            request: unsent,
+            blame,
+            message,
+            connected: true,
+        });
+    }
+    let (error, replayable) = if is_timeout(err.error()) {
+        let error = ProxyError::Timeout {
+            server: server.label.clone(),
+            after: cfg.send_timeout,
+            what: "send_timeout",
+        };
+        (error, false)
+    } else {
+        let error = ProxyError::Exchange {
+            server: server.label.clone(),
+            message: message.clone(),
+        };
+        (error, !progress.started.get())
+    };
+    Err(AttemptError::Reached {
+        error,
+        blame,
+        message,
+        replayable,
+    })
+}
+
+/// One try at a uwsgi server: one connection, one request. The body is
+/// shared with the try (`UwsgiAttemptBody`) and taken back when the server
+/// was not reached.
+async fn attempt_uwsgi(
+    pool: &Pool,
+    lease: Lease,
+    target: &uwsgi::Target,
+    req: Request<OutgoingBody>,
+    uwsgi_request: Option<&UwsgiRequest>,
+    progress: &Progress,
+) -> Result<Exchanged, AttemptError> {
+    let cfg = &pool.config;
+    let Some(u) = uwsgi_request else {
+        return Err(AttemptError::Decided(ProxyError::NoServer(
+            cfg.name.clone(),
+        )));
+    };
+    if u.length_unknown {
+        return Err(AttemptError::Decided(ProxyError::LengthRequired(
+            lease.server_label().to_string(),
+        )));
+    }
+    let (parts, body) = req.into_parts();
+    let shared = Rc::new(RefCell::new(body));
+    let timeouts = uwsgi::Timeouts {
+        connect: cfg.connect_timeout,
+        send: cfg.send_timeout,
+        read: cfg.read_timeout,
+    };
+    let sent = uwsgi::send(
+        target,
+        u.vars.clone(),
+        UwsgiAttemptBody(shared.clone()),
+        &timeouts,
+    )
+    .await;
+    let err = match sent {
+        Ok(response) => {
+            return Ok(Exchanged {
+                response: UpstreamResponse::Uwsgi(response),
+                lease,
+            })
+        }
+        Err(err) => err,
+    };
+    if let Some(decided) = client_side(progress) {
+        return Err(decided);
+    }
+    let message = err.to_string();
+    if !err.reached_upstream() {
+        let body =
+            Rc::try_unwrap(shared).map_or_else(|_| OutgoingBody::empty(), RefCell::into_inner);
+        return Err(AttemptError::NotReached {
+            request: Request::from_parts(parts, body),
+            blame: Blame::Server,
+            message,
+            connected: false,
+        });
+    }
+    let replayable = err.status() != http::StatusCode::GATEWAY_TIMEOUT;
+    Err(AttemptError::Reached {
+        error: ProxyError::Uwsgi(err),
+        blame: Blame::Server,
+        message,
+        replayable,
+    })
+}
+
+/// The attempt failed because of the client's body (it broke off or grew
+/// past `max_body_size`): the client's answer, no server blamed.
+fn client_side(progress: &Progress) -> Option<AttemptError> {
+    if let Some(fault) = progress.client_fault.take() {
+        return Some(AttemptError::Decided(ProxyError::ClientBody(fault)));
+    }
+    if progress.too_large.get() {
+        return Some(AttemptError::Decided(ProxyError::BodyTooLarge));
+    }
+    None
 }
 
 /// An idle connection to server `i` that is still usable, or a new one.

@@ -43,7 +43,7 @@ use crate::request::refusal;
 use crate::request::HandlerContext;
 use crate::static_files::{named_file, NamedFile};
 
-use body::{Leased, OutgoingBody, UpstreamBody};
+use body::{OutgoingBody, UpstreamBody, UwsgiResponseBody};
 use error::ProxyError;
 use exchange::{Exchanged, Replay, UpstreamResponse, UwsgiRequest};
 use pool::{Lease, Pool};
@@ -252,9 +252,9 @@ fn decide(
                     lease,
                 };
             }
-            response.map(UpstreamBodyOrLeased::Http)
+            response.map(UndecidedBody::Http)
         }
-        UpstreamResponse::Uwsgi(response) => response.map(UpstreamBodyOrLeased::Uwsgi),
+        UpstreamResponse::Uwsgi(response) => response.map(UndecidedBody::Uwsgi),
     };
     if opts.sendfile_root.is_some() {
         if let Some(NamedFile { accel, target }) = named_file(response.headers()) {
@@ -272,10 +272,10 @@ fn decide(
     let (mut parts, body) = response.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers, false);
     let body = match body {
-        UpstreamBodyOrLeased::Http(incoming) => {
+        UndecidedBody::Http(incoming) => {
             Body::stream(UpstreamBody::new(incoming, read_timeout, lease))
         }
-        UpstreamBodyOrLeased::Uwsgi(inner) => Body::stream(Leased {
+        UndecidedBody::Uwsgi(inner) => Body::stream(UwsgiResponseBody {
             inner,
             _lease: lease,
         }),
@@ -284,7 +284,7 @@ fn decide(
 }
 
 /// The two kinds of upstream body, until the response is decided.
-enum UpstreamBodyOrLeased {
+enum UndecidedBody {
     Http(hyper::body::Incoming),
     Uwsgi(Body),
 }

@@ -29,7 +29,9 @@ use super::environ::{self, RequestView};
 use super::input::{Failure, Input, Outcome, Source};
 use super::interpreter::traceback_text;
 use super::pipe::{BodyPlan, Head};
-use super::start_response::{self, body_bytes, lock, Responder, SendError, Shared, StartResponse};
+use super::start_response::{
+    self, body_bytes, ignore_disconnect, lock, Responder, SendError, SharedResponder, StartResponse,
+};
 use super::streams::{ErrorStream, FileWrapper};
 use super::Job;
 use crate::request::answer::ErrorAnswer;
@@ -43,7 +45,7 @@ pub fn run(py: Python<'_>, cache: &mut EnvCache, app: &Bound<'_, PyAny>, mut job
         Source::Empty => (Ok(None), None),
         source => {
             let read = Outcome::default();
-            lock(&responder).input = Some(read.clone());
+            lock(&responder).watch_input(read.clone());
             let input = Input::new(source, job.max_body_size, read.clone());
             (Bound::new(py, input).map(Some), Some(read))
         }
@@ -109,7 +111,7 @@ fn call_app(
     app: &Bound<'_, PyAny>,
     job: &Job,
     input: Bound<'_, PyAny>,
-    responder: &Shared,
+    responder: &SharedResponder,
 ) -> PyResult<()> {
     let view = RequestView {
         parts: &job.parts,
@@ -146,7 +148,7 @@ fn close(iterable: &Bound<'_, PyAny>) -> PyResult<()> {
 
 fn send_iterable(
     py: Python<'_>,
-    responder: &Shared,
+    responder: &SharedResponder,
     iterable: &Bound<'_, PyAny>,
     sendfile: bool,
 ) -> PyResult<()> {
@@ -158,7 +160,7 @@ fn send_iterable(
             return Ok(());
         }
     }
-    if is_materialized(iterable) && !lock(responder).head_sent {
+    if is_materialized(iterable) && !lock(responder).head_sent() {
         return send_list(py, responder, iterable);
     }
     for item in iterable.try_iter()? {
@@ -178,7 +180,11 @@ fn is_materialized(iterable: &Bound<'_, PyAny>) -> bool {
 }
 
 /// A list or tuple of bytes: one buffer, one message, a Content-Length.
-fn send_list(py: Python<'_>, responder: &Shared, items: &Bound<'_, PyAny>) -> PyResult<()> {
+fn send_list(
+    py: Python<'_>,
+    responder: &SharedResponder,
+    items: &Bound<'_, PyAny>,
+) -> PyResult<()> {
     let body = if items.len()? == 1 {
         body_bytes(&items.get_item(0)?)?
     } else {
@@ -189,7 +195,7 @@ fn send_list(py: Python<'_>, responder: &Shared, items: &Bound<'_, PyAny>) -> Py
         body.freeze()
     };
     let mut r = lock(responder);
-    match r.content_length {
+    match r.declared_length() {
         None => {}
         // A wrong Content-Length goes through the checked streaming path.
         Some(n) if n != body.len() as u64 => {
@@ -203,52 +209,16 @@ fn send_list(py: Python<'_>, responder: &Shared, items: &Bound<'_, PyAny>) -> Py
     Ok(())
 }
 
-fn ignore_disconnect(e: SendError) -> Result<(), SendError> {
-    match e {
-        SendError::Disconnected => Ok(()),
-        other => Err(other),
-    }
-}
-
-/// End of the body: an unsent head goes out now; a body shorter than its
-/// Content-Length cuts the connection (a clean end would lie to the client).
-fn finish(responder: &Shared) -> PyResult<()> {
-    let mut r = lock(responder);
-    // A body that broke off is answered by `run`, never ended cleanly here.
-    if r.client_fault().is_some() {
-        return Ok(());
-    }
-    if !r.head_sent {
-        if let Some(n) = r.content_length.filter(|&n| n > 0) {
-            tracing::error!(request = %r.tag, "WSGI app declared Content-Length {n} but sent no body; connection closed");
-            r.send_head(BodyPlan::Stream).or_else(ignore_disconnect)?;
-            r.pipe.fail();
-            return Ok(());
-        }
-        r.send_head(BodyPlan::Full(Bytes::new()))
-            .or_else(ignore_disconnect)?;
-        return Ok(());
-    }
-    match r.content_length {
-        // The body went out with the head.
-        _ if r.whole => {}
-        Some(n) if r.written < n => {
-            tracing::error!(
-                request = %r.tag,
-                "WSGI app sent {} of its {n}-byte Content-Length; connection closed",
-                r.written
-            );
-            r.pipe.fail();
-        }
-        _ => r.pipe.finish(),
-    }
+/// End of the body (`Responder::end_body`).
+fn finish(responder: &SharedResponder) -> PyResult<()> {
+    lock(responder).end_body()?;
     Ok(())
 }
 
 /// `X-Accel-Redirect` / `X-Sendfile`: the connection serves the file.
-fn try_sendfile_header(responder: &Shared) -> PyResult<bool> {
+fn try_sendfile_header(responder: &SharedResponder) -> PyResult<bool> {
     let mut r = lock(responder);
-    let Some((_, headers)) = r.pending.as_ref() else {
+    let Some(headers) = r.pending_headers() else {
         return Ok(false);
     };
     let Some(NamedFile { accel, target }) = named_file(headers) else {
@@ -261,9 +231,13 @@ fn try_sendfile_header(responder: &Shared) -> PyResult<bool> {
 
 /// A file wrapper over a real file: dup its descriptor and let Rust send it
 /// from the current position, without the GIL.
-fn try_send_file(py: Python<'_>, responder: &Shared, wrapper: &FileWrapper) -> PyResult<bool> {
+fn try_send_file(
+    py: Python<'_>,
+    responder: &SharedResponder,
+    wrapper: &FileWrapper,
+) -> PyResult<bool> {
     let file = wrapper.filelike.bind(py);
-    if !file.hasattr("fileno")? || lock(responder).head_sent {
+    if !file.hasattr("fileno")? || lock(responder).head_sent() {
         return Ok(false);
     }
     let Ok(fd) = file.call_method0("fileno").and_then(|f| f.extract::<i32>()) else {
@@ -290,27 +264,22 @@ fn try_send_file(py: Python<'_>, responder: &Shared, wrapper: &FileWrapper) -> P
         return Ok(false);
     }
     let available = meta.len().saturating_sub(offset);
-    let mut r = lock(responder);
-    let len = r.content_length.map_or(available, |n| n.min(available));
-    if let Some((_, headers)) = r.pending.as_mut() {
-        headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
-    }
-    r.written = len;
-    r.send_head(BodyPlan::File { file, offset, len })
+    lock(responder)
+        .send_file(file, offset, available)
         .or_else(ignore_disconnect)?;
     Ok(true)
 }
 
 /// The app raised: a 500 (or 413) if nothing was sent yet, else the
 /// connection is cut. Either way the traceback goes to the error log.
-fn fail(py: Python<'_>, responder: &Shared, err: &PyErr, overflowed: bool) {
+fn fail(py: Python<'_>, responder: &SharedResponder, err: &PyErr, overflowed: bool) {
     let mut r = lock(responder);
     // An overflow was logged as a refusal (`log_overflow`).
     if !overflowed {
-        tracing::error!(request = %r.tag, "WSGI app raised an exception:\n{}", traceback_text(py, err));
+        tracing::error!(request = %r.tag(), "WSGI app raised an exception:\n{}", traceback_text(py, err));
     }
-    if r.head_sent {
-        r.pipe.fail();
+    if r.head_sent() {
+        r.cut();
         return;
     }
     let status = if overflowed {
@@ -318,8 +287,7 @@ fn fail(py: Python<'_>, responder: &Shared, err: &PyErr, overflowed: bool) {
     } else {
         StatusCode::INTERNAL_SERVER_ERROR
     };
-    r.head_sent = true;
-    let _ = r.pipe.send_head(error_head(status));
+    r.send_error(error_head(status));
 }
 
 /// The catalogue's answer for `status` as the head the connection awaits.

@@ -34,6 +34,9 @@ pub enum LoadError {
     Import { target: String, traceback: String },
     #[error("the WSGI app `{target}` is {kind}, not a callable")]
     NotCallable { target: String, kind: String },
+    /// The Python threads (or their watchdog) could not start.
+    #[error(transparent)]
+    Threads(#[from] super::pool::StartError),
 }
 
 /// Initialises CPython for this process; call once, before any other Python

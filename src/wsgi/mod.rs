@@ -144,8 +144,8 @@ impl WsgiRuntime {
                 scoreboard,
             },
             Arc::new(apps),
-            Arc::new(base),
-        );
+            &base,
+        )?;
         Ok(Some(WsgiRuntime {
             pool,
             forwarded: config.forwarded_allow_ips.clone(),

@@ -117,7 +117,7 @@ impl Running {
 thread_local! {
     /// The pool and slot of the Python thread this is, for
     /// [`waiting_on_client`].
-    static SLOT: RefCell<Option<(Arc<Shared>, usize)>> = const { RefCell::new(None) };
+    static SLOT: RefCell<Option<(Arc<PoolState>, usize)>> = const { RefCell::new(None) };
 }
 
 /// Runs `wait` (a wait for the client: body bytes, room in the response
@@ -126,8 +126,8 @@ thread_local! {
 pub fn waiting_on_client<R>(wait: impl FnOnce() -> R) -> R {
     let clock = |change: fn(&mut AppClock, Instant)| {
         SLOT.with_borrow(|slot| {
-            if let Some((shared, index)) = slot {
-                shared.with_running(*index, |r| change(&mut r.clock, Instant::now()));
+            if let Some((state, index)) = slot {
+                state.with_running(*index, |r| change(&mut r.clock, Instant::now()));
             }
         })
     };
@@ -144,7 +144,10 @@ struct Queue {
     sleepers: usize,
 }
 
-struct Shared {
+/// What a worker's Python threads and its timeout watchdog share: the job
+/// queue, the request each thread runs, the request count and the
+/// scoreboard.
+struct PoolState {
     queue: Mutex<Queue>,
     work: Condvar,
     running: Vec<Mutex<Option<Running>>>,
@@ -158,7 +161,7 @@ struct Shared {
 }
 
 pub struct Pool {
-    shared: Arc<Shared>,
+    state: Arc<PoolState>,
 }
 
 pub struct PoolSettings {
@@ -171,9 +174,21 @@ pub struct PoolSettings {
 }
 
 impl Pool {
-    /// Starts the threads; `apps[job.app]` is what a job calls.
-    pub fn start(settings: PoolSettings, apps: Arc<Vec<Py<PyAny>>>, base: Arc<Py<PyDict>>) -> Self {
-        let shared = Arc::new(Shared {
+    /// Starts the threads; `apps[job.app]` is what a job calls. Each
+    /// thread gets its copy of the `base` environ made here, so that every
+    /// way the start can fail is a start failure of the worker.
+    pub fn start(
+        settings: PoolSettings,
+        apps: Arc<Vec<Py<PyAny>>>,
+        base: &Py<PyDict>,
+    ) -> Result<Self, StartError> {
+        let caches = Python::attach(|py| {
+            (0..settings.threads)
+                .map(|_| EnvCache::new(base.bind(py)))
+                .collect::<PyResult<Vec<_>>>()
+                .map_err(|e| StartError::Environ(e.to_string()))
+        })?;
+        let state = Arc::new(PoolState {
             queue: Mutex::new(Queue {
                 jobs: VecDeque::new(),
                 sleepers: 0,
@@ -186,42 +201,40 @@ impl Pool {
             spin_yields: settings.spin_yields,
             scoreboard: settings.scoreboard,
         });
-        if let Some(board) = &shared.scoreboard {
+        if let Some(board) = &state.scoreboard {
             board.set_threads(settings.threads);
         }
-        for index in 0..settings.threads {
-            let (shared, apps, base) = (shared.clone(), apps.clone(), base.clone());
-            std::thread::Builder::new()
-                .name(format!("python-{index}"))
-                .spawn(move || python_thread(index, shared, &apps, &base))
-                .expect("cannot start a Python thread");
+        for (index, cache) in caches.into_iter().enumerate() {
+            let (state, apps) = (state.clone(), apps.clone());
+            spawn(format!("python-{index}"), move || {
+                python_thread(index, state, &apps, cache)
+            })?;
         }
-        let watched = shared.clone();
-        std::thread::Builder::new()
-            .name("timeout-watchdog".into())
-            .spawn(move || watchdog(&watched, settings.timeout))
-            .expect("cannot start the timeout watchdog");
-        Pool { shared }
+        let watched = state.clone();
+        spawn("timeout-watchdog".into(), move || {
+            watchdog(&watched, settings.timeout)
+        })?;
+        Ok(Pool { state })
     }
 
     pub fn submit(&self, job: Job) {
-        let mut queue = self.shared.lock_queue();
+        let mut queue = self.state.lock_queue();
         queue.jobs.push_back(job);
         let wake = queue.sleepers > 0;
         drop(queue);
         if wake {
-            self.shared.work.notify_one();
+            self.state.work.notify_one();
         }
     }
 
     /// Raised when `--max-requests` is reached, or when a request ran past
     /// `--timeout`.
     pub fn recycle_signal(&self) -> Arc<RecycleSignal> {
-        self.shared.recycle.clone()
+        self.state.recycle.clone()
     }
 }
 
-impl Shared {
+impl PoolState {
     fn lock_queue(&self) -> std::sync::MutexGuard<'_, Queue> {
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -268,26 +281,45 @@ impl Shared {
     }
 }
 
-fn python_thread(index: usize, shared: Arc<Shared>, apps: &[Py<PyAny>], base: &Py<PyDict>) {
-    SLOT.with_borrow_mut(|slot| *slot = Some((shared.clone(), index)));
+/// Why the pool could not start: the worker's start failed
+/// (`master::EXIT_START_FAILED`), and the master does not retry it.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot start the thread `{name}`: {source}")]
+    Spawn {
+        name: String,
+        source: std::io::Error,
+    },
+    #[error("cannot copy the base environ for a Python thread: {0}")]
+    Environ(String),
+}
+
+/// Starts a thread named `name`; the OS refusing one is a start failure.
+fn spawn(name: String, run: impl FnOnce() + Send + 'static) -> Result<(), StartError> {
+    spawn_with(std::thread::Builder::new().name(name.clone()), name, run)
+}
+
+fn spawn_with(
+    builder: std::thread::Builder,
+    name: String,
+    run: impl FnOnce() + Send + 'static,
+) -> Result<(), StartError> {
+    builder
+        .spawn(run)
+        .map(drop)
+        .map_err(|source| StartError::Spawn { name, source })
+}
+
+fn python_thread(index: usize, state: Arc<PoolState>, apps: &[Py<PyAny>], mut cache: EnvCache) {
+    SLOT.with_borrow_mut(|slot| *slot = Some((state.clone(), index)));
     Python::attach(|py| {
         let apps: Vec<Bound<'_, PyAny>> = apps.iter().map(|a| a.bind(py).clone()).collect();
-        let mut cache = match EnvCache::new(base.bind(py)) {
-            Ok(cache) => cache,
-            // Only out of memory; the master starts a new worker.
-            Err(e) => {
-                tracing::error!(
-                    "Python thread {index} cannot copy the base environ: {e}; worker exits"
-                );
-                std::process::exit(1);
-            }
-        };
         loop {
-            let job = match shared.try_pop() {
+            let job = match state.try_pop() {
                 Some(job) => job,
-                None => py.detach(|| shared.pop_blocking()),
+                None => py.detach(|| state.pop_blocking()),
             };
-            shared.set_running(
+            state.set_running(
                 index,
                 Some(Running {
                     clock: AppClock::start(Instant::now()),
@@ -296,19 +328,19 @@ fn python_thread(index: usize, shared: Arc<Shared>, apps: &[Py<PyAny>], base: &P
                     fired: false,
                 }),
             );
-            if let Some(board) = &shared.scoreboard {
+            if let Some(board) = &state.scoreboard {
                 board.begin(index, &request_info(&job));
             }
             let app = &apps[job.app];
             call::run(py, &mut cache, app, job);
-            if let Some(board) = &shared.scoreboard {
+            if let Some(board) = &state.scoreboard {
                 board.end(index);
             }
-            shared.set_running(index, None);
-            let done = shared.completed.fetch_add(1, Ordering::Relaxed) + 1;
-            if shared.recycle_after > 0 && done == shared.recycle_after {
+            state.set_running(index, None);
+            let done = state.completed.fetch_add(1, Ordering::Relaxed) + 1;
+            if state.recycle_after > 0 && done == state.recycle_after {
                 tracing::info!("max-requests reached ({done}); asking for a replacement");
-                shared.recycle.request(RecycleReason::MaxRequests);
+                state.recycle.request(RecycleReason::MaxRequests);
             }
         }
     })
@@ -333,11 +365,11 @@ fn request_info(job: &Job) -> RequestInfo<'_> {
     }
 }
 
-fn watchdog(shared: &Shared, timeout: Duration) {
+fn watchdog(state: &PoolState, timeout: Duration) {
     let tick = (timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
     loop {
         std::thread::sleep(tick);
-        for (index, slot) in shared.running.iter().enumerate() {
+        for (index, slot) in state.running.iter().enumerate() {
             let stuck = {
                 let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
                 slot.as_mut().and_then(|r| {
@@ -346,7 +378,7 @@ fn watchdog(shared: &Shared, timeout: Duration) {
                 })
             };
             if let Some((tag, pipe, ran)) = stuck {
-                time_out(shared, index, (&tag, &pipe), ran, timeout);
+                time_out(state, index, (&tag, &pipe), ran, timeout);
             }
         }
     }
@@ -356,7 +388,7 @@ fn watchdog(shared: &Shared, timeout: Duration) {
 /// and ask for the worker to be recycled (it drains: the other threads'
 /// requests finish; the stuck thread stays stuck until the process exits).
 fn time_out(
-    shared: &Shared,
+    state: &PoolState,
     index: usize,
     (tag, pipe): (&Tag, &Pipe),
     ran: Duration,
@@ -373,11 +405,11 @@ fn time_out(
     pipe.time_out(call::error_head(TIMEOUT_STATUS));
     // Answered (and logged by the connection): if the worker dies with the
     // thread still stuck, the master must not log the request again.
-    if let Some(board) = &shared.scoreboard {
+    if let Some(board) = &state.scoreboard {
         board.end(index);
     }
     log_python_stacks(tag);
-    shared.recycle.request(RecycleReason::Timeout);
+    state.recycle.request(RecycleReason::Timeout);
 }
 
 /// Logs the stack of every Python thread. Taking the GIL can itself hang
@@ -415,6 +447,25 @@ result = '\\n'.join(out)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The OS refusing a thread is a start failure of the worker (which
+    /// exits with `EXIT_START_FAILED`, and the master stops), not a panic.
+    #[test]
+    fn a_thread_the_os_refuses_is_a_start_failure() {
+        // More stack than the address space holds: pthread_create fails.
+        let builder = std::thread::Builder::new().stack_size(1 << 50);
+        let err = spawn_with(builder, "python-0".into(), || {}).unwrap_err();
+        assert!(
+            matches!(&err, StartError::Spawn { name, .. } if name == "python-0"),
+            "{err}"
+        );
+        let load = super::super::LoadError::from(err);
+        assert!(
+            load.to_string()
+                .starts_with("cannot start the thread `python-0`: "),
+            "{load}"
+        );
+    }
 
     fn running() -> Running {
         let parts = http::Request::new(()).into_parts().0;

@@ -25,48 +25,87 @@ use super::str_cache::StrCache;
 use super::Tag;
 use crate::request::body::BodyError;
 
-/// The response of one request as its Python thread builds it.
+/// The response of one request as its Python thread builds it: where it
+/// stands ([`State`]) and the pipe its parts go through. Every change of
+/// state is one of its methods.
 pub struct Responder {
-    pub pipe: Arc<Pipe>,
-    /// Set by start_response, taken when the head is sent.
-    pub pending: Option<(StatusCode, HeaderMap)>,
-    pub reason: Option<hyper::ext::ReasonPhrase>,
-    /// `start_response` was called at least once.
-    pub started: bool,
-    pub head_sent: bool,
-    /// The head went out with the whole body (`Responder::send_whole`).
-    pub whole: bool,
-    pub content_length: Option<u64>,
-    pub written: u64,
+    pipe: Arc<Pipe>,
     /// "METHOD target", for log lines about this request.
-    pub tag: Tag,
+    tag: Tag,
     /// How reading the request body went (only for requests with one).
-    pub input: Option<Outcome>,
-    /// The client's body failed and the client has had its answer for it.
-    pub fault_answered: bool,
+    input: Option<Outcome>,
+    state: State,
 }
 
-pub type Shared = Arc<Mutex<Responder>>;
+/// Where a response stands. The head goes out once: after `Started`, only
+/// the body's count changes, or an answer to a failure replaces the rest.
+enum State {
+    /// start_response has not been called.
+    Unstarted,
+    /// start_response recorded the head; nothing is sent yet.
+    Started(Pending),
+    /// The app's head is out; its body follows chunk by chunk (or as a
+    /// file the connection sends).
+    Streaming(Count),
+    /// The app's head went out with the whole body (`send_whole`).
+    Whole(Count),
+    /// The app failed: a 500 (or 413) went out instead of its head, or the
+    /// connection was cut after it.
+    Failed(Count),
+    /// The client's body failed and the client has had its answer: the
+    /// fault's status instead of the app's head, or a cut connection.
+    FaultAnswered(Count),
+}
 
-pub fn lock(r: &Shared) -> MutexGuard<'_, Responder> {
+/// The head start_response recorded, sent with the first body bytes or at
+/// the end.
+struct Pending {
+    status: StatusCode,
+    reason: Option<hyper::ext::ReasonPhrase>,
+    headers: HeaderMap,
+    content_length: Option<u64>,
+}
+
+/// The body against the app's Content-Length.
+#[derive(Clone, Copy, Default)]
+struct Count {
+    declared: Option<u64>,
+    written: u64,
+}
+
+/// Why start_response may not record a head now.
+#[derive(Debug, PartialEq, Eq)]
+pub enum StartRefused {
+    /// Called with `exc_info` after the head went out: re-raise it.
+    HeadSent,
+    /// Called again without `exc_info`.
+    Twice,
+}
+
+pub type SharedResponder = Arc<Mutex<Responder>>;
+
+pub fn lock(r: &SharedResponder) -> MutexGuard<'_, Responder> {
     r.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Responder {
-    pub fn new(pipe: Arc<Pipe>, tag: Tag) -> Shared {
+    pub fn new(pipe: Arc<Pipe>, tag: Tag) -> SharedResponder {
         Arc::new(Mutex::new(Responder {
             pipe,
-            pending: None,
-            reason: None,
-            started: false,
-            head_sent: false,
-            whole: false,
-            content_length: None,
-            written: 0,
             tag,
             input: None,
-            fault_answered: false,
+            state: State::Unstarted,
         }))
+    }
+
+    pub fn tag(&self) -> &Tag {
+        &self.tag
+    }
+
+    /// Reading the request body reports to `read`: a failure there decides
+    /// the answer (`send_head`).
+    pub fn watch_input(&mut self, read: Outcome) {
+        self.input = Some(read);
     }
 
     /// The client's request body failed (timed out, malformed, gone).
@@ -74,18 +113,80 @@ impl Responder {
         self.input.as_ref()?.get()?.client().cloned()
     }
 
+    /// A head is out: the app's, or an answer given instead of it.
+    pub fn head_sent(&self) -> bool {
+        !matches!(self.state, State::Unstarted | State::Started(_))
+    }
+
+    /// The Content-Length the app declared, if any.
+    pub fn declared_length(&self) -> Option<u64> {
+        self.count().declared
+    }
+
+    /// The headers start_response recorded, while they are unsent.
+    pub fn pending_headers(&self) -> Option<&HeaderMap> {
+        match &self.state {
+            State::Started(pending) => Some(&pending.headers),
+            _ => None,
+        }
+    }
+
+    fn count(&self) -> Count {
+        match &self.state {
+            State::Unstarted => Count::default(),
+            State::Started(pending) => Count {
+                declared: pending.content_length,
+                written: 0,
+            },
+            State::Streaming(count)
+            | State::Whole(count)
+            | State::Failed(count)
+            | State::FaultAnswered(count) => *count,
+        }
+    }
+
+    /// Whether start_response may record a head now (a second call needs
+    /// `exc_info`, and after the head is out it only re-raises).
+    pub fn may_start(&self, exc_info: bool) -> Result<(), StartRefused> {
+        match (exc_info, &self.state) {
+            (true, _) if self.head_sent() => Err(StartRefused::HeadSent),
+            (false, State::Unstarted) | (true, _) => Ok(()),
+            (false, _) => Err(StartRefused::Twice),
+        }
+    }
+
+    /// start_response: records the head, replacing an unsent one.
+    pub fn start(
+        &mut self,
+        status: StatusCode,
+        reason: Option<hyper::ext::ReasonPhrase>,
+        headers: HeaderMap,
+        content_length: Option<u64>,
+    ) {
+        self.state = State::Started(Pending {
+            status,
+            reason,
+            headers,
+            content_length,
+        });
+    }
+
     /// The client's body failed: it gets the fault's status (once), or,
     /// when the app's head is already out, a cut connection.
     pub fn answer_fault(&mut self, fault: &BodyError) {
-        if std::mem::replace(&mut self.fault_answered, true) {
+        self.answer_fault_at(fault, self.count());
+    }
+
+    fn answer_fault_at(&mut self, fault: &BodyError, count: Count) {
+        if matches!(self.state, State::FaultAnswered(_)) {
             return;
         }
-        if self.head_sent {
+        let head_sent = self.head_sent();
+        self.state = State::FaultAnswered(count);
+        if head_sent {
             self.pipe.fail();
             return;
         }
-        self.head_sent = true;
-        self.pending = None;
         let mut head = super::call::error_head(fault.status());
         // The rest of the body is unread: the connection cannot carry
         // another request (dropped again for HTTP/2).
@@ -98,29 +199,17 @@ impl Responder {
     /// body failed, whatever the app answers, the client gets the fault's
     /// status instead, and the app is told the client is gone.
     pub fn send_head(&mut self, plan: BodyPlan) -> Result<(), SendError> {
-        if let Some(fault) = self.client_fault() {
-            self.answer_fault(&fault);
-            return Err(SendError::Disconnected);
-        }
-        let (status, headers) = self.pending.take().ok_or(SendError::NotStarted)?;
-        self.head_sent = true;
-        self.pipe
-            .send_head(Head {
-                status,
-                reason: self.reason.take(),
-                headers,
-                body: plan,
-            })
-            .map_err(|Disconnected| SendError::Disconnected)
+        self.send_app_head(plan, State::Streaming, 0)
     }
 
     /// Sends the head with `body` as the whole body, under a Content-Length
     /// of its size: the app's own field is kept when it is already the one
     /// we would write.
     pub fn send_whole(&mut self, body: Bytes) -> Result<(), SendError> {
-        let Some((_, headers)) = self.pending.as_mut() else {
+        let State::Started(pending) = &mut self.state else {
             return Err(SendError::NotStarted);
         };
+        let headers = &mut pending.headers;
         let mut digits = itoa::Buffer::new();
         let length = digits.format(body.len());
         let mut fields = headers.get_all(CONTENT_LENGTH).iter();
@@ -128,18 +217,132 @@ impl Responder {
         if !canonical {
             headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
         }
-        self.written = body.len() as u64;
-        self.whole = true;
-        self.send_head(BodyPlan::Full(body))
+        let written = body.len() as u64;
+        self.send_app_head(BodyPlan::Full(body), State::Whole, written)
+    }
+
+    /// Sends the head for `available` bytes of `file` from `offset` (no
+    /// more than the app's Content-Length), which the connection sends.
+    pub fn send_file(
+        &mut self,
+        file: std::fs::File,
+        offset: u64,
+        available: u64,
+    ) -> Result<(), SendError> {
+        let len = self
+            .declared_length()
+            .map_or(available, |n| n.min(available));
+        if let State::Started(pending) = &mut self.state {
+            pending
+                .headers
+                .insert(CONTENT_LENGTH, HeaderValue::from(len));
+        }
+        self.send_app_head(BodyPlan::File { file, offset, len }, State::Streaming, len)
+    }
+
+    /// Sends the recorded head with `plan`; the response is then `sent`
+    /// with `written` bytes of its body counted.
+    fn send_app_head(
+        &mut self,
+        plan: BodyPlan,
+        sent: fn(Count) -> State,
+        written: u64,
+    ) -> Result<(), SendError> {
+        if let Some(fault) = self.client_fault() {
+            let count = Count {
+                written,
+                ..self.count()
+            };
+            self.answer_fault_at(&fault, count);
+            return Err(SendError::Disconnected);
+        }
+        let State::Started(pending) = &self.state else {
+            return Err(SendError::NotStarted);
+        };
+        let count = Count {
+            declared: pending.content_length,
+            written,
+        };
+        let State::Started(pending) = std::mem::replace(&mut self.state, sent(count)) else {
+            unreachable!("checked above");
+        };
+        self.pipe
+            .send_head(Head {
+                status: pending.status,
+                reason: pending.reason,
+                headers: pending.headers,
+                body: plan,
+            })
+            .map_err(|Disconnected| SendError::Disconnected)
+    }
+
+    /// The app failed before its head went out: `head` answers instead.
+    pub fn send_error(&mut self, head: Head) {
+        self.state = State::Failed(self.count());
+        let _ = self.pipe.send_head(head);
+    }
+
+    /// The app failed after its head went out: the connection is cut.
+    pub fn cut(&mut self) {
+        self.state = State::Failed(self.count());
+        self.pipe.fail();
+    }
+
+    /// End of the body: an unsent head goes out now; a body shorter than
+    /// its Content-Length cuts the connection (a clean end would lie to the
+    /// client).
+    pub fn end_body(&mut self) -> Result<(), SendError> {
+        // A body that broke off is answered by `call::run`, never ended
+        // cleanly here.
+        if self.client_fault().is_some() {
+            return Ok(());
+        }
+        let count = self.count();
+        match self.state {
+            State::Unstarted | State::Started(_) => match count.declared.filter(|&n| n > 0) {
+                Some(n) => {
+                    tracing::error!(request = %self.tag, "WSGI app declared Content-Length {n} but sent no body; connection closed");
+                    self.send_head(BodyPlan::Stream)
+                        .or_else(ignore_disconnect)?;
+                    self.cut();
+                }
+                None => self
+                    .send_head(BodyPlan::Full(Bytes::new()))
+                    .or_else(ignore_disconnect)?,
+            },
+            // The body went out with the head.
+            State::Whole(_) => {}
+            State::Streaming(_) | State::Failed(_) | State::FaultAnswered(_) => match count {
+                Count {
+                    declared: Some(n),
+                    written,
+                } if written < n => {
+                    tracing::error!(
+                        request = %self.tag,
+                        "WSGI app sent {written} of its {n}-byte Content-Length; connection closed"
+                    );
+                    self.pipe.fail();
+                }
+                _ => self.pipe.finish(),
+            },
+        }
+        Ok(())
     }
 
     /// Trims `data` to what Content-Length still allows (logging the excess
     /// once) and counts it.
     fn admit(&mut self, mut data: Bytes) -> Bytes {
-        if let Some(limit) = self.content_length {
-            let room = limit.saturating_sub(self.written);
+        let count = match &mut self.state {
+            State::Unstarted | State::Started(_) => return data,
+            State::Streaming(count)
+            | State::Whole(count)
+            | State::Failed(count)
+            | State::FaultAnswered(count) => count,
+        };
+        if let Some(limit) = count.declared {
+            let room = limit.saturating_sub(count.written);
             if data.len() as u64 > room {
-                if room > 0 || self.written == limit {
+                if room > 0 || count.written == limit {
                     tracing::error!(
                         request = %self.tag,
                         "WSGI app sent more than its Content-Length ({limit} bytes); the excess was dropped"
@@ -148,8 +351,16 @@ impl Responder {
                 data.truncate(room as usize);
             }
         }
-        self.written += data.len() as u64;
+        count.written += data.len() as u64;
         data
+    }
+}
+
+/// A client gone is no error of the app's: it just stops producing.
+pub fn ignore_disconnect(e: SendError) -> Result<(), SendError> {
+    match e {
+        SendError::Disconnected => Ok(()),
+        other => Err(other),
     }
 }
 
@@ -157,7 +368,7 @@ impl Responder {
 pub enum SendError {
     /// Body bytes before start_response.
     NotStarted,
-    /// The client is gone; stop producing.
+    /// The client is gone (or its body failed); stop producing.
     Disconnected,
 }
 
@@ -174,16 +385,20 @@ impl From<SendError> for PyErr {
 
 /// Sends a body chunk (and the head before the first one), releasing the
 /// GIL only if the client is far enough behind that we must wait.
-pub fn send_chunk(py: Python<'_>, responder: &Shared, data: Bytes) -> Result<(), SendError> {
+pub fn send_chunk(
+    py: Python<'_>,
+    responder: &SharedResponder,
+    data: Bytes,
+) -> Result<(), SendError> {
     if data.is_empty() {
         return Ok(());
     }
     let pipe = {
         let mut r = lock(responder);
-        if !r.head_sent {
+        if !r.head_sent() {
             // The whole declared body in the first chunk, a framework's
             // usual answer: it goes with the head, as a list's does.
-            if r.content_length == Some(data.len() as u64) {
+            if r.declared_length() == Some(data.len() as u64) {
                 return r.send_whole(data);
             }
             r.send_head(BodyPlan::Stream)?;
@@ -209,11 +424,11 @@ pub fn send_chunk(py: Python<'_>, responder: &Shared, data: Bytes) -> Result<(),
 
 #[pyclass(module = "portico")]
 pub struct StartResponse {
-    responder: Shared,
+    responder: SharedResponder,
 }
 
 impl StartResponse {
-    pub fn new(responder: Shared) -> Self {
+    pub fn new(responder: SharedResponder) -> Self {
         StartResponse { responder }
     }
 }
@@ -228,25 +443,19 @@ impl StartResponse {
         exc_info: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Write> {
         let exc_info = exc_info.filter(|e| !e.is_none());
-        {
-            let r = lock(&self.responder);
-            match exc_info {
-                Some(info) if r.head_sent => return Err(reraise(info)),
-                None if r.started => {
-                    return Err(PyAssertionError::new_err(
-                        "start_response() called a second time without exc_info",
-                    ))
-                }
-                _ => {}
+        let allowed = lock(&self.responder).may_start(exc_info.is_some());
+        match (allowed, exc_info) {
+            (Err(StartRefused::HeadSent), Some(info)) => return Err(reraise(info)),
+            (Err(_), _) => {
+                return Err(PyAssertionError::new_err(
+                    "start_response() called a second time without exc_info",
+                ))
             }
+            (Ok(()), _) => {}
         }
         let (status, reason) = parse_status(status)?;
         let (headers, content_length) = parse_headers(headers)?;
-        let mut r = lock(&self.responder);
-        r.pending = Some((status, headers));
-        r.reason = reason;
-        r.content_length = content_length;
-        r.started = true;
+        lock(&self.responder).start(status, reason, headers, content_length);
         Ok(Write {
             responder: self.responder.clone(),
         })
@@ -256,7 +465,7 @@ impl StartResponse {
 /// The `write(data)` callable of PEP 3333's imperative API.
 #[pyclass(module = "portico")]
 pub struct Write {
-    responder: Shared,
+    responder: SharedResponder,
 }
 
 #[pymethods]
@@ -449,4 +658,50 @@ fn header_value(name: &HeaderName, text: &Bound<'_, PyAny>) -> PyResult<HeaderVa
     }
     HeaderValue::from_bytes(&bytes)
         .map_err(|_| PyValueError::new_err(format!("invalid value for header {name}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn responder() -> SharedResponder {
+        let parts = http::Request::new(()).into_parts().0;
+        Responder::new(Pipe::new(), Tag(Arc::new(parts)))
+    }
+
+    #[test]
+    fn the_head_goes_out_once_and_the_body_keeps_to_its_length() {
+        let shared = responder();
+        let mut r = lock(&shared);
+        assert_eq!(r.may_start(false), Ok(()));
+        assert!(matches!(
+            r.send_head(BodyPlan::Stream),
+            Err(SendError::NotStarted)
+        ));
+        r.start(StatusCode::OK, None, HeaderMap::new(), Some(3));
+        assert_eq!(r.declared_length(), Some(3));
+        assert_eq!(r.may_start(false), Err(StartRefused::Twice));
+        assert_eq!(r.may_start(true), Ok(()));
+        r.send_head(BodyPlan::Stream).unwrap();
+        assert!(r.head_sent());
+        assert_eq!(r.may_start(true), Err(StartRefused::HeadSent));
+        assert!(matches!(
+            r.send_head(BodyPlan::Stream),
+            Err(SendError::NotStarted)
+        ));
+        assert_eq!(&r.admit(Bytes::from_static(b"abcd"))[..], b"abc");
+        assert!(r.admit(Bytes::from_static(b"e")).is_empty());
+    }
+
+    #[test]
+    fn a_whole_body_goes_with_the_head() {
+        let shared = responder();
+        let mut r = lock(&shared);
+        r.start(StatusCode::OK, None, HeaderMap::new(), None);
+        r.send_whole(Bytes::from_static(b"hello")).unwrap();
+        assert!(r.head_sent());
+        assert!(matches!(r.state, State::Whole(Count { written: 5, .. })));
+        // Nothing more to end: the body went out with the head.
+        r.end_body().unwrap();
+    }
 }
