@@ -18,8 +18,7 @@
 
 use std::os::fd::{AsFd, BorrowedFd};
 
-use bytes::{Bytes, BytesMut};
-use http::header::{HeaderValue, CONTENT_LENGTH};
+use bytes::BytesMut;
 use http::StatusCode;
 use pyo3::prelude::*;
 use pyo3::types::{PyList, PyTuple};
