@@ -68,7 +68,7 @@ enum Outcome {
         lease: Lease,
     },
     /// The upstream named a file under the route's `sendfile_root`.
-    Sendfile {
+    NamedFile {
         accel: bool,
         target: HeaderValue,
         headers: HeaderMap,
@@ -262,7 +262,7 @@ fn decide(
             lease.discard();
             let mut headers = std::mem::take(response.headers_mut());
             headers::strip_hop_by_hop(&mut headers, false);
-            return Outcome::Sendfile {
+            return Outcome::NamedFile {
                 accel,
                 target,
                 headers,
@@ -312,14 +312,14 @@ fn render(
             Some(refusal) => refusal::refuse(&refusal, ctx.scope()),
             None => status_page(err.status()),
         },
-        Outcome::Sendfile {
+        Outcome::NamedFile {
             accel,
             target,
             headers,
         } => match &opts.sendfile_root {
             Some(root) => {
                 let sendfile = ctx.sendfile;
-                crate::static_files::sendfile_response(
+                crate::static_files::named_file_response(
                     root, files, sendfile, accel, &target, request, headers,
                 )
             }

@@ -36,7 +36,7 @@ pub fn named_file(headers: &HeaderMap) -> Option<NamedFile> {
 /// validators; the app's other headers are kept. `request` is the client's
 /// method and headers (for ranges and conditionals); `sendfile` is set when
 /// the body may go out with the syscall.
-pub fn sendfile_response(
+pub fn named_file_response(
     root: &std::path::Path,
     cache: &Cache,
     sendfile: Option<&Arc<SendQueue>>,

@@ -55,7 +55,7 @@ use crate::config::StaticOptions;
 use crate::request::answer::ErrorAnswer;
 use crate::request::body::Body;
 
-pub use accel::{named_file, sendfile_response, NamedFile};
+pub use accel::{named_file, named_file_response, NamedFile};
 pub use cache::Cache;
 use conditional::{http_date, Precondition, Validators};
 use encoding::{AcceptEncoding, Coding};

@@ -127,7 +127,7 @@ fn call_app(
     )?;
     let start = Bound::new(py, StartResponse::new(responder.clone()))?;
     let iterable = app.call1((environ, start))?;
-    let sent = send_iterable(py, responder, &iterable, job.sendfile);
+    let sent = send_iterable(py, responder, &iterable, job.may_name_files);
     let closed = close(&iterable);
     sent?;
     closed
@@ -149,9 +149,9 @@ fn send_iterable(
     py: Python<'_>,
     responder: &SharedResponder,
     iterable: &Bound<'_, PyAny>,
-    sendfile: bool,
+    may_name_files: bool,
 ) -> PyResult<()> {
-    if sendfile && try_sendfile_header(responder)? {
+    if may_name_files && try_named_file_header(responder)? {
         return Ok(());
     }
     if let Ok(wrapper) = iterable.cast::<FileWrapper>() {
@@ -215,7 +215,7 @@ fn finish(responder: &SharedResponder) -> PyResult<()> {
 }
 
 /// `X-Accel-Redirect` / `X-Sendfile`: the connection serves the file.
-fn try_sendfile_header(responder: &SharedResponder) -> PyResult<bool> {
+fn try_named_file_header(responder: &SharedResponder) -> PyResult<bool> {
     let mut r = lock(responder);
     let Some(headers) = r.pending_headers() else {
         return Ok(false);
@@ -223,7 +223,7 @@ fn try_sendfile_header(responder: &SharedResponder) -> PyResult<bool> {
     let Some(NamedFile { accel, target }) = named_file(headers) else {
         return Ok(false);
     };
-    r.send_head(BodyPlan::Sendfile { accel, target })
+    r.send_head(BodyPlan::NamedFile { accel, target })
         .or_else(ignore_disconnect)?;
     Ok(true)
 }

@@ -74,7 +74,7 @@ pub struct Job {
     pub pipe: Arc<Pipe>,
     pub tag: Tag,
     /// The route lets the app answer with X-Accel-Redirect / X-Sendfile.
-    pub sendfile: bool,
+    pub may_name_files: bool,
 }
 
 /// "METHOD target" of a request, for log lines; formatted only when a line
@@ -187,7 +187,7 @@ impl WsgiRuntime {
             max_body_size: ctx.max_body_size,
             pipe: pipe.clone(),
             tag,
-            sendfile: opts.sendfile_root.is_some(),
+            may_name_files: opts.sendfile_root.is_some(),
         });
         let (head, pipe) = HeadFuture(Some(pipe)).await;
         let Some(head) = head else {
@@ -200,12 +200,12 @@ impl WsgiRuntime {
                 let range = offset..offset + len;
                 Response::new(static_files::file_range_body(file, range, ctx.sendfile))
             }
-            BodyPlan::Sendfile { accel, target } => {
-                // Jobs ask for sendfile only on routes with a root.
+            BodyPlan::NamedFile { accel, target } => {
+                // Jobs may name files only on routes with a sendfile_root.
                 let Some(root) = opts.sendfile_root.as_ref() else {
                     return status_page(StatusCode::INTERNAL_SERVER_ERROR);
                 };
-                return static_files::sendfile_response(
+                return static_files::named_file_response(
                     root,
                     files,
                     ctx.sendfile,

@@ -45,7 +45,7 @@ pub enum BodyPlan {
     },
     /// `X-Accel-Redirect` (a path under the route's `sendfile_root`) or
     /// `X-Sendfile` (an absolute path inside it): served as a static file.
-    Sendfile {
+    NamedFile {
         accel: bool,
         target: http::HeaderValue,
     },
