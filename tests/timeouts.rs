@@ -413,7 +413,7 @@ const MALFORMED: [(&str, &[u8]); 6] = [
     ("overflow", b"fffffffffffffffff\r\nhello\r\n0\r\n\r\n"),
     ("barelf", b"5;ext=1\nhello\r\n0\r\n\r\n"),
     ("nocrlf", b"5\r\nhelloXX0\r\n\r\n"),
-    // Request trailers are refused (src/body.rs): after a bare LF hyper
+    // Request trailers are refused (src/request/body.rs): after a bare LF hyper
     // would read the next request into the trailer section.
     ("trailers", b"0\r\nX-Trailer: 1\r\n\r\n"),
     (
@@ -461,7 +461,7 @@ fn a_malformed_chunked_body_is_400_on_a_wsgi_route_and_the_app_never_sees_it_who
         server.logs()
     );
     // Malformed requests are logged at debug level, like the HTTP
-    // parser's own refusals (src/refusal.rs); the access log has them.
+    // parser's own refusals (src/request/refusal.rs); the access log has them.
     assert!(
         has_line(&server, "HTTP/1.1\" 400", Duration::from_secs(1)),
         "{}",
